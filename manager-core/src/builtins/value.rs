@@ -1,0 +1,293 @@
+//! `Value`: one shared value (Python's `manager.Value`), with atomics-style
+//! `swap`, `compare_exchange` and, for integers, `fetch_add`.
+
+use std::marker::PhantomData;
+use std::sync::RwLock;
+
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+use crate::builtins::{
+    builtin_proxy, create, decode, encode, method_name, no_such_method, Builtin, ElemBuf,
+};
+use crate::client::Client;
+use crate::context::Context;
+use crate::error::{Error, Result};
+use crate::proxy::Handle;
+use crate::shared::Object;
+use crate::wire::codec::{Decoder, Encoder};
+
+pub(crate) struct ValueObject {
+    value: RwLock<ElemBuf>,
+}
+
+mod m {
+    pub(super) const GET: u32 = 0;
+    pub(super) const SET: u32 = 1;
+    pub(super) const SWAP: u32 = 2;
+    pub(super) const COMPARE_EXCHANGE: u32 = 3;
+    pub(super) const FETCH_ADD: u32 = 4;
+}
+
+impl Builtin for ValueObject {
+    const NAME: &'static str = "manager::Value";
+    const METHODS: &'static [&'static str] =
+        &["get", "set", "swap", "compare_exchange", "fetch_add"];
+
+    fn construct(_ctx: &Context, args: &mut Decoder<'_>) -> Result<Self> {
+        let value: ElemBuf = args.take()?;
+        Ok(ValueObject {
+            value: RwLock::new(value),
+        })
+    }
+}
+
+impl Object for ValueObject {
+    fn type_name(&self) -> &'static str {
+        Self::NAME
+    }
+    fn fingerprint(&self) -> u64 {
+        Self::FINGERPRINT
+    }
+    fn method_name(&self, m: u32) -> &'static str {
+        method_name::<Self>(m)
+    }
+
+    fn call(
+        &self,
+        _ctx: &Context,
+        method: u32,
+        args: &mut Decoder<'_>,
+        out: &mut Encoder<'_>,
+    ) -> Result<()> {
+        let value = &self.value;
+        match method {
+            m::GET => {
+                args.finish()?;
+                out.put(
+                    &*value
+                        .read()
+                        .unwrap_or_else(std::sync::PoisonError::into_inner),
+                )
+            }
+            m::SET => {
+                let new: ElemBuf = args.take()?;
+                args.finish()?;
+                *write(value) = new;
+                Ok(())
+            }
+            m::SWAP => {
+                let new: ElemBuf = args.take()?;
+                args.finish()?;
+                let old = std::mem::replace(&mut *write(value), new);
+                out.put(&old)
+            }
+            m::COMPARE_EXCHANGE => {
+                let current: ElemBuf = args.take()?;
+                let new: ElemBuf = args.take()?;
+                args.finish()?;
+                let mut v = write(value);
+                // Equal encodings are equal values: postcard is deterministic.
+                let r: std::result::Result<ElemBuf, ElemBuf> = if *v == current {
+                    Ok(std::mem::replace(&mut *v, new))
+                } else {
+                    Err(v.clone())
+                };
+                out.put(&r)
+            }
+            m::FETCH_ADD => {
+                let kind: u8 = args.take()?;
+                let delta: ElemBuf = args.take()?;
+                args.finish()?;
+                let mut v = write(value);
+                let next = add_encoded(kind, &v, &delta)?;
+                let old = std::mem::replace(&mut *v, next);
+                out.put(&old)
+            }
+            _ => Err(no_such_method::<Self>(method)),
+        }
+    }
+}
+
+fn write(v: &RwLock<ElemBuf>) -> std::sync::RwLockWriteGuard<'_, ElemBuf> {
+    v.write().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// `a + b` for two encoded integers of kind `kind`, wrapping like the
+/// atomics' `fetch_add`.
+fn add_encoded(kind: u8, a: &[u8], b: &[u8]) -> Result<ElemBuf> {
+    macro_rules! kinds {
+        ($($k:literal => $t:ty),*) => {
+            match kind {
+                $($k => encode(&decode::<$t>(a)?.wrapping_add(decode::<$t>(b)?)),)*
+                _ => Err(Error::Protocol(format!("fetch_add of unknown integer kind {kind}"))),
+            }
+        };
+    }
+    kinds!(0 => i8, 1 => i16, 2 => i32, 3 => i64, 4 => i128, 5 => isize,
+           6 => u8, 7 => u16, 8 => u32, 9 => u64, 10 => u128, 11 => usize)
+}
+
+/// Integer types whose shared values support [`ValueProxy::fetch_add`].
+pub trait FetchAdd: sealed::Sealed {
+    #[doc(hidden)]
+    const KIND: u8;
+}
+
+mod sealed {
+    pub trait Sealed {}
+}
+
+macro_rules! fetch_add_kinds {
+    ($($t:ty => $k:literal),*) => {$(
+        impl sealed::Sealed for $t {}
+        impl FetchAdd for $t { const KIND: u8 = $k; }
+    )*};
+}
+fetch_add_kinds!(i8 => 0, i16 => 1, i32 => 2, i64 => 3, i128 => 4, isize => 5,
+                 u8 => 6, u16 => 7, u32 => 8, u64 => 9, u128 => 10, usize => 11);
+
+/// Proxy to a shared value (Python's `manager.Value`), from [`Client::value`].
+///
+/// ```
+/// # fn main() -> manager::Result<()> {
+/// let mgr = manager::Manager::builder().spawn_thread()?;
+/// let hits = mgr.value(0u64)?;
+/// assert_eq!(hits.fetch_add(5)?, 0);
+/// assert_eq!(hits.compare_exchange(5, 7)?, Ok(5));
+/// assert_eq!(hits.compare_exchange(5, 9)?, Err(7));
+/// assert_eq!(hits.get()?, 7);
+/// # Ok(()) }
+/// ```
+pub struct ValueProxy<T> {
+    handle: Handle,
+    _marker: PhantomData<fn() -> T>,
+}
+
+builtin_proxy!(ValueProxy<T>, ValueObject);
+
+impl<T: Serialize + DeserializeOwned> ValueProxy<T> {
+    /// The value (Python: `value.value`).
+    ///
+    /// # Errors
+    /// Connection errors; `Error::Protocol` if the value is not a `T`.
+    pub fn get(&self) -> Result<T> {
+        let b: ElemBuf = self.handle.call(m::GET, |_| Ok(()))?;
+        decode(&b)
+    }
+
+    /// Replaces the value (Python: `value.value = x`).
+    ///
+    /// # Errors
+    /// Connection errors.
+    pub fn set(&self, value: T) -> Result<()> {
+        let e = encode(&value)?;
+        self.handle.call(m::SET, |a| a.put(&e))
+    }
+
+    /// Replaces the value and returns the previous one.
+    ///
+    /// # Errors
+    /// Connection errors.
+    pub fn swap(&self, value: T) -> Result<T> {
+        let e = encode(&value)?;
+        let old: ElemBuf = self.handle.call(m::SWAP, |a| a.put(&e))?;
+        decode(&old)
+    }
+
+    /// Stores `new` if the value is `current`: `Ok(previous)` on success,
+    /// `Err(actual)` otherwise, like the standard atomics.
+    ///
+    /// # Errors
+    /// Connection errors.
+    pub fn compare_exchange(&self, current: T, new: T) -> Result<std::result::Result<T, T>> {
+        let (c, n) = (encode(&current)?, encode(&new)?);
+        let r: std::result::Result<ElemBuf, ElemBuf> =
+            self.handle.call(m::COMPARE_EXCHANGE, |a| {
+                a.put(&c)?;
+                a.put(&n)
+            })?;
+        Ok(match r {
+            Ok(prev) => Ok(decode(&prev)?),
+            Err(actual) => Err(decode(&actual)?),
+        })
+    }
+}
+
+impl<T: Serialize + DeserializeOwned + FetchAdd> ValueProxy<T> {
+    /// Adds `delta` (wrapping) and returns the previous value.
+    ///
+    /// # Errors
+    /// Connection errors; `Error::Protocol` if the stored value is not a `T`.
+    pub fn fetch_add(&self, delta: T) -> Result<T> {
+        let d = encode(&delta)?;
+        let old: ElemBuf = self.handle.call(m::FETCH_ADD, |a| {
+            a.put(&T::KIND)?;
+            a.put(&d)
+        })?;
+        decode(&old)
+    }
+}
+
+impl Client {
+    /// A new shared value holding `initial` (Python: `manager.Value`).
+    ///
+    /// ```
+    /// # fn main() -> manager::Result<()> {
+    /// let mgr = manager::Manager::builder().spawn_thread()?;
+    /// let name = mgr.value(String::from("ada"))?;
+    /// assert_eq!(name.swap("grace".into())?, "ada");
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Errors
+    /// Connection errors.
+    pub fn value<T: Serialize + DeserializeOwned + Send + Sync + 'static>(
+        &self,
+        initial: T,
+    ) -> Result<ValueProxy<T>> {
+        let e = encode(&initial)?;
+        let handle = create::<ValueObject>(self, |a| a.put(&e))?;
+        Ok(<ValueProxy<T> as crate::Proxy>::__from_handle(handle))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::{Error, Manager};
+
+    #[test]
+    fn values_swap_exchange_and_add_in_the_manager() {
+        let mgr = Manager::builder().spawn_thread().unwrap();
+        let v = mgr.value(10i64).unwrap();
+        assert_eq!(v.get().unwrap(), 10);
+        v.set(11).unwrap();
+        assert_eq!(v.swap(12).unwrap(), 11);
+        assert_eq!(v.compare_exchange(12, 13).unwrap(), Ok(12));
+        assert_eq!(v.compare_exchange(12, 14).unwrap(), Err(13));
+        assert_eq!(v.fetch_add(-3).unwrap(), 13);
+        assert_eq!(v.get().unwrap(), 10);
+        let small = mgr.value(250u8).unwrap();
+        assert_eq!(small.fetch_add(10).unwrap(), 250);
+        assert_eq!(small.get().unwrap(), 4, "wraps like the atomics");
+        let s = mgr.value(String::from("a")).unwrap();
+        assert_eq!(s.swap("b".into()).unwrap(), "a");
+        // Reading a value as another type is a protocol error, not garbage.
+        let wrong: crate::ValueProxy<String> =
+            crate::Proxy::__from_handle(crate::Proxy::__handle(&v).clone());
+        assert!(matches!(wrong.get(), Err(Error::Protocol(_))));
+    }
+
+    #[test]
+    fn dropped_proxies_free_their_objects() {
+        let mgr = Manager::builder().spawn_thread().unwrap();
+        let base = mgr.stats().unwrap().objects;
+        let vs: Vec<_> = (0..10).map(|i| mgr.value(i).unwrap()).collect();
+        assert_eq!(mgr.stats().unwrap().objects, base + 10);
+        let copies = vs.clone();
+        drop(vs);
+        assert_eq!(mgr.stats().unwrap().objects, base + 10);
+        drop(copies);
+        assert_eq!(mgr.stats().unwrap().objects, base);
+    }
+}

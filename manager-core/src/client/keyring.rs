@@ -1,0 +1,104 @@
+//! The process-wide keyring: address → key, and the live client for it.
+//!
+//! A proxy that arrives in this process (from a token, a container or a
+//! reply) binds to its manager through the client recorded here. Only a
+//! successful handshake adds an entry.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, OnceLock, Weak};
+
+use crate::address::Address;
+use crate::auth::AuthKey;
+use crate::client::{Client, ClientInner};
+use crate::error::{Error, Result};
+use crate::server::{lock, ServerState};
+
+struct Entry {
+    key: AuthKey,
+    client: Weak<ClientInner>,
+}
+
+fn ring() -> &'static Mutex<HashMap<Address, Entry>> {
+    static RING: OnceLock<Mutex<HashMap<Address, Entry>>> = OnceLock::new();
+    RING.get_or_init(|| Mutex::new(HashMap::new()))
+}
+
+/// Managers running in this process, by address: a proxy that arrives here
+/// for one of them calls it directly, without a socket or a key.
+fn local_servers() -> &'static Mutex<HashMap<Address, Weak<ServerState>>> {
+    static LOCAL: OnceLock<Mutex<HashMap<Address, Weak<ServerState>>>> = OnceLock::new();
+    LOCAL.get_or_init(|| Mutex::new(HashMap::new()))
+}
+
+/// Records a manager of this process.
+pub(crate) fn register_local(state: &Arc<ServerState>) {
+    let mut servers = lock(local_servers());
+    servers.retain(|_, s| s.strong_count() > 0);
+    servers.insert(state.address.clone(), Arc::downgrade(state));
+}
+
+/// The in-process client of a live manager of this process at `address`.
+fn local_client(address: &Address, key: Option<&AuthKey>) -> Option<Client> {
+    let state = lock(local_servers()).get(address)?.upgrade()?;
+    if key.is_some_and(|k| *k != state.config.key) {
+        return None;
+    }
+    state.internal_client().ok()
+}
+
+/// Records a freshly authenticated client.
+pub(crate) fn remember(client: &Client) {
+    let mut ring = lock(ring());
+    let keep_live = ring
+        .get(client.address())
+        .is_some_and(|e| e.key == *client.key() && e.client.strong_count() > 0);
+    if !keep_live {
+        ring.insert(
+            client.address().clone(),
+            Entry {
+                key: client.key().clone(),
+                client: Arc::downgrade(&client.inner),
+            },
+        );
+    }
+}
+
+/// A client of the manager at `address`, with the key this process holds for it.
+pub(crate) fn client_for(address: &Address) -> Result<Client> {
+    if let Some(c) = local_client(address, None) {
+        return Ok(c);
+    }
+    let key = {
+        let ring = lock(ring());
+        let entry = ring.get(address).ok_or_else(|| {
+            Error::AuthenticationFailed(format!(
+                "this process holds no key for the manager at {address}; connect a Client \
+                 to it or redeem a token with its key first"
+            ))
+        })?;
+        if let Some(inner) = entry.client.upgrade() {
+            return Ok(Client { inner });
+        }
+        entry.key.clone()
+    };
+    Client::connect(address, &key)
+}
+
+/// A client of the manager at `address` proving `key`: the live one if it
+/// uses the same key, else a new connection.
+pub(crate) fn client_with(address: &Address, key: &AuthKey) -> Result<Client> {
+    if let Some(c) = local_client(address, Some(key)) {
+        return Ok(c);
+    }
+    {
+        let ring = lock(ring());
+        if let Some(e) = ring.get(address) {
+            if e.key == *key {
+                if let Some(inner) = e.client.upgrade() {
+                    return Ok(Client { inner });
+                }
+            }
+        }
+    }
+    Client::connect(address, key)
+}

@@ -1,0 +1,83 @@
+//! Calls into a manager of this process, without a socket: what
+//! `Context::client` and proxies arriving inside the manager use.
+//!
+//! Each thread gets a connection id of its own per manager, so locks taken
+//! in-process are owned per thread as they are over sockets, and released
+//! when the thread ends.
+
+use std::cell::RefCell;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Weak};
+
+use crate::context::Context;
+use crate::error::{Error, Result};
+use crate::server::ServerState;
+use crate::wire::codec::Encoder;
+
+/// This thread's connection id with one manager.
+struct LocalConn {
+    state: Weak<ServerState>,
+    conn: u64,
+}
+
+impl Drop for LocalConn {
+    fn drop(&mut self) {
+        if let Some(state) = self.state.upgrade() {
+            state.table.disconnected(self.conn);
+        }
+    }
+}
+
+thread_local! {
+    static CONNS: RefCell<Vec<LocalConn>> = const { RefCell::new(Vec::new()) };
+}
+
+fn conn_id(state: &Arc<ServerState>) -> u64 {
+    let found = CONNS.try_with(|conns| {
+        let mut conns = conns.try_borrow_mut().ok()?;
+        if let Some(c) = conns
+            .iter()
+            .find(|c| std::ptr::eq(c.state.as_ptr(), Arc::as_ptr(state)))
+        {
+            return Some(c.conn);
+        }
+        conns.retain(|c| c.state.strong_count() > 0);
+        let conn = state.new_connection_id();
+        conns.push(LocalConn {
+            state: Arc::downgrade(state),
+            conn,
+        });
+        Some(conn)
+    });
+    // During thread teardown: a one-off id, so ownership cannot be confused.
+    found
+        .ok()
+        .flatten()
+        .unwrap_or_else(|| state.new_connection_id())
+}
+
+/// Runs one call in this thread and returns its encoded result.
+pub(crate) fn call(
+    state: &Weak<ServerState>,
+    session: u64,
+    object: u64,
+    method: u32,
+    args: impl FnOnce(&mut Encoder<'_>) -> Result<()>,
+) -> Result<Vec<u8>> {
+    let state = state.upgrade().ok_or(Error::ServerShutdown)?;
+    if state.is_stopping() {
+        return Err(Error::ServerShutdown);
+    }
+    let mut input = Vec::new();
+    args(&mut Encoder::new(&mut input))?;
+    let ctx = Context {
+        conn: conn_id(&state),
+        server: Arc::clone(&state),
+        session,
+        peer: None,
+    };
+    state.calls.fetch_add(1, Ordering::Relaxed);
+    let mut out = Vec::new();
+    state.dispatch(&ctx, object, method, &input, &mut Encoder::new(&mut out))?;
+    Ok(out)
+}

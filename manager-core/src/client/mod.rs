@@ -1,0 +1,489 @@
+//! The client: a session with one manager, a connection per thread, the
+//! process-wide keyring, and pending replies of pipelined calls.
+
+mod keyring;
+mod link;
+mod local;
+mod pending;
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, Weak};
+
+use serde::de::DeserializeOwned;
+
+use crate::address::Address;
+use crate::auth::AuthKey;
+use crate::error::{Error, Result};
+use crate::proxy::Proxy;
+use crate::server::control::method;
+use crate::server::{lock, ServerState};
+use crate::stats::Stats;
+use crate::transport::Socket;
+use crate::wire::codec::{from_slice, Encoder};
+use crate::wire::message::CONTROL;
+
+pub(crate) use keyring::{client_for, client_with, register_local};
+use link::Link;
+pub use pending::Pending;
+
+/// A connection to a manager, shared by every thread of this process that
+/// clones it.
+///
+/// Each thread that calls through a `Client` gets its own connection, so
+/// calls from one thread run in order and threads never wait for each other.
+/// All of them form one session: the references its proxies hold live while
+/// the `Client` (or any proxy made through it) lives, and end when it is
+/// dropped or the process exits.
+///
+/// ```
+/// use manager::{Client, Manager};
+///
+/// # fn main() -> manager::Result<()> {
+/// let mgr = Manager::builder().spawn_thread()?;
+/// // Another process would get the address and key by argument or pipe.
+/// let client = Client::connect(mgr.address(), mgr.auth_key())?;
+/// assert!(client.stats()?.connections >= 1);
+/// # Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct Client {
+    pub(crate) inner: Arc<ClientInner>,
+}
+
+pub(crate) struct ClientInner {
+    id: u64,
+    address: Address,
+    key: AuthKey,
+    /// The session's id on the manager; renewed if the manager restarts.
+    session: AtomicU64,
+    transport: Transport,
+}
+
+enum Transport {
+    /// Sockets to a manager, one per thread.
+    Remote(Box<Remote>),
+    /// Calls into a manager of this process, without a socket.
+    Local(Weak<ServerState>),
+}
+
+struct Remote {
+    /// Holds the session open while the client lives, and serves threads
+    /// that cannot have a link of their own (thread-local storage torn down).
+    main: Mutex<Link>,
+    /// Every thread link's socket, to close them when the client goes.
+    sockets: Mutex<HashMap<u64, Socket>>,
+    next_link: AtomicU64,
+}
+
+impl ClientInner {
+    fn remote(&self) -> &Remote {
+        match &self.transport {
+            Transport::Remote(r) => r,
+            // Only the socket paths below ask, and they are reached only
+            // through `Client::call` & co., which dispatch on the transport.
+            Transport::Local(_) => unreachable!("a local client has no sockets"),
+        }
+    }
+}
+
+static NEXT_CLIENT: AtomicU64 = AtomicU64::new(1);
+
+thread_local! {
+    /// This thread's connection to each client's manager.
+    static LINKS: RefCell<Vec<ThreadLink>> = const { RefCell::new(Vec::new()) };
+}
+
+struct ThreadLink {
+    client: u64,
+    owner: Weak<ClientInner>,
+    link: Link,
+}
+
+impl Drop for ThreadLink {
+    fn drop(&mut self) {
+        if let Some(owner) = self.owner.upgrade() {
+            lock(&owner.remote().sockets).remove(&self.link.id);
+        }
+    }
+}
+
+impl Drop for ClientInner {
+    fn drop(&mut self) {
+        match &self.transport {
+            Transport::Remote(r) => {
+                // Threads that used this client may live on; closing their
+                // sockets ends the session now rather than when they exit.
+                for s in lock(&r.sockets).values() {
+                    s.shutdown();
+                }
+                lock(&r.main).socket.shutdown();
+            }
+            Transport::Local(state) => {
+                if let Some(state) = state.upgrade() {
+                    state.table.leave_session(*self.session.get_mut());
+                }
+            }
+        }
+    }
+}
+
+impl Client {
+    /// Connects to the manager at `address`, proving `key`.
+    ///
+    /// On success the key is remembered for `address` in this process's
+    /// keyring, so proxies to that manager that arrive later (from tokens,
+    /// containers or replies) can bind to it.
+    ///
+    /// # Errors
+    /// `Error::Io` if nothing listens there, `Error::AuthenticationFailed` if
+    /// the key is wrong, `Error::Protocol` if the peer is not a manager.
+    pub fn connect(address: &Address, key: &AuthKey) -> Result<Client> {
+        let id = NEXT_CLIENT.fetch_add(1, Ordering::Relaxed);
+        let (main, welcome) = Link::open(0, address, key, None)?;
+        let _ = welcome.max_frame;
+        let client = Client {
+            inner: Arc::new(ClientInner {
+                id,
+                address: address.clone(),
+                key: key.clone(),
+                session: AtomicU64::new(welcome.session),
+                transport: Transport::Remote(Box::new(Remote {
+                    main: Mutex::new(main),
+                    sockets: Mutex::new(HashMap::new()),
+                    next_link: AtomicU64::new(1),
+                })),
+            }),
+        };
+        keyring::remember(&client);
+        Ok(client)
+    }
+
+    /// A client that calls into `state`, a manager of this process, directly.
+    pub(crate) fn local(state: &Arc<ServerState>) -> Client {
+        Client {
+            inner: Arc::new(ClientInner {
+                id: NEXT_CLIENT.fetch_add(1, Ordering::Relaxed),
+                address: state.address.clone(),
+                key: state.config.key.clone(),
+                session: AtomicU64::new(state.table.open_session()),
+                transport: Transport::Local(Arc::downgrade(state)),
+            }),
+        }
+    }
+
+    /// Calls `method` of `object` and waits for the result.
+    #[inline]
+    pub(crate) fn call<R: DeserializeOwned>(
+        &self,
+        object: u64,
+        method: u32,
+        args: impl FnOnce(&mut Encoder<'_>) -> Result<()>,
+    ) -> Result<R> {
+        match &self.inner.transport {
+            Transport::Remote(_) => self.with_link(|l| l.call(object, method, args)),
+            Transport::Local(state) => {
+                let out = local::call(state, self.session(), object, method, args)?;
+                from_slice(&out)
+            }
+        }
+    }
+
+    /// Sends a call whose result is taken later.
+    #[inline]
+    pub(crate) fn call_deferred<R: DeserializeOwned>(
+        &self,
+        object: u64,
+        method: u32,
+        args: impl FnOnce(&mut Encoder<'_>) -> Result<()>,
+    ) -> Result<Pending<R>> {
+        match &self.inner.transport {
+            Transport::Remote(_) => self.with_link(|l| {
+                let seq = l.send(object, method, args)?;
+                Ok(Pending::sent(self.clone(), l.id, seq))
+            }),
+            // In the manager's own process the call runs now; its result waits.
+            Transport::Local(state) => Ok(Pending::ready(local::call(
+                state,
+                self.session(),
+                object,
+                method,
+                args,
+            ))),
+        }
+    }
+
+    fn session(&self) -> u64 {
+        self.inner.session.load(Ordering::Acquire)
+    }
+
+    /// The address of the manager this client talks to.
+    pub fn address(&self) -> &Address {
+        &self.inner.address
+    }
+
+    pub(crate) fn key(&self) -> &AuthKey {
+        &self.inner.key
+    }
+
+    /// What the manager holds and has done.
+    ///
+    /// # Errors
+    /// `Error::ConnectionLost` if the manager is gone.
+    pub fn stats(&self) -> Result<Stats> {
+        self.control(method::STATS, |_| Ok(()))
+    }
+
+    /// Publishes `proxy`'s object under `name`, replacing whatever had it.
+    /// A published object lives until it is unpublished, even with no proxy.
+    ///
+    /// ```
+    /// # use manager::{shared, Manager};
+    /// # #[shared] pub struct Flag { on: bool }
+    /// # #[shared] impl Flag { pub fn new() -> Self { Flag { on: false } } pub fn on(&self) -> bool { self.on } }
+    /// # fn main() -> manager::Result<()> {
+    /// let mgr = Manager::builder().register::<Flag>().spawn_thread()?;
+    /// mgr.publish("flag", &FlagProxy::new(&mgr)?)?;
+    /// let again: FlagProxy = mgr.lookup("flag")?;
+    /// assert!(!again.on()?);
+    /// mgr.unpublish("flag")?;
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Errors
+    /// `Error::NoSuchObject` if the object is gone; `Error::Protocol` if the
+    /// proxy belongs to another manager.
+    pub fn publish<P: Proxy>(&self, name: &str, proxy: &P) -> Result<()> {
+        let h = proxy.__handle();
+        if h.address() != self.address() {
+            return Err(Error::Protocol(format!(
+                "cannot publish on {} a proxy to an object of the manager at {}",
+                self.address(),
+                h.address()
+            )));
+        }
+        let object = h.object();
+        self.control(method::PUBLISH, |a| {
+            a.put(name)?;
+            a.put(&object)
+        })
+    }
+
+    /// The proxy published under `name`.
+    ///
+    /// # Errors
+    /// `Error::NoSuchName` if nothing has that name; `Error::InterfaceMismatch`
+    /// if the object is not a `P`.
+    pub fn lookup<P: Proxy>(&self, name: &str) -> Result<P> {
+        let object: u64 = self.control(method::LOOKUP, |a| {
+            a.put(name)?;
+            a.put(&P::FINGERPRINT)
+        })?;
+        Ok(P::__from_handle(crate::proxy::Handle::bound(
+            self.clone(),
+            object,
+            P::FINGERPRINT,
+        )))
+    }
+
+    /// Removes `name`; the object lives on while proxies refer to it.
+    ///
+    /// # Errors
+    /// `Error::NoSuchName` if nothing has that name.
+    pub fn unpublish(&self, name: &str) -> Result<()> {
+        self.control(method::UNPUBLISH, |a| a.put(name))
+    }
+
+    /// Asks the manager to shut down, as [`Manager::shutdown`](crate::Manager::shutdown)
+    /// does for its owner; for managers run with `serve()` in another process.
+    ///
+    /// # Errors
+    /// `Error::ConnectionLost` if the manager is already gone.
+    pub fn shutdown_manager(&self) -> Result<()> {
+        self.control(method::SHUTDOWN, |_| Ok(()))
+    }
+
+    /// Checks that the manager answers.
+    ///
+    /// # Errors
+    /// `Error::ConnectionLost` if it does not.
+    pub fn ping(&self) -> Result<()> {
+        self.control(method::PING, |_| Ok(()))
+    }
+
+    #[inline]
+    pub(crate) fn control<R: DeserializeOwned>(
+        &self,
+        m: u32,
+        args: impl FnOnce(&mut Encoder<'_>) -> Result<()>,
+    ) -> Result<R> {
+        self.call(CONTROL, m, args)
+    }
+
+    /// Runs `f` on this thread's connection, opening it on first use.
+    #[inline]
+    pub(crate) fn with_link<R>(&self, f: impl FnOnce(&mut Link) -> Result<R>) -> Result<R> {
+        let mut f = Some(f);
+        let on_thread = LINKS.try_with(|links| {
+            let Ok(mut links) = links.try_borrow_mut() else {
+                return None;
+            };
+            let pos = match links.iter().position(|t| t.client == self.inner.id) {
+                Some(p) => p,
+                None => match self.open_thread_link() {
+                    Ok(t) => {
+                        links.retain(|t| t.owner.strong_count() > 0);
+                        links.push(t);
+                        links.len() - 1
+                    }
+                    Err(e) => return Some(Err(e)),
+                },
+            };
+            let run = f.take().expect("f is taken once");
+            let r = run(&mut links[pos].link);
+            if links[pos].link.is_broken() {
+                // The next call opens a fresh connection.
+                links.swap_remove(pos);
+            }
+            Some(r)
+        });
+        match on_thread {
+            Ok(Some(r)) => r,
+            // Re-entered from inside a call on this thread, or during thread
+            // teardown: the shared main link serves.
+            _ => {
+                let run = f.take().expect("f is taken once");
+                let mut main = lock(&self.inner.remote().main);
+                if main.is_broken() {
+                    self.renew_session(&mut main)?;
+                }
+                run(&mut main)
+            }
+        }
+    }
+
+    /// Runs `f` on the link `id` of this thread, if it still exists.
+    pub(crate) fn with_existing_link<R>(
+        &self,
+        id: u64,
+        f: impl FnOnce(&mut Link) -> Result<R>,
+    ) -> Result<R> {
+        if id == 0 {
+            return f(&mut lock(&self.inner.remote().main));
+        }
+        let mut f = Some(f);
+        let r = LINKS.try_with(|links| {
+            let mut links = links.try_borrow_mut().ok()?;
+            let t = links
+                .iter_mut()
+                .find(|t| t.client == self.inner.id && t.link.id == id)?;
+            let run = f.take().expect("f is taken once");
+            Some(run(&mut t.link))
+        });
+        match r {
+            Ok(Some(r)) => r,
+            _ => Err(Error::ConnectionLost(
+                "the connection this call was sent on has closed".into(),
+            )),
+        }
+    }
+
+    fn open_thread_link(&self) -> Result<ThreadLink> {
+        let inner = &self.inner;
+        let remote = inner.remote();
+        let id = remote.next_link.fetch_add(1, Ordering::Relaxed);
+        let open = |session: u64| {
+            Link::open(id, &inner.address, &inner.key, Some(session)).map(|(l, _)| l)
+        };
+        let tried = inner.session.load(Ordering::Acquire);
+        let link = match open(tried) {
+            Ok(link) => link,
+            Err(Error::ConnectionLost(why)) => {
+                // The manager no longer knows our session: it restarted. If
+                // our main connection is dead too, start a new session.
+                let mut main = lock(&remote.main);
+                if inner.session.load(Ordering::Acquire) == tried {
+                    if main.socket.peer_gone() {
+                        main.mark_broken("the manager closed the connection");
+                    }
+                    if !main.is_broken() {
+                        return Err(Error::ConnectionLost(why));
+                    }
+                    self.renew_session(&mut main)?;
+                }
+                let session = inner.session.load(Ordering::Acquire);
+                drop(main);
+                open(session)?
+            }
+            Err(Error::Io(e)) => {
+                return Err(Error::ConnectionLost(format!(
+                    "cannot reach the manager at {}: {e}",
+                    inner.address
+                )))
+            }
+            Err(e) => return Err(e),
+        };
+        if let Ok(s) = link.socket.try_clone() {
+            lock(&remote.sockets).insert(id, s);
+        }
+        Ok(ThreadLink {
+            client: self.inner.id,
+            owner: Arc::downgrade(&self.inner),
+            link,
+        })
+    }
+
+    /// Replaces a broken main connection, and with it the session. Objects
+    /// the old session held may be gone; their proxies get `NoSuchObject`.
+    fn renew_session(&self, main: &mut Link) -> Result<()> {
+        let inner = &self.inner;
+        let (fresh, welcome) = Link::open(0, &inner.address, &inner.key, None).map_err(|e| {
+            Error::ConnectionLost(format!(
+                "cannot reach the manager at {}: {e}",
+                inner.address
+            ))
+        })?;
+        tracing::debug!(address = %inner.address, "reconnected with a new session");
+        *main = fresh;
+        inner.session.store(welcome.session, Ordering::Release);
+        Ok(())
+    }
+
+    /// Drops one of this session's references to `object`. Uses this
+    /// thread's connection if it has one, so the release follows the calls
+    /// this thread sent before it; otherwise the main one.
+    pub(crate) fn release(&self, object: u64) {
+        if let Transport::Local(state) = &self.inner.transport {
+            if let Some(state) = state.upgrade() {
+                state.table.release(self.session(), object);
+            }
+            return;
+        }
+        let mut object = Some(object);
+        let _ = LINKS.try_with(|links| {
+            if let Ok(mut links) = links.try_borrow_mut() {
+                if let Some(t) = links.iter_mut().find(|t| t.client == self.inner.id) {
+                    if let Some(o) = object.take() {
+                        t.link.release(o);
+                    }
+                }
+            }
+        });
+        if let Some(o) = object {
+            lock(&self.inner.remote().main).release(o);
+        }
+    }
+}
+
+impl std::fmt::Debug for Client {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Client")
+            .field("address", &self.inner.address)
+            .field(
+                "session",
+                &format_args!("{:016x}", self.inner.session.load(Ordering::Relaxed)),
+            )
+            .finish()
+    }
+}

@@ -1,0 +1,97 @@
+//! The reply of a pipelined call, not yet taken.
+
+use std::marker::PhantomData;
+
+use serde::de::DeserializeOwned;
+
+use crate::client::Client;
+use crate::error::{Error, Result};
+use crate::wire::codec::from_slice;
+
+/// A call sent with `proxy.deferred().method(..)` whose reply has not been taken.
+///
+/// Calls sent from one thread run in the manager in the order sent, so many
+/// deferred calls cost about one round trip. Replies may be taken in any
+/// order. Dropping a `Pending` discards its reply (the call still runs).
+/// A `Pending` belongs to the thread that sent the call.
+///
+/// ```
+/// # use manager::{shared, Manager};
+/// # #[shared] pub struct Tally { n: u64 }
+/// # #[shared] impl Tally { pub fn new() -> Self { Tally { n: 0 } } pub fn add(&mut self, k: u64) -> u64 { self.n += k; self.n } }
+/// # fn main() -> manager::Result<()> {
+/// let mgr = Manager::builder().register::<Tally>().spawn_thread()?;
+/// let t = TallyProxy::new(&mgr)?;
+/// let pending: Vec<_> = (0..100).map(|_| t.deferred().add(1)).collect::<Result<_, _>>()?;
+/// let last = pending.into_iter().map(|p| p.wait()).last().unwrap()?;
+/// assert_eq!(last, 100);
+/// # Ok(()) }
+/// ```
+#[must_use = "a Pending does nothing unless waited for; dropping it discards the reply"]
+pub struct Pending<R> {
+    state: State,
+    _marker: PhantomData<fn() -> R>,
+    /// Not `Send`: the reply arrives on the sending thread's connection.
+    _not_send: PhantomData<*const ()>,
+}
+
+enum State {
+    /// Sent on link `link` of the sending thread as call `seq`.
+    Sent { client: Client, link: u64, seq: u64 },
+    /// Already run (in the manager's own process): the encoded result.
+    Ready(Result<Vec<u8>>),
+    /// Waited for.
+    Done,
+}
+
+impl<R: DeserializeOwned> Pending<R> {
+    pub(crate) fn sent(client: Client, link: u64, seq: u64) -> Self {
+        Pending {
+            state: State::Sent { client, link, seq },
+            _marker: PhantomData,
+            _not_send: PhantomData,
+        }
+    }
+
+    pub(crate) fn ready(result: Result<Vec<u8>>) -> Self {
+        Pending {
+            state: State::Ready(result),
+            _marker: PhantomData,
+            _not_send: PhantomData,
+        }
+    }
+
+    /// Waits for the reply and returns the call's result.
+    ///
+    /// # Errors
+    /// Whatever the call returned, or `Error::ConnectionLost`.
+    pub fn wait(mut self) -> Result<R> {
+        match std::mem::replace(&mut self.state, State::Done) {
+            State::Sent { client, link, seq } => client.with_existing_link(link, |l| l.wait(seq)),
+            State::Ready(r) => from_slice(&r?),
+            State::Done => Err(Error::Protocol("this reply was already taken".into())),
+        }
+    }
+}
+
+impl<R> Drop for Pending<R> {
+    fn drop(&mut self) {
+        if let State::Sent { client, link, seq } = &self.state {
+            let seq = *seq;
+            let _ = client.with_existing_link(*link, |l| {
+                l.discard(seq);
+                Ok(())
+            });
+        }
+    }
+}
+
+impl<R> std::fmt::Debug for Pending<R> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.state {
+            State::Sent { seq, .. } => f.debug_struct("Pending").field("seq", seq).finish(),
+            State::Ready(_) => f.write_str("Pending(ready)"),
+            State::Done => f.write_str("Pending(done)"),
+        }
+    }
+}

@@ -1,0 +1,143 @@
+//! The per-call context a shared method can ask for.
+
+use std::sync::{Arc, Condvar, MutexGuard, PoisonError};
+use std::time::{Duration, Instant};
+
+use crate::client::Client;
+use crate::error::{Error, Result};
+use crate::server::ServerState;
+use crate::transport::Socket;
+
+/// How often a blocked call checks that its caller is still there.
+const LIVENESS_CHECK: Duration = Duration::from_millis(100);
+
+/// What a method running in the manager knows about its call.
+///
+/// A method whose first parameter after `self` is `ctx: &manager::Context`
+/// receives it; the parameter is not part of the proxy's signature.
+///
+/// ```
+/// use manager::{shared, Context};
+///
+/// #[shared]
+/// pub struct Factory;
+///
+/// #[shared]
+/// impl Factory {
+///     pub fn new() -> Self { Factory }
+///     /// Reports which connection called.
+///     pub fn caller(&self, ctx: &Context) -> u64 { ctx.connection_id() }
+/// }
+/// ```
+pub struct Context {
+    pub(crate) server: Arc<ServerState>,
+    pub(crate) session: u64,
+    pub(crate) conn: u64,
+    /// The caller's socket, to notice when it goes away during a blocked call.
+    pub(crate) peer: Option<Socket>,
+}
+
+impl Context {
+    /// The id of the calling connection: one per client thread. Locks and
+    /// permits are owned by a connection.
+    pub fn connection_id(&self) -> u64 {
+        self.conn
+    }
+
+    /// The id of the calling client session (all threads of one `Client`).
+    pub fn session_id(&self) -> u64 {
+        self.session
+    }
+
+    /// A `Client` of this manager, for methods that create objects or call
+    /// other objects of the same manager.
+    ///
+    /// # Errors
+    /// `Error::ServerShutdown` if the manager is shutting down, or the errors
+    /// of [`Client::connect`].
+    pub fn client(&self) -> Result<Client> {
+        self.server.internal_client()
+    }
+
+    /// Whether the call should give up: its caller is gone or the manager is
+    /// shutting down.
+    pub fn is_cancelled(&self) -> bool {
+        self.server.is_stopping() || self.peer.as_ref().is_some_and(Socket::peer_gone)
+    }
+
+    /// Blocks on `condvar` until `ready` holds for the guarded state, the
+    /// `deadline` passes (returning `false`), or the call is cancelled.
+    ///
+    /// This is how a `&self` method blocks without holding up other callers
+    /// of the same object: keep the state behind your own `Mutex` and
+    /// notify the `Condvar` when it changes.
+    ///
+    /// ```
+    /// use std::sync::{Condvar, Mutex};
+    /// use manager::{shared, Context};
+    ///
+    /// #[shared]
+    /// pub struct Mailbox { slot: Mutex<Option<String>>, changed: Condvar }
+    ///
+    /// #[shared]
+    /// impl Mailbox {
+    ///     pub fn new() -> Self { Mailbox { slot: Mutex::new(None), changed: Condvar::new() } }
+    ///     pub fn put(&self, s: String) {
+    ///         *self.slot.lock().unwrap() = Some(s);
+    ///         self.changed.notify_all();
+    ///     }
+    ///     /// Waits for a letter.
+    ///     pub fn take(&self, ctx: &Context) -> manager::Result<String> {
+    ///         let g = self.slot.lock().unwrap();
+    ///         let (mut g, _) = ctx.wait_until(g, &self.changed, None, |s| s.is_some())?;
+    ///         Ok(g.take().unwrap_or_default())
+    ///     }
+    /// }
+    /// ```
+    ///
+    /// # Errors
+    /// `Error::ConnectionLost` if the caller disconnected while waiting,
+    /// `Error::ServerShutdown` if the manager is stopping.
+    pub fn wait_until<'a, T>(
+        &self,
+        mut guard: MutexGuard<'a, T>,
+        condvar: &Condvar,
+        deadline: Option<Instant>,
+        mut ready: impl FnMut(&mut T) -> bool,
+    ) -> Result<(MutexGuard<'a, T>, bool)> {
+        loop {
+            if ready(&mut guard) {
+                return Ok((guard, true));
+            }
+            let mut slice = LIVENESS_CHECK;
+            if let Some(d) = deadline {
+                let now = Instant::now();
+                if now >= d {
+                    return Ok((guard, false));
+                }
+                slice = slice.min(d - now);
+            }
+            guard = condvar
+                .wait_timeout(guard, slice)
+                .unwrap_or_else(PoisonError::into_inner)
+                .0;
+            if self.server.is_stopping() {
+                return Err(Error::ServerShutdown);
+            }
+            if self.peer.as_ref().is_some_and(Socket::peer_gone) {
+                return Err(Error::ConnectionLost(
+                    "the caller disconnected while waiting".into(),
+                ));
+            }
+        }
+    }
+}
+
+impl std::fmt::Debug for Context {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Context")
+            .field("connection", &self.conn)
+            .field("session", &format_args!("{:016x}", self.session))
+            .finish_non_exhaustive()
+    }
+}

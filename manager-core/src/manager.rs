@@ -1,0 +1,307 @@
+//! `Manager` and its builder: where a manager runs, and the handle that owns it.
+
+use std::collections::HashMap;
+use std::ops::Deref;
+use std::time::Duration;
+
+use crate::address::Address;
+use crate::auth::AuthKey;
+use crate::client::Client;
+use crate::error::Result;
+use crate::server::{Limits, Server, ServerConfig, ServerThread};
+use crate::shared::{Shared, TypeEntry};
+use crate::spawn::ChildManager;
+
+/// A running manager, and a [`Client`] of it (through `Deref`).
+///
+/// Dropping it, or calling [`Manager::shutdown`], stops the manager: its
+/// objects are freed and other clients' next calls fail with
+/// `Error::ConnectionLost` or `Error::ServerShutdown`.
+///
+/// ```
+/// use manager::{shared, Manager};
+///
+/// #[shared]
+/// pub struct Counter { value: i64 }
+///
+/// #[shared]
+/// impl Counter {
+///     pub fn new(start: i64) -> Self { Counter { value: start } }
+///     pub fn incr(&mut self, by: i64) -> i64 { self.value += by; self.value }
+/// }
+///
+/// # fn main() -> manager::Result<()> {
+/// let mgr = Manager::builder().register::<Counter>().spawn_thread()?;
+/// let c = CounterProxy::new(&mgr, 5)?;
+/// assert_eq!(c.incr(2)?, 7);
+/// mgr.shutdown()?;
+/// # Ok(()) }
+/// ```
+pub struct Manager {
+    client: Client,
+    address: Address,
+    key: AuthKey,
+    running: Running,
+}
+
+enum Running {
+    Thread(ServerThread),
+    Process(ChildManager),
+    Stopped,
+}
+
+impl Manager {
+    /// A builder with the defaults: a fresh private local socket, a random
+    /// key, only the built-in types.
+    pub fn builder() -> ManagerBuilder {
+        ManagerBuilder::default()
+    }
+
+    /// Where the manager listens; give it with [`Manager::auth_key`] to
+    /// processes that should connect.
+    pub fn address(&self) -> &Address {
+        &self.address
+    }
+
+    /// The key clients must prove.
+    pub fn auth_key(&self) -> &AuthKey {
+        &self.key
+    }
+
+    /// The OS process id of a manager started with
+    /// [`ManagerBuilder::start`]; `None` for one running on a thread.
+    pub fn process_id(&self) -> Option<u32> {
+        match &self.running {
+            Running::Process(child) => Some(child.id()),
+            _ => None,
+        }
+    }
+
+    /// Stops the manager and waits until it has stopped. Returns promptly
+    /// even while other clients are connected.
+    ///
+    /// # Errors
+    /// `Error::Io` if a manager process could not be reaped.
+    pub fn shutdown(mut self) -> Result<()> {
+        self.stop()
+    }
+
+    fn stop(&mut self) -> Result<()> {
+        match std::mem::replace(&mut self.running, Running::Stopped) {
+            Running::Thread(mut t) => {
+                t.stop();
+                Ok(())
+            }
+            Running::Process(child) => child.stop(&self.client),
+            Running::Stopped => Ok(()),
+        }
+    }
+}
+
+impl Drop for Manager {
+    fn drop(&mut self) {
+        if let Err(e) = self.stop() {
+            tracing::warn!(error = %e, "stopping the manager failed");
+        }
+    }
+}
+
+impl Deref for Manager {
+    type Target = Client;
+
+    fn deref(&self) -> &Client {
+        &self.client
+    }
+}
+
+impl std::fmt::Debug for Manager {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Manager")
+            .field("address", &self.address)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Settings of a manager, and where to run it.
+///
+/// ```
+/// use std::time::Duration;
+/// use manager::{AuthKey, Manager};
+///
+/// # fn main() -> manager::Result<()> {
+/// let mgr = Manager::builder()
+///     .address("tcp:127.0.0.1:0".parse()?)
+///     .auth_key(AuthKey::from_bytes(b"shared secret"))
+///     .max_frame_size(16 << 20)
+///     .handshake_timeout(Duration::from_secs(2))
+///     .spawn_thread()?;
+/// assert_ne!(mgr.address().to_string(), "tcp:127.0.0.1:0"); // the real port
+/// # Ok(()) }
+/// ```
+#[derive(Debug, Clone)]
+#[must_use = "a builder does nothing until start(), spawn_thread() or serve()"]
+pub struct ManagerBuilder {
+    address: Option<Address>,
+    key: Option<AuthKey>,
+    types: HashMap<&'static str, TypeEntry>,
+    limits: Limits,
+}
+
+impl Default for ManagerBuilder {
+    fn default() -> Self {
+        ManagerBuilder {
+            address: None,
+            key: None,
+            types: crate::builtins::builtin_entries(),
+            limits: Limits::default(),
+        }
+    }
+}
+
+impl ManagerBuilder {
+    /// Lets the manager construct objects of type `T`. Constructing a type
+    /// that was not registered is `Error::NotRegistered`.
+    pub fn register<T: Shared>(mut self) -> Self {
+        self.types.insert(T::TYPE_NAME, TypeEntry::of::<T>());
+        self
+    }
+
+    /// Listens at `address` instead of a fresh private local socket.
+    pub fn address(mut self, address: Address) -> Self {
+        self.address = Some(address);
+        self
+    }
+
+    /// Uses `key` instead of a random one.
+    pub fn auth_key(mut self, key: AuthKey) -> Self {
+        self.key = Some(key);
+        self
+    }
+
+    /// The largest message, in bytes, the manager accepts or sends
+    /// (default 64 MiB). Bounds what a peer can make it allocate.
+    pub fn max_frame_size(mut self, bytes: usize) -> Self {
+        self.limits.max_frame = bytes.clamp(1024, u32::MAX as usize);
+        self
+    }
+
+    /// How long a new connection may take to authenticate (default 5 s).
+    pub fn handshake_timeout(mut self, timeout: Duration) -> Self {
+        self.limits.handshake_timeout = timeout;
+        self
+    }
+
+    /// How long a token from `to_token` keeps its object alive if it is never
+    /// redeemed (default 60 s).
+    pub fn handoff_timeout(mut self, timeout: Duration) -> Self {
+        self.limits.handoff_timeout = timeout;
+        self
+    }
+
+    /// How many authenticated connections may be open at once (default
+    /// 4096; each client thread has one). Past it, a new client gets
+    /// `Error::LimitReached`.
+    pub fn max_connections(mut self, n: usize) -> Self {
+        self.limits.max_connections = n.max(1);
+        self
+    }
+
+    /// How many connections may be in the handshake at once (default 1024);
+    /// more are closed as they arrive, so silent peers cannot exhaust threads.
+    pub fn max_handshakes(mut self, n: usize) -> Self {
+        self.limits.max_handshakes = n.max(1);
+        self
+    }
+
+    /// How many objects one client session may hold that it created (default
+    /// 16 Mi). Past it, constructors return `Error::LimitReached`.
+    pub fn max_objects_per_session(mut self, n: usize) -> Self {
+        self.limits.max_objects_per_session = n.max(1);
+        self
+    }
+
+    pub(crate) fn config(self) -> ServerConfig {
+        ServerConfig {
+            address: self.address.unwrap_or_else(Address::fresh_local),
+            key: self.key.unwrap_or_else(AuthKey::random),
+            types: self.types,
+            limits: self.limits,
+        }
+    }
+
+    /// Runs the manager as a child OS process of this program and returns
+    /// once it is ready. The child exits when the `Manager` is dropped, when
+    /// `shutdown` is called, and when this process dies, even by SIGKILL.
+    ///
+    /// The child is this same executable, started again: a static
+    /// constructor catches it before `main`, so the program's `main` never
+    /// runs there. It knows every `#[shared]` type linked into the program.
+    ///
+    /// ```no_run
+    /// # fn main() -> manager::Result<()> {
+    /// let mgr = manager::Manager::builder().start()?;
+    /// let greeting = mgr.value(String::from("hello"))?;
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Errors
+    /// `Error::Io` if the process cannot be started or does not become ready.
+    pub fn start(self) -> Result<Manager> {
+        let config = self.config();
+        let key = config.key.clone();
+        let (child, address) = ChildManager::start(&config)?;
+        let client = match Client::connect(&address, &key) {
+            Ok(c) => c,
+            Err(e) => {
+                child.kill();
+                return Err(e);
+            }
+        };
+        Ok(Manager {
+            client,
+            address,
+            key,
+            running: Running::Process(child),
+        })
+    }
+
+    /// Runs the manager on a thread of this process: for tests and
+    /// single-process programs.
+    ///
+    /// # Errors
+    /// `Error::Io` if the address cannot be bound.
+    pub fn spawn_thread(self) -> Result<Manager> {
+        let config = self.config();
+        let key = config.key.clone();
+        let server = Server::bind(config)?;
+        let address = server.state().address.clone();
+        let thread = ServerThread::spawn(server)?;
+        let client = Client::connect(&address, &key)?;
+        Ok(Manager {
+            client,
+            address,
+            key,
+            running: Running::Thread(thread),
+        })
+    }
+
+    /// Runs the manager on this thread until it is shut down (by a client's
+    /// [`Client::shutdown_manager`]). For a dedicated server binary.
+    ///
+    /// ```no_run
+    /// # fn main() -> manager::Result<()> {
+    /// manager::Manager::builder()
+    ///     .address("tcp:0.0.0.0:5050".parse()?)
+    ///     .auth_key(manager::AuthKey::from_bytes(std::env::var("KEY").unwrap_or_default()))
+    ///     .serve()
+    /// # }
+    /// ```
+    ///
+    /// # Errors
+    /// `Error::Io` if the address cannot be bound.
+    pub fn serve(self) -> Result<()> {
+        let server = Server::bind(self.config())?;
+        server.run();
+        Ok(())
+    }
+}

@@ -1,0 +1,177 @@
+//! One connection: the handshake, then calls in order until the peer leaves.
+
+use std::io::Write;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use crate::auth::{random_bytes, CLIENT_LABEL, SERVER_LABEL};
+use crate::context::Context;
+use crate::error::{Error, Result};
+use crate::server::{control, ServerState};
+use crate::transport::Socket;
+use crate::wire::frame::{
+    read_error, receive, send, FrameReader, FrameWriter, HANDSHAKE_MAX_FRAME,
+};
+use crate::wire::message::{
+    Challenge, Hello, Proof, Request, Response, Welcome, CONTROL, MAGIC, PROTOCOL_VERSION,
+};
+
+pub(super) fn serve(state: Arc<ServerState>, socket: Socket, conn: u64) {
+    let peer = socket.peer();
+    let span = tracing::debug_span!("connection", id = conn, %peer);
+    let _enter = span.enter();
+    let mut reader = FrameReader::new(HANDSHAKE_MAX_FRAME);
+    let mut writer = FrameWriter::new();
+    let shaken = {
+        let _span = tracing::debug_span!("handshake").entered();
+        handshake(&state, &socket, &mut reader, &mut writer, conn)
+    };
+    state.handshake_done();
+    let session = match shaken {
+        Ok(s) => s,
+        Err(e) => {
+            match &e {
+                Error::AuthenticationFailed(_) => {
+                    tracing::warn!(%peer, "authentication failed: the peer does not know the key")
+                }
+                _ => tracing::debug!(%peer, error = %e, "handshake failed"),
+            }
+            socket.shutdown();
+            return;
+        }
+    };
+    if !state.register(conn, &socket) {
+        state.table.leave_session(session);
+        socket.shutdown();
+        return;
+    }
+    tracing::debug!(session = format_args!("{session:016x}"), "connection open");
+    reader.set_max(state.config.limits.max_frame);
+    let ctx = Context {
+        server: Arc::clone(&state),
+        session,
+        conn,
+        peer: socket.try_clone().ok(),
+    };
+    if let Err(e) = calls(&state, &ctx, &socket, &mut reader, &mut writer) {
+        tracing::debug!(error = %e, "connection closed with an error");
+        if let Error::Protocol(_) = e {
+            // Tell the peer why before hanging up; it may not be listening.
+            let _ = writer.begin().put(&e.to_wire());
+            let _ = writer.send(
+                &mut &socket,
+                &Response::Fatal,
+                state.config.limits.max_frame,
+            );
+        }
+    }
+    socket.shutdown();
+    state.table.disconnected(conn);
+    state.table.leave_session(session);
+    state.unregister(conn);
+    tracing::debug!("connection closed");
+}
+
+/// The call loop. Returns `Ok` when the peer closes cleanly.
+fn calls(
+    state: &ServerState,
+    ctx: &Context,
+    socket: &Socket,
+    reader: &mut FrameReader,
+    writer: &mut FrameWriter,
+) -> Result<()> {
+    let max = state.config.limits.max_frame;
+    loop {
+        let body = match reader.next(&mut &*socket) {
+            Ok(Some(body)) => body,
+            Ok(None) => return Ok(()),
+            Err(e) => return Err(read_error(e)),
+        };
+        let (request, payload) = postcard::take_from_bytes::<Request>(body)
+            .map_err(|e| Error::Protocol(format!("malformed request: {e}")))?;
+        match request {
+            Request::Call {
+                seq,
+                object,
+                method,
+            } => {
+                state.calls.fetch_add(1, Ordering::Relaxed);
+                let result = state
+                    .dispatch(ctx, object, method, payload, &mut writer.begin())
+                    .and_then(|()| writer.finish(&Response::Ok { seq }, max));
+                if let Err(e) = result {
+                    writer.begin().put(&e.to_wire())?;
+                    writer.finish(&Response::Err { seq }, max)?;
+                }
+                (&*socket).write_all(writer.frame()).map_err(Error::lost)?;
+                if object == CONTROL && method == control::method::SHUTDOWN {
+                    state.stop();
+                    return Ok(());
+                }
+            }
+            Request::Release { object } => state.table.release(ctx.session, object),
+        }
+    }
+}
+
+fn handshake(
+    state: &ServerState,
+    socket: &Socket,
+    reader: &mut FrameReader,
+    writer: &mut FrameWriter,
+    conn: u64,
+) -> Result<u64> {
+    let deadline = Some(state.config.limits.handshake_timeout);
+    socket.set_read_timeout(deadline)?;
+    socket.set_write_timeout(deadline)?;
+    let hello: Hello = receive(reader, socket)?;
+    if hello.magic != MAGIC || hello.version != PROTOCOL_VERSION {
+        let e = Error::Protocol(format!(
+            "the manager speaks protocol version {PROTOCOL_VERSION}; the client sent another \
+             protocol or version {}",
+            hello.version
+        ));
+        let _ = send(writer, socket, &Challenge::Refuse(e.to_wire()));
+        return Err(e);
+    }
+    let nonce = random_bytes::<32>();
+    send(writer, socket, &Challenge::Nonce(nonce))?;
+    let proof: Proof = receive(reader, socket)?;
+    let key = &state.config.key;
+    if !key.verify(CLIENT_LABEL, &hello.nonce, &nonce, &proof.proof) {
+        let e = Error::AuthenticationFailed("the manager refused the client's key".into());
+        let _ = send(writer, socket, &Welcome::Refuse(e.to_wire()));
+        return Err(e);
+    }
+    if state.connection_count() >= state.config.limits.max_connections as u64 {
+        let e = Error::LimitReached(format!(
+            "the manager serves at most {} connections at once",
+            state.config.limits.max_connections
+        ));
+        let _ = send(writer, socket, &Welcome::Refuse(e.to_wire()));
+        return Err(e);
+    }
+    let session = match proof.session {
+        Some(id) => match state.table.join_session(id) {
+            Ok(()) => id,
+            Err(e) => {
+                let _ = send(writer, socket, &Welcome::Refuse(e.to_wire()));
+                return Err(e);
+            }
+        },
+        None => state.table.open_session(),
+    };
+    let welcome = Welcome::Accept {
+        proof: key.proof(SERVER_LABEL, &hello.nonce, &nonce),
+        session,
+        connection: conn,
+        max_frame: state.config.limits.max_frame as u64,
+    };
+    if let Err(e) = send(writer, socket, &welcome) {
+        state.table.leave_session(session);
+        return Err(e);
+    }
+    socket.set_read_timeout(None)?;
+    socket.set_write_timeout(None)?;
+    Ok(session)
+}

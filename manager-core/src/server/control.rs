@@ -1,0 +1,124 @@
+//! The manager's own methods (object id 0): create, find, name and release
+//! objects, report stats, shut down.
+
+use crate::context::Context;
+use crate::error::{Error, Result};
+use crate::server::ServerState;
+use crate::stats::Stats;
+use crate::wire::codec::{Decoder, Encoder};
+
+/// Method numbers of the control object; the client side uses the same.
+pub(crate) mod method {
+    pub(crate) const CREATE: u32 = 0;
+    pub(crate) const STATS: u32 = 1;
+    pub(crate) const PUBLISH: u32 = 2;
+    pub(crate) const LOOKUP: u32 = 3;
+    pub(crate) const UNPUBLISH: u32 = 4;
+    pub(crate) const HOLD: u32 = 5;
+    pub(crate) const REDEEM: u32 = 6;
+    pub(crate) const SHUTDOWN: u32 = 7;
+    pub(crate) const PING: u32 = 8;
+}
+
+pub(crate) fn method_name(m: u32) -> &'static str {
+    match m {
+        method::CREATE => "create",
+        method::STATS => "stats",
+        method::PUBLISH => "publish",
+        method::LOOKUP => "lookup",
+        method::UNPUBLISH => "unpublish",
+        method::HOLD => "hold",
+        method::REDEEM => "redeem",
+        method::SHUTDOWN => "shutdown",
+        method::PING => "ping",
+        _ => "<unknown>",
+    }
+}
+
+pub(crate) fn call(
+    state: &ServerState,
+    ctx: &Context,
+    m: u32,
+    args: &mut Decoder<'_>,
+    out: &mut Encoder<'_>,
+) -> Result<()> {
+    match m {
+        method::CREATE => {
+            let type_name: String = args.take()?;
+            let fingerprint: u64 = args.take()?;
+            let ctor: u32 = args.take()?;
+            let entry = state.config.types.get(type_name.as_str()).ok_or_else(|| {
+                Error::NotRegistered(format!(
+                    "{type_name} (add .register::<{}>() to the ManagerBuilder)",
+                    type_name.rsplit("::").next().unwrap_or(&type_name)
+                ))
+            })?;
+            if entry.fingerprint != fingerprint {
+                return Err(Error::InterfaceMismatch(format!(
+                    "the manager's {type_name} was built from another interface than the \
+                     client's; rebuild both from the same definition"
+                )));
+            }
+            let mut ctor_args = Decoder::new(args.rest());
+            let object = (entry.construct)(ctx, ctor, &mut ctor_args)?;
+            let id = state.table.insert(
+                ctx.session,
+                object,
+                state.config.limits.max_objects_per_session,
+            )?;
+            out.put(&id)
+        }
+        method::STATS => {
+            args.finish()?;
+            let (sessions, names) = state.table.counts();
+            let stats = Stats {
+                objects: state.table.object_count(),
+                connections: state.connection_count(),
+                calls: state.calls.load(std::sync::atomic::Ordering::Relaxed),
+                objects_by_type: state.table.objects_by_type(),
+                sessions,
+                names,
+            };
+            out.put(&stats)
+        }
+        method::PUBLISH => {
+            let name: String = args.take()?;
+            let id: u64 = args.take()?;
+            args.finish()?;
+            state.table.publish(&name, id)
+        }
+        method::LOOKUP => {
+            let name: String = args.take()?;
+            let fingerprint: u64 = args.take()?;
+            args.finish()?;
+            let id = state.table.lookup(ctx.session, &name, fingerprint)?;
+            out.put(&id)
+        }
+        method::UNPUBLISH => {
+            let name: String = args.take()?;
+            args.finish()?;
+            state.table.unpublish(&name)
+        }
+        method::HOLD => {
+            let id: u64 = args.take()?;
+            args.finish()?;
+            let token = state.table.hold(id, state.config.limits.handoff_timeout)?;
+            out.put(&token)
+        }
+        method::REDEEM => {
+            let id: u64 = args.take()?;
+            let token: Option<u64> = args.take()?;
+            let fingerprint: u64 = args.take()?;
+            args.finish()?;
+            state.table.redeem(ctx.session, id, token, fingerprint)
+        }
+        method::SHUTDOWN => {
+            // The connection loop stops the manager once this reply is sent.
+            args.finish()
+        }
+        method::PING => args.finish(),
+        _ => Err(Error::Protocol(format!(
+            "the manager has no control method number {m}"
+        ))),
+    }
+}

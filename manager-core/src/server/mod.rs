@@ -1,0 +1,369 @@
+//! The manager's server: a listener, a thread per connection, the object
+//! table with its reference counts and sessions, and the control object.
+//!
+//! A thread per connection keeps a call's path short: one read, the method,
+//! one write, with no hand-off between threads. A call blocked inside a method
+//! (a queue's `get`) blocks only its own connection, which is the order a
+//! client thread expects anyway.
+
+mod conn;
+pub(crate) mod control;
+mod table;
+
+use std::collections::HashMap;
+
+use serde::{Deserialize, Serialize};
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Condvar, Mutex, PoisonError};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use crate::address::Address;
+use crate::auth::AuthKey;
+use crate::client::Client;
+use crate::context::Context;
+use crate::error::{Error, Result};
+use crate::shared::TypeEntry;
+use crate::transport::{Listener, Socket};
+use crate::wire::codec::{Decoder, Encoder};
+use crate::wire::message::CONTROL;
+
+pub(crate) use table::Table;
+
+/// How long `shutdown` waits for connection threads still inside a method.
+const DRAIN: Duration = Duration::from_secs(2);
+
+/// A manager's settings.
+#[derive(Clone, Debug)]
+pub(crate) struct ServerConfig {
+    pub(crate) address: Address,
+    pub(crate) key: AuthKey,
+    pub(crate) types: HashMap<&'static str, TypeEntry>,
+    pub(crate) limits: Limits,
+}
+
+/// What a manager allows its peers: the bounds on memory, threads and time
+/// that no client can push it past.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub(crate) struct Limits {
+    /// Largest message body accepted or sent.
+    pub(crate) max_frame: usize,
+    /// How long a new connection may take to authenticate.
+    pub(crate) handshake_timeout: Duration,
+    /// How long a token keeps its object alive if never redeemed.
+    pub(crate) handoff_timeout: Duration,
+    /// Authenticated connections open at once.
+    pub(crate) max_connections: usize,
+    /// Connections still in the handshake at once; more are closed at accept.
+    pub(crate) max_handshakes: usize,
+    /// Objects one session may have created and still hold.
+    pub(crate) max_objects_per_session: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_frame: crate::wire::frame::DEFAULT_MAX_FRAME,
+            handshake_timeout: Duration::from_secs(5),
+            handoff_timeout: Duration::from_secs(60),
+            max_connections: 4096,
+            max_handshakes: 1024,
+            max_objects_per_session: 1 << 24,
+        }
+    }
+}
+
+/// Everything the connection threads share.
+pub(crate) struct ServerState {
+    pub(crate) config: ServerConfig,
+    /// The address clients use (with the real port of `tcp:HOST:0`).
+    pub(crate) address: Address,
+    pub(crate) table: Table,
+    next_conn: AtomicU64,
+    /// Connections still in the handshake.
+    handshakes: AtomicUsize,
+    pub(crate) calls: AtomicU64,
+    stopping: AtomicBool,
+    /// Open connections, to close them on shutdown.
+    live: Mutex<HashMap<u64, Socket>>,
+    drained: Condvar,
+    internal: Mutex<Option<Client>>,
+    /// This state itself, for the in-process client.
+    me: std::sync::Weak<ServerState>,
+}
+
+impl ServerState {
+    pub(crate) fn is_stopping(&self) -> bool {
+        self.stopping.load(Ordering::Acquire)
+    }
+
+    /// Runs one call, catching a panic in user code.
+    #[inline]
+    pub(crate) fn dispatch(
+        &self,
+        ctx: &Context,
+        object: u64,
+        method: u32,
+        payload: &[u8],
+        out: &mut Encoder<'_>,
+    ) -> Result<()> {
+        let mut args = Decoder::new(payload);
+        if object == CONTROL {
+            return catch(
+                || control::call(self, ctx, method, &mut args, out),
+                || {
+                    (
+                        "manager".to_owned(),
+                        control::method_name(method).to_owned(),
+                    )
+                },
+            );
+        }
+        let obj = self.table.get(object)?;
+        let _span =
+            tracing::trace_span!("call", object, method = obj.method_name(method)).entered();
+        catch(
+            || obj.call(ctx, method, &mut args, out),
+            || {
+                (
+                    obj.type_name().to_owned(),
+                    obj.method_name(method).to_owned(),
+                )
+            },
+        )
+    }
+
+    /// Begins shutdown: no new connections, every open one closed. Threads
+    /// blocked reading wake at once; a thread inside a method finishes it.
+    pub(crate) fn stop(&self) {
+        if self.stopping.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        tracing::debug!(address = %self.address, "manager stopping");
+        // Wake the accept loop with a connection of our own.
+        let _ = Socket::connect(&wake_address(&self.address));
+        for s in lock(&self.live).values() {
+            s.shutdown();
+        }
+    }
+
+    fn register(&self, id: u64, socket: &Socket) -> bool {
+        let mut live = lock(&self.live);
+        if self.is_stopping() {
+            return false;
+        }
+        if let Ok(clone) = socket.try_clone() {
+            live.insert(id, clone);
+        }
+        true
+    }
+
+    fn unregister(&self, id: u64) {
+        let mut live = lock(&self.live);
+        live.remove(&id);
+        if live.is_empty() {
+            self.drained.notify_all();
+        }
+    }
+
+    /// A connection finished its handshake, either way.
+    pub(super) fn handshake_done(&self) {
+        self.handshakes.fetch_sub(1, Ordering::AcqRel);
+    }
+
+    pub(crate) fn new_connection_id(&self) -> u64 {
+        self.next_conn.fetch_add(1, Ordering::Relaxed)
+    }
+
+    pub(crate) fn connection_count(&self) -> u64 {
+        lock(&self.live).len() as u64
+    }
+
+    /// Waits until every connection thread has finished, for at most `limit`.
+    fn drain(&self, limit: Duration) {
+        let deadline = Instant::now() + limit;
+        let mut live = lock(&self.live);
+        while !live.is_empty() {
+            let now = Instant::now();
+            if now >= deadline {
+                tracing::warn!(
+                    remaining = live.len(),
+                    "connections still inside a method at shutdown; not waiting for them"
+                );
+                return;
+            }
+            live = self
+                .drained
+                .wait_timeout(live, deadline - now)
+                .unwrap_or_else(PoisonError::into_inner)
+                .0;
+        }
+    }
+
+    /// A client of this manager for methods running inside it.
+    pub(crate) fn internal_client(&self) -> Result<Client> {
+        if self.is_stopping() {
+            return Err(Error::ServerShutdown);
+        }
+        let me = self.me.upgrade().ok_or(Error::ServerShutdown)?;
+        Ok(lock(&self.internal)
+            .get_or_insert_with(|| Client::local(&me))
+            .clone())
+    }
+}
+
+/// Runs `f`, turning a panic into `Error::RemotePanic`.
+#[inline]
+fn catch(f: impl FnOnce() -> Result<()>, names: impl FnOnce() -> (String, String)) -> Result<()> {
+    match catch_unwind(AssertUnwindSafe(f)) {
+        Ok(r) => r,
+        Err(payload) => {
+            let message = if let Some(s) = payload.downcast_ref::<&str>() {
+                (*s).to_owned()
+            } else if let Some(s) = payload.downcast_ref::<String>() {
+                s.clone()
+            } else {
+                "a panic with a non-string payload".to_owned()
+            };
+            let (type_name, method) = names();
+            tracing::warn!(%type_name, %method, %message, "method panicked");
+            Err(Error::RemotePanic {
+                type_name,
+                method,
+                message,
+            })
+        }
+    }
+}
+
+/// Where to connect to reach a listener bound to `address` (a wildcard host
+/// is reached through loopback).
+fn wake_address(address: &Address) -> Address {
+    match address.tcp_parts() {
+        Some(("0.0.0.0", port)) => Address::tcp("127.0.0.1", port),
+        Some(("::", port)) => Address::tcp("::1", port),
+        _ => address.clone(),
+    }
+}
+
+pub(crate) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    // Our critical sections never panic half-way through an update; a poisoned
+    // lock still guards consistent data.
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// A bound manager, not yet accepting.
+pub(crate) struct Server {
+    state: Arc<ServerState>,
+    listener: Listener,
+}
+
+impl Server {
+    pub(crate) fn bind(config: ServerConfig) -> Result<Server> {
+        let (listener, address) = Listener::bind(&config.address)?;
+        let state = Arc::new_cyclic(|me| ServerState {
+            me: me.clone(),
+            address,
+            table: Table::new(),
+            next_conn: AtomicU64::new(1),
+            handshakes: AtomicUsize::new(0),
+            calls: AtomicU64::new(0),
+            stopping: AtomicBool::new(false),
+            live: Mutex::new(HashMap::new()),
+            drained: Condvar::new(),
+            internal: Mutex::new(None),
+            config,
+        });
+        crate::client::register_local(&state);
+        Ok(Server { state, listener })
+    }
+
+    pub(crate) fn state(&self) -> &Arc<ServerState> {
+        &self.state
+    }
+
+    /// Accepts connections until stopped, then closes them all.
+    pub(crate) fn run(self) {
+        let Server { state, listener } = self;
+        let sweeper = table::spawn_sweeper(&state);
+        tracing::debug!(address = %state.address, "manager serving");
+        loop {
+            let socket = match listener.accept() {
+                Ok(s) => s,
+                Err(e) => {
+                    if state.is_stopping() {
+                        break;
+                    }
+                    tracing::warn!(error = %e, "accept failed");
+                    // Out of descriptors or similar: back off instead of spinning.
+                    std::thread::sleep(Duration::from_millis(20));
+                    continue;
+                }
+            };
+            if state.is_stopping() {
+                socket.shutdown();
+                break;
+            }
+            // Bound the threads that unauthenticated peers can occupy: past
+            // the limit a connection is closed before we read a byte of it.
+            if state.handshakes.fetch_add(1, Ordering::AcqRel) >= state.config.limits.max_handshakes
+            {
+                state.handshakes.fetch_sub(1, Ordering::AcqRel);
+                tracing::warn!(peer = %socket.peer(), "too many connections in the handshake; closing one");
+                socket.shutdown();
+                continue;
+            }
+            let id = state.next_conn.fetch_add(1, Ordering::Relaxed);
+            let st = Arc::clone(&state);
+            let spawned = std::thread::Builder::new()
+                .name(format!("manager-conn-{id}"))
+                .spawn(move || conn::serve(st, socket, id));
+            if let Err(e) = spawned {
+                state.handshakes.fetch_sub(1, Ordering::AcqRel);
+                tracing::warn!(error = %e, "cannot start a connection thread");
+            }
+        }
+        drop(listener);
+        let internal = lock(&state.internal).take();
+        drop(internal);
+        state.drain(DRAIN);
+        state.table.clear();
+        if let Some(s) = sweeper {
+            s.stop();
+        }
+        tracing::debug!("manager stopped");
+    }
+}
+
+/// A manager running on a thread of this process.
+pub(crate) struct ServerThread {
+    state: Arc<ServerState>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl ServerThread {
+    pub(crate) fn spawn(server: Server) -> Result<ServerThread> {
+        let state = Arc::clone(server.state());
+        let thread = std::thread::Builder::new()
+            .name("manager-listener".into())
+            .spawn(move || server.run())?;
+        Ok(ServerThread {
+            state,
+            thread: Some(thread),
+        })
+    }
+
+    pub(crate) fn stop(&mut self) {
+        self.state.stop();
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+impl Drop for ServerThread {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}

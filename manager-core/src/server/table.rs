@@ -1,0 +1,417 @@
+//! The object table and its reference counts.
+//!
+//! An object lives while anything refers to it: a client session (one count
+//! per proxy materialized in that session), a published name, or a token in
+//! hand-off. All counts change under one lock, and an object leaves the table
+//! in the same critical section in which its count reaches zero, so no one can
+//! take a reference to an object that is being freed.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex, PoisonError, RwLock};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use crate::error::{Error, Result};
+use crate::server::{lock, ServerState};
+use crate::shared::Object;
+
+pub(crate) struct Table {
+    objects: RwLock<HashMap<u64, Arc<dyn Object>>>,
+    refs: Mutex<Refs>,
+    next_object: AtomicU64,
+}
+
+#[derive(Default)]
+struct Refs {
+    /// Total references per live object; an object is live iff it is here.
+    counts: HashMap<u64, u64>,
+    sessions: HashMap<u64, Session>,
+    names: HashMap<String, u64>,
+    handoffs: HashMap<u64, Handoff>,
+}
+
+#[derive(Default)]
+struct Session {
+    connections: u64,
+    refs: HashMap<u64, u64>,
+}
+
+struct Handoff {
+    object: u64,
+    deadline: Instant,
+}
+
+impl Table {
+    pub(crate) fn new() -> Table {
+        Table {
+            objects: RwLock::new(HashMap::new()),
+            refs: Mutex::new(Refs::default()),
+            // Ids start at a random point so that a proxy kept across a
+            // manager restart at the same address cannot reach a new object
+            // that happens to reuse its id (its fingerprint check aside).
+            next_object: AtomicU64::new((crate::auth::random_u64() >> 20).max(1)),
+        }
+    }
+
+    /// The object `id`, for a call.
+    #[inline]
+    pub(crate) fn get(&self, id: u64) -> Result<Arc<dyn Object>> {
+        self.objects
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(&id)
+            .cloned()
+            .ok_or_else(|| no_such_object(id))
+    }
+
+    /// Adds a new object with one reference held by `session`.
+    pub(crate) fn insert(
+        &self,
+        session: u64,
+        object: Box<dyn Object>,
+        limit: usize,
+    ) -> Result<u64> {
+        let id = self.next_object.fetch_add(1, Ordering::Relaxed);
+        let mut refs = lock(&self.refs);
+        let s = refs
+            .sessions
+            .get_mut(&session)
+            .ok_or_else(|| Error::Protocol("the calling session has ended".into()))?;
+        if s.refs.len() >= limit {
+            return Err(Error::LimitReached(format!(
+                "a client session may hold at most {limit} objects"
+            )));
+        }
+        *s.refs.entry(id).or_insert(0) += 1;
+        refs.counts.insert(id, 1);
+        self.write_objects().insert(id, Arc::from(object));
+        Ok(id)
+    }
+
+    /// Adds a reference held by `session` to a live object whose interface
+    /// must be `fingerprint`.
+    pub(crate) fn add_session_ref(&self, session: u64, id: u64, fingerprint: u64) -> Result<()> {
+        let mut refs = lock(&self.refs);
+        self.check(&refs, id, fingerprint)?;
+        let s = refs
+            .sessions
+            .get_mut(&session)
+            .ok_or_else(|| Error::Protocol("the calling session has ended".into()))?;
+        *s.refs.entry(id).or_insert(0) += 1;
+        *refs.counts.entry(id).or_insert(0) += 1;
+        Ok(())
+    }
+
+    fn check(&self, refs: &Refs, id: u64, fingerprint: u64) -> Result<()> {
+        if !refs.counts.contains_key(&id) {
+            return Err(no_such_object(id));
+        }
+        let objects = self.objects.read().unwrap_or_else(PoisonError::into_inner);
+        let obj = objects.get(&id).ok_or_else(|| no_such_object(id))?;
+        if obj.fingerprint() != fingerprint {
+            return Err(Error::InterfaceMismatch(format!(
+                "object {id} is a {} whose interface differs from the proxy's \
+                 (fingerprint {:016x}, proxy expects {fingerprint:016x}); rebuild both \
+                 sides from the same definition",
+                obj.type_name(),
+                obj.fingerprint()
+            )));
+        }
+        Ok(())
+    }
+
+    /// Drops one reference `session` holds on `id`. Unknown pairs are ignored:
+    /// a release can race with the end of its session.
+    pub(crate) fn release(&self, session: u64, id: u64) {
+        let freed = {
+            let mut refs = lock(&self.refs);
+            let Some(s) = refs.sessions.get_mut(&session) else {
+                return;
+            };
+            let Some(n) = s.refs.get_mut(&id) else {
+                return;
+            };
+            *n -= 1;
+            if *n == 0 {
+                s.refs.remove(&id);
+            }
+            self.decrement(&mut refs, id, 1)
+        };
+        drop(freed);
+    }
+
+    /// Takes `n` references off `id`; frees it at zero. Returns the freed
+    /// object so that its `Drop` runs after the locks are released.
+    fn decrement(&self, refs: &mut Refs, id: u64, n: u64) -> Option<Arc<dyn Object>> {
+        let count = refs.counts.get_mut(&id)?;
+        *count = count.saturating_sub(n);
+        if *count > 0 {
+            return None;
+        }
+        refs.counts.remove(&id);
+        self.write_objects().remove(&id)
+    }
+
+    fn write_objects(&self) -> std::sync::RwLockWriteGuard<'_, HashMap<u64, Arc<dyn Object>>> {
+        self.objects.write().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// A new session with one connection.
+    pub(crate) fn open_session(&self) -> u64 {
+        let mut refs = lock(&self.refs);
+        loop {
+            let id = crate::auth::random_u64();
+            if id != 0 && !refs.sessions.contains_key(&id) {
+                refs.sessions.insert(
+                    id,
+                    Session {
+                        connections: 1,
+                        refs: HashMap::new(),
+                    },
+                );
+                return id;
+            }
+        }
+    }
+
+    /// Adds a connection to a live session.
+    pub(crate) fn join_session(&self, id: u64) -> Result<()> {
+        let mut refs = lock(&self.refs);
+        let s = refs.sessions.get_mut(&id).ok_or_else(|| {
+            Error::ConnectionLost("the client's session has ended on the manager".into())
+        })?;
+        s.connections += 1;
+        Ok(())
+    }
+
+    /// A connection of `id` closed; the last one ends the session and drops
+    /// every reference it held.
+    pub(crate) fn leave_session(&self, id: u64) {
+        let freed: Vec<_> = {
+            let mut refs = lock(&self.refs);
+            let Some(s) = refs.sessions.get_mut(&id) else {
+                return;
+            };
+            s.connections = s.connections.saturating_sub(1);
+            if s.connections > 0 {
+                return;
+            }
+            let Some(s) = refs.sessions.remove(&id) else {
+                return;
+            };
+            s.refs
+                .into_iter()
+                .filter_map(|(obj, n)| self.decrement(&mut refs, obj, n))
+                .collect()
+        };
+        drop(freed);
+    }
+
+    /// Names `id` as `name`, replacing what had that name.
+    pub(crate) fn publish(&self, name: &str, id: u64) -> Result<()> {
+        let freed = {
+            let mut refs = lock(&self.refs);
+            if !refs.counts.contains_key(&id) {
+                return Err(no_such_object(id));
+            }
+            *refs.counts.entry(id).or_insert(0) += 1;
+            let old = refs.names.insert(name.to_owned(), id);
+            old.and_then(|old| self.decrement(&mut refs, old, 1))
+        };
+        drop(freed);
+        Ok(())
+    }
+
+    /// The object named `name`, with a new reference for `session`.
+    pub(crate) fn lookup(&self, session: u64, name: &str, fingerprint: u64) -> Result<u64> {
+        let id = {
+            let refs = lock(&self.refs);
+            *refs
+                .names
+                .get(name)
+                .ok_or_else(|| Error::NoSuchName(name.to_owned()))?
+        };
+        // The name may be replaced in between; then the reference below fails
+        // or lands on the new holder's object, which is what a racing lookup may see.
+        self.add_session_ref(session, id, fingerprint)?;
+        Ok(id)
+    }
+
+    pub(crate) fn unpublish(&self, name: &str) -> Result<()> {
+        let freed = {
+            let mut refs = lock(&self.refs);
+            let id = refs
+                .names
+                .remove(name)
+                .ok_or_else(|| Error::NoSuchName(name.to_owned()))?;
+            self.decrement(&mut refs, id, 1)
+        };
+        drop(freed);
+        Ok(())
+    }
+
+    /// Holds `id` for a token in hand-off until it is redeemed or `timeout` passes.
+    pub(crate) fn hold(&self, id: u64, timeout: Duration) -> Result<u64> {
+        let mut refs = lock(&self.refs);
+        if !refs.counts.contains_key(&id) {
+            return Err(no_such_object(id));
+        }
+        let token = loop {
+            let t = crate::auth::random_u64();
+            if !refs.handoffs.contains_key(&t) {
+                break t;
+            }
+        };
+        *refs.counts.entry(id).or_insert(0) += 1;
+        refs.handoffs.insert(
+            token,
+            Handoff {
+                object: id,
+                deadline: Instant::now() + timeout,
+            },
+        );
+        Ok(token)
+    }
+
+    /// Gives `session` a reference to `id`; the hand-off hold, if still
+    /// there, is consumed.
+    pub(crate) fn redeem(
+        &self,
+        session: u64,
+        id: u64,
+        token: Option<u64>,
+        fingerprint: u64,
+    ) -> Result<()> {
+        self.add_session_ref(session, id, fingerprint)?;
+        if let Some(t) = token {
+            let freed = {
+                let mut refs = lock(&self.refs);
+                match refs.handoffs.get(&t) {
+                    Some(h) if h.object == id => {
+                        refs.handoffs.remove(&t);
+                        self.decrement(&mut refs, id, 1)
+                    }
+                    _ => None,
+                }
+            };
+            drop(freed);
+        }
+        Ok(())
+    }
+
+    /// Drops hand-off holds whose time is up.
+    fn expire(&self, now: Instant) {
+        let freed: Vec<_> = {
+            let mut refs = lock(&self.refs);
+            let expired: Vec<(u64, u64)> = refs
+                .handoffs
+                .iter()
+                .filter(|(_, h)| h.deadline <= now)
+                .map(|(t, h)| (*t, h.object))
+                .collect();
+            expired
+                .into_iter()
+                .filter_map(|(t, obj)| {
+                    refs.handoffs.remove(&t);
+                    self.decrement(&mut refs, obj, 1)
+                })
+                .collect()
+        };
+        drop(freed);
+    }
+
+    pub(crate) fn object_count(&self) -> u64 {
+        self.objects
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .len() as u64
+    }
+
+    pub(crate) fn objects_by_type(&self) -> BTreeMap<String, u64> {
+        let mut out = BTreeMap::new();
+        for o in self
+            .objects
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .values()
+        {
+            *out.entry(o.type_name().to_owned()).or_insert(0) += 1;
+        }
+        out
+    }
+
+    pub(crate) fn counts(&self) -> (u64, u64) {
+        let refs = lock(&self.refs);
+        (refs.sessions.len() as u64, refs.names.len() as u64)
+    }
+
+    /// Tells every object that connection `conn` closed.
+    pub(crate) fn disconnected(&self, conn: u64) {
+        let objects: Vec<_> = self
+            .objects
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .values()
+            .cloned()
+            .collect();
+        for o in objects {
+            o.disconnected(conn);
+        }
+    }
+
+    /// Frees everything (at shutdown), outside the locks.
+    pub(crate) fn clear(&self) {
+        let objects = std::mem::take(&mut *self.write_objects());
+        *lock(&self.refs) = Refs::default();
+        drop(objects);
+    }
+}
+
+fn no_such_object(id: u64) -> Error {
+    Error::NoSuchObject(format!(
+        "object {id} does not exist (it was freed or never created)"
+    ))
+}
+
+/// The thread that expires hand-off holds.
+pub(crate) struct Sweeper {
+    stop: Arc<(Mutex<bool>, Condvar)>,
+    thread: JoinHandle<()>,
+}
+
+impl Sweeper {
+    pub(crate) fn stop(self) {
+        *lock(&self.stop.0) = true;
+        self.stop.1.notify_all();
+        let _ = self.thread.join();
+    }
+}
+
+pub(crate) fn spawn_sweeper(state: &Arc<ServerState>) -> Option<Sweeper> {
+    let stop = Arc::new((Mutex::new(false), Condvar::new()));
+    let st = Arc::downgrade(state);
+    let flag = Arc::clone(&stop);
+    let period = (state.config.limits.handoff_timeout / 4)
+        .clamp(Duration::from_millis(50), Duration::from_secs(1));
+    let thread = std::thread::Builder::new()
+        .name("manager-sweeper".into())
+        .spawn(move || loop {
+            {
+                let stopped = lock(&flag.0);
+                let (stopped, _) = flag
+                    .1
+                    .wait_timeout_while(stopped, period, |s| !*s)
+                    .unwrap_or_else(PoisonError::into_inner);
+                if *stopped {
+                    return;
+                }
+            }
+            match st.upgrade() {
+                Some(state) => state.table.expire(Instant::now()),
+                None => return,
+            }
+        })
+        .ok()?;
+    Some(Sweeper { stop, thread })
+}

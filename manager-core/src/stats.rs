@@ -1,0 +1,34 @@
+//! A snapshot of a manager's counters.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+/// What a manager holds and has done, from [`Client::stats`](crate::Client::stats).
+///
+/// ```
+/// # fn main() -> manager::Result<()> {
+/// let mgr = manager::Manager::builder().spawn_thread()?;
+/// let before = mgr.stats()?.objects;
+/// let v = mgr.value(1i32)?;
+/// assert_eq!(mgr.stats()?.objects, before + 1);
+/// drop(v);
+/// assert_eq!(mgr.stats()?.objects, before);
+/// # Ok(()) }
+/// ```
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct Stats {
+    /// Live objects.
+    pub objects: u64,
+    /// Connections open now (authenticated ones).
+    pub connections: u64,
+    /// Calls served since the manager started.
+    pub calls: u64,
+    /// Live objects by type name.
+    pub objects_by_type: BTreeMap<String, u64>,
+    /// Client sessions alive now.
+    pub sessions: u64,
+    /// Names published now.
+    pub names: u64,
+}

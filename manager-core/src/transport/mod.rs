@@ -1,0 +1,146 @@
+//! Byte streams between a client and a manager: local sockets and TCP meet
+//! here in one [`Socket`] and one [`Listener`], and nothing above this module
+//! knows which it has.
+
+mod local;
+mod tcp;
+
+use std::io::{self, Read, Write};
+use std::net::TcpStream;
+use std::os::fd::{AsFd, AsRawFd};
+use std::os::unix::net::UnixStream;
+use std::time::Duration;
+
+use crate::address::Address;
+use crate::error::Result;
+
+/// A connected stream.
+#[derive(Debug)]
+pub(crate) enum Socket {
+    Unix(UnixStream),
+    Tcp(TcpStream),
+}
+
+impl Socket {
+    /// Connects to a manager's address.
+    pub(crate) fn connect(address: &Address) -> Result<Socket> {
+        if let Some(path) = address.local_path() {
+            local::connect(path)
+        } else {
+            tcp::connect(address)
+        }
+    }
+
+    pub(crate) fn try_clone(&self) -> io::Result<Socket> {
+        Ok(match self {
+            Socket::Unix(s) => Socket::Unix(s.try_clone()?),
+            Socket::Tcp(s) => Socket::Tcp(s.try_clone()?),
+        })
+    }
+
+    /// Ends both directions: the peer reads end-of-stream, and a thread of
+    /// ours blocked reading this socket wakes.
+    pub(crate) fn shutdown(&self) {
+        let _ = match self {
+            Socket::Unix(s) => s.shutdown(std::net::Shutdown::Both),
+            Socket::Tcp(s) => s.shutdown(std::net::Shutdown::Both),
+        };
+    }
+
+    pub(crate) fn set_read_timeout(&self, t: Option<Duration>) -> io::Result<()> {
+        match self {
+            Socket::Unix(s) => s.set_read_timeout(t),
+            Socket::Tcp(s) => s.set_read_timeout(t),
+        }
+    }
+
+    pub(crate) fn set_write_timeout(&self, t: Option<Duration>) -> io::Result<()> {
+        match self {
+            Socket::Unix(s) => s.set_write_timeout(t),
+            Socket::Tcp(s) => s.set_write_timeout(t),
+        }
+    }
+
+    /// The peer, for logs.
+    pub(crate) fn peer(&self) -> String {
+        match self {
+            Socket::Unix(_) => "local peer".to_owned(),
+            Socket::Tcp(s) => s
+                .peer_addr()
+                .map_or_else(|_| "tcp peer".to_owned(), |a| a.to_string()),
+        }
+    }
+
+    /// Whether the peer has closed its end (or the socket failed), without
+    /// consuming anything it sent. Used to cancel blocked calls of a client
+    /// that went away.
+    pub(crate) fn peer_gone(&self) -> bool {
+        let fd = match self {
+            Socket::Unix(s) => s.as_fd().as_raw_fd(),
+            Socket::Tcp(s) => s.as_fd().as_raw_fd(),
+        };
+        let mut p = libc::pollfd {
+            fd,
+            events: libc::POLLRDHUP,
+            revents: 0,
+        };
+        // SAFETY: one valid pollfd, zero timeout.
+        let n = unsafe { libc::poll(&mut p, 1, 0) };
+        n > 0 && p.revents & (libc::POLLRDHUP | libc::POLLHUP | libc::POLLERR | libc::POLLNVAL) != 0
+    }
+}
+
+impl Read for &Socket {
+    #[inline]
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        match *self {
+            Socket::Unix(s) => (&mut &*s).read(buf),
+            Socket::Tcp(s) => (&mut &*s).read(buf),
+        }
+    }
+}
+
+impl Write for &Socket {
+    #[inline]
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        match *self {
+            Socket::Unix(s) => (&mut &*s).write(buf),
+            Socket::Tcp(s) => (&mut &*s).write(buf),
+        }
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+/// A bound listener.
+pub(crate) enum Listener {
+    Local(local::LocalListener),
+    Tcp(std::net::TcpListener),
+}
+
+impl Listener {
+    /// Binds `address`; returns the listener and the address clients should
+    /// use (with the real port for `tcp:HOST:0`).
+    pub(crate) fn bind(address: &Address) -> Result<(Listener, Address)> {
+        if address.local_path().is_some() {
+            let l = local::LocalListener::bind(address)?;
+            Ok((Listener::Local(l), address.clone()))
+        } else {
+            let (l, a) = tcp::bind(address)?;
+            Ok((Listener::Tcp(l), a))
+        }
+    }
+
+    pub(crate) fn accept(&self) -> io::Result<Socket> {
+        match self {
+            Listener::Local(l) => l.accept().map(Socket::Unix),
+            Listener::Tcp(l) => {
+                let (s, _) = l.accept()?;
+                s.set_nodelay(true)?;
+                Ok(Socket::Tcp(s))
+            }
+        }
+    }
+}

@@ -1,0 +1,71 @@
+//! The messages of the protocol: the handshake, then calls and replies.
+//!
+//! After the handshake every frame body is a [`Request`] or [`Response`]
+//! header followed by a payload of postcard values (arguments, a result, or
+//! an encoded error).
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::WireError;
+
+/// Sent first by a client; names the protocol so a stray peer is refused early.
+pub(crate) const MAGIC: [u8; 8] = *b"manager\0";
+/// Bumped on any incompatible change to the messages below.
+pub(crate) const PROTOCOL_VERSION: u32 = 1;
+
+/// Client → server: who we are and a fresh nonce.
+#[derive(Debug, Serialize, Deserialize)]
+pub(crate) struct Hello {
+    pub(crate) magic: [u8; 8],
+    pub(crate) version: u32,
+    pub(crate) nonce: [u8; 32],
+}
+
+/// Server → client: the server's nonce, or why it will not talk.
+#[derive(Debug, Serialize, Deserialize)]
+pub(crate) enum Challenge {
+    Nonce([u8; 32]),
+    Refuse(WireError),
+}
+
+/// Client → server: proof of the key, and the session to join.
+#[derive(Debug, Serialize, Deserialize)]
+pub(crate) struct Proof {
+    pub(crate) proof: [u8; 32],
+    pub(crate) session: Option<u64>,
+}
+
+/// Server → client: the server's proof and the connection's identity.
+#[derive(Debug, Serialize, Deserialize)]
+pub(crate) enum Welcome {
+    Accept {
+        proof: [u8; 32],
+        session: u64,
+        connection: u64,
+        max_frame: u64,
+    },
+    Refuse(WireError),
+}
+
+/// The object id of the manager itself: its methods create, find and release objects.
+pub(crate) const CONTROL: u64 = 0;
+
+/// Client → server.
+#[derive(Debug, Serialize, Deserialize)]
+pub(crate) enum Request {
+    /// Call `method` of `object`; the payload holds the arguments.
+    Call { seq: u64, object: u64, method: u32 },
+    /// Drop one of this session's references to `object`. No reply.
+    Release { object: u64 },
+}
+
+/// Server → client.
+#[derive(Debug, Serialize, Deserialize)]
+pub(crate) enum Response {
+    /// Call `seq` returned; the payload holds its result.
+    Ok { seq: u64 },
+    /// Call `seq` failed; the payload holds a `WireError`.
+    Err { seq: u64 },
+    /// The connection is being closed; the payload holds a `WireError` saying why.
+    Fatal,
+}

@@ -1,0 +1,5 @@
+//! Frames and messages: what travels on a connection, and nothing about sockets.
+
+pub mod codec;
+pub(crate) mod frame;
+pub(crate) mod message;
