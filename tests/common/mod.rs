@@ -1,0 +1,105 @@
+//! Helpers for integration tests that run real processes: a test binary
+//! re-executes itself to play a child role.
+#![allow(dead_code)]
+
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// The environment variable naming the role a re-executed test binary plays.
+pub const ROLE: &str = "MANAGER_TEST_ROLE";
+
+/// Starts this test binary again, running only the test `entry` with `role`
+/// and the given environment.
+pub fn spawn_role(entry: &str, role: &str, env: &[(&str, String)]) -> Child {
+    let exe = std::env::current_exe().expect("the test binary has a path");
+    let mut cmd = Command::new(exe);
+    cmd.args([entry, "--exact", "--nocapture", "--test-threads=1"])
+        .env(ROLE, role)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit());
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    cmd.spawn().expect("the test binary can be started")
+}
+
+/// The role this process plays, if it was started by `spawn_role`.
+pub fn role() -> Option<String> {
+    std::env::var(ROLE).ok()
+}
+
+/// Waits for `child` to exit, killing it after `limit`; returns whether it succeeded.
+pub fn wait_ok(child: &mut Child, limit: Duration) -> bool {
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(status) = child.try_wait().expect("try_wait works") {
+            return status.success();
+        }
+        if Instant::now() >= deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// Polls `cond` until it holds or `limit` passes; for effects that happen
+/// asynchronously in another process (a release after a crash).
+pub fn eventually(limit: Duration, mut cond: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + limit;
+    loop {
+        if cond() {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// Whether process `pid` is gone (or a zombie nobody reaped yet).
+pub fn process_gone(pid: u32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Err(_) => true,
+        Ok(stat) => stat
+            .rsplit_once(')')
+            .map(|(_, rest)| rest.trim_start().starts_with('Z'))
+            .unwrap_or(false),
+    }
+}
+
+/// Sends SIGKILL to `pid`.
+pub fn sigkill(pid: u32) {
+    // SAFETY: kill has no memory-safety preconditions.
+    unsafe {
+        libc::kill(pid as i32, libc::SIGKILL);
+    }
+}
+
+/// Reads a child's stdout until a line containing `prefix`, and returns the
+/// rest of that line. The test harness prints lines of its own, and
+/// `test child_role ... ` without a newline just before the role's output.
+pub fn read_marked(child: &mut Child, prefix: &str) -> Option<String> {
+    use std::io::Read;
+    let out = child.stdout.as_mut()?;
+    loop {
+        // Byte by byte so that nothing past the line is buffered away.
+        let mut line = Vec::new();
+        let mut byte = [0u8; 1];
+        loop {
+            match out.read(&mut byte) {
+                Ok(1) if byte[0] == b'\n' => break,
+                Ok(1) => line.push(byte[0]),
+                _ if line.is_empty() => return None,
+                _ => break,
+            }
+        }
+        let line = String::from_utf8_lossy(&line).into_owned();
+        if let Some(at) = line.find(prefix) {
+            return Some(line[at + prefix.len()..].to_owned());
+        }
+    }
+}

@@ -1,0 +1,260 @@
+//! The manager survives anything a peer sends. These tests speak the wire
+//! protocol by hand over raw sockets, so they check the manager, not our
+//! client.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::os::unix::net::UnixStream;
+use std::time::{Duration, Instant};
+
+use common::{eventually, role, sigkill, spawn_role};
+use hmac::{Hmac, Mac};
+use manager::{AuthKey, Client, Error, Manager};
+use sha2::Sha256;
+
+const MAGIC: [u8; 8] = *b"manager\0";
+const VERSION: u32 = 1;
+
+fn frame(body: &[u8]) -> Vec<u8> {
+    let mut f = (body.len() as u32).to_le_bytes().to_vec();
+    f.extend_from_slice(body);
+    f
+}
+
+fn read_frame(s: &mut UnixStream) -> Option<Vec<u8>> {
+    let mut len = [0u8; 4];
+    s.read_exact(&mut len).ok()?;
+    let mut body = vec![0u8; u32::from_le_bytes(len) as usize];
+    s.read_exact(&mut body).ok()?;
+    Some(body)
+}
+
+fn proof(key: &[u8], label: &[u8], a: &[u8; 32], b: &[u8; 32]) -> Vec<u8> {
+    let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(key).unwrap();
+    mac.update(label);
+    mac.update(a);
+    mac.update(b);
+    mac.finalize().into_bytes().to_vec()
+}
+
+/// A raw connection that has completed the handshake with `key`.
+fn authenticated(mgr: &Manager, key: &[u8]) -> UnixStream {
+    let mut s = UnixStream::connect(mgr.address().local_path().unwrap()).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let nonce = [7u8; 32];
+    let hello = postcard::to_allocvec(&(MAGIC, VERSION, nonce)).unwrap();
+    s.write_all(&frame(&hello)).unwrap();
+    let challenge = read_frame(&mut s).expect("a challenge");
+    assert_eq!(challenge[0], 0, "Challenge::Nonce");
+    let theirs: [u8; 32] = challenge[1..33].try_into().unwrap();
+    let mut p = proof(key, b"manager client proof v1", &nonce, &theirs);
+    p.push(0); // no session to join
+    s.write_all(&frame(&p)).unwrap();
+    let welcome = read_frame(&mut s).expect("a welcome");
+    assert_eq!(welcome[0], 0, "Welcome::Accept");
+    assert_eq!(
+        &welcome[1..33],
+        &proof(key, b"manager server proof v1", &nonce, &theirs)[..],
+        "the manager proves the key back"
+    );
+    s
+}
+
+/// A call frame: Request::Call { seq, object, method } then `args`.
+fn call(seq: u8, object: u64, method: u32, args: &[u8]) -> Vec<u8> {
+    let mut body = postcard::to_allocvec(&(0u8, u64::from(seq), object, method)).unwrap();
+    body.extend_from_slice(args);
+    frame(&body)
+}
+
+/// The message of the error a raw reply carries, or `None` for a
+/// successful reply (`Response::Ok` is variant 0, `Response::Err` 1).
+fn reply_error(s: &mut UnixStream) -> Option<String> {
+    let body = read_frame(s).expect("a reply");
+    match body[0] {
+        0 => None,
+        _ => Some(String::from_utf8_lossy(&body).into_owned()),
+    }
+}
+
+fn threads_of_this_process() -> usize {
+    std::fs::read_dir("/proc/self/task").unwrap().count()
+}
+
+fn served_promptly(mgr: &Manager) {
+    let started = Instant::now();
+    let c = Client::connect(mgr.address(), mgr.auth_key()).unwrap();
+    let v = c.value(41i64).unwrap();
+    assert_eq!(v.fetch_add(1).unwrap(), 41);
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "a proper client waited {:?}",
+        started.elapsed()
+    );
+}
+
+#[test]
+fn bad_frames_after_the_handshake_get_errors_and_the_manager_goes_on() {
+    let key = b"hostile-test-key";
+    let mgr = Manager::builder()
+        .auth_key(AuthKey::from_bytes(key))
+        .spawn_thread()
+        .unwrap();
+    let value = mgr.value(5i64).unwrap();
+    let threads_before = threads_of_this_process();
+
+    // An unknown object id, a method index out of range, arguments that do
+    // not decode: each answered with an error, on a connection that goes on.
+    let mut s = authenticated(&mgr, key);
+    s.write_all(&call(1, 0xdead_beef, 0, &[])).unwrap();
+    assert!(reply_error(&mut s).unwrap().contains("does not exist"));
+    s.write_all(&call(2, 0, 999, &[])).unwrap();
+    assert!(reply_error(&mut s).unwrap().contains("no control method"));
+    s.write_all(&call(3, 0, 3, &[0xff, 0xff, 0xff])).unwrap();
+    assert!(reply_error(&mut s).unwrap().contains("malformed"));
+    s.write_all(&call(4, 0, 8, &[])).unwrap(); // ping
+    assert_eq!(reply_error(&mut s), None, "the connection still works");
+
+    // Garbage, a reply sent to the server, a truncated frame, an oversized
+    // length: the connection is closed; nothing else is.
+    let cases: Vec<Vec<u8>> = vec![
+        frame(&[0xff; 64]),
+        frame(&[0x00]),
+        frame(&postcard::to_allocvec(&(0u8, 1u64)).unwrap()), // Response::Ok { seq: 1 }
+        {
+            let mut f = (100u32).to_le_bytes().to_vec();
+            f.extend_from_slice(&[1, 2, 3]);
+            f
+        },
+        u32::MAX.to_le_bytes().to_vec(),
+    ];
+    for bad in cases {
+        let mut s = authenticated(&mgr, key);
+        s.write_all(&bad).unwrap();
+        let _ = s.shutdown(std::net::Shutdown::Write);
+        let mut rest = Vec::new();
+        let _ = s.read_to_end(&mut rest);
+        served_promptly(&mgr);
+    }
+    assert_eq!(value.get().unwrap(), 5);
+    assert!(
+        eventually(Duration::from_secs(5), || threads_of_this_process()
+            <= threads_before + 2),
+        "connection threads did not exit"
+    );
+}
+
+#[test]
+fn wrong_keys_and_silent_peers_at_once_do_not_starve_a_real_client() {
+    let mgr = Manager::builder()
+        .handshake_timeout(Duration::from_secs(3))
+        .spawn_thread()
+        .unwrap();
+    let path = mgr.address().local_path().unwrap().to_owned();
+    let mut silent = Vec::new();
+    for _ in 0..200 {
+        silent.push(UnixStream::connect(&path).unwrap());
+    }
+    let wrong = std::thread::spawn({
+        let address = mgr.address().clone();
+        move || {
+            for _ in 0..200 {
+                let r = Client::connect(&address, &AuthKey::from_bytes(b"nope"));
+                assert!(matches!(r, Err(Error::AuthenticationFailed { .. })));
+            }
+        }
+    });
+    served_promptly(&mgr);
+    wrong.join().unwrap();
+    served_promptly(&mgr);
+    drop(silent);
+}
+
+#[test]
+fn a_silent_peer_is_dropped_after_the_handshake_deadline() {
+    let mgr = Manager::builder()
+        .handshake_timeout(Duration::from_millis(300))
+        .spawn_thread()
+        .unwrap();
+    let mut s = UnixStream::connect(mgr.address().local_path().unwrap()).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let started = Instant::now();
+    let mut buf = [0u8; 16];
+    // The manager closes it: read returns 0 well before our own 10 s timeout.
+    assert_eq!(s.read(&mut buf).unwrap_or(0), 0);
+    assert!(started.elapsed() < Duration::from_secs(5));
+}
+
+/// Entry point of the child processes this file starts; a no-op otherwise.
+#[test]
+fn child_role() {
+    let Some(role) = role() else { return };
+    assert_eq!(role, "big-upload");
+    let key = std::env::var("KEY").unwrap();
+    let path = std::env::var("SOCKET").unwrap();
+    let mut s = UnixStream::connect(path).unwrap();
+    // Authenticate by hand, then start a 64 MiB frame and stall half-way.
+    let nonce = [9u8; 32];
+    let hello = postcard::to_allocvec(&(MAGIC, VERSION, nonce)).unwrap();
+    s.write_all(&frame(&hello)).unwrap();
+    let challenge = read_frame(&mut s).unwrap();
+    let theirs: [u8; 32] = challenge[1..33].try_into().unwrap();
+    let mut p = proof(key.as_bytes(), b"manager client proof v1", &nonce, &theirs);
+    p.push(0);
+    s.write_all(&frame(&p)).unwrap();
+    read_frame(&mut s).unwrap();
+    let len: u32 = 64 * 1024 * 1024 - 64;
+    s.write_all(&len.to_le_bytes()).unwrap();
+    let chunk = vec![0u8; 1 << 20];
+    for _ in 0..32 {
+        s.write_all(&chunk).unwrap();
+    }
+    println!("uploading");
+    loop {
+        std::thread::park();
+    }
+}
+
+#[test]
+fn a_client_killed_during_a_large_upload_frees_the_partial_buffer() {
+    let key = "upload-key";
+    let mgr = Manager::builder()
+        .auth_key(AuthKey::from_bytes(key))
+        .start()
+        .unwrap();
+    let pid = mgr.process_id().unwrap();
+    let rss = || -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .unwrap()
+    };
+    let before = rss();
+    let mut child = spawn_role(
+        "child_role",
+        "big-upload",
+        &[
+            ("KEY", key.to_owned()),
+            (
+                "SOCKET",
+                mgr.address().local_path().unwrap().display().to_string(),
+            ),
+        ],
+    );
+    assert_eq!(
+        common::read_marked(&mut child, "uploading").as_deref(),
+        Some("")
+    );
+    sigkill(child.id());
+    let _ = child.wait();
+    assert!(
+        eventually(Duration::from_secs(10), || rss() < before + 16 * 1024),
+        "the manager kept the partial upload: {} kB, was {before} kB",
+        rss()
+    );
+    let v = mgr.value(1u8).unwrap();
+    assert_eq!(v.get().unwrap(), 1);
+}

@@ -1,0 +1,14 @@
+use manager::shared;
+
+#[shared]
+pub struct Messy;
+
+#[shared]
+impl Messy {
+    pub fn new() -> Self { Messy }
+    pub async fn one(&self) {}
+    pub fn two(self) {}
+    pub fn three(&self, s: &str) { let _ = s; }
+}
+
+fn main() {}

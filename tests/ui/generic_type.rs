@@ -1,0 +1,6 @@
+use manager::shared;
+
+#[shared]
+pub struct Boxed<T> { item: T }
+
+fn main() {}

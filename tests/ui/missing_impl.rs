@@ -1,0 +1,6 @@
+use manager::shared;
+
+#[shared]
+pub struct Lonely { value: u8 }
+
+fn main() {}

@@ -1,0 +1,8 @@
+use manager::shared;
+
+#[shared]
+pub trait Speaker {
+    fn speak(&self) -> String;
+}
+
+fn main() {}
