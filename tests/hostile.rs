@@ -258,3 +258,65 @@ fn a_client_killed_during_a_large_upload_frees_the_partial_buffer() {
     let v = mgr.value(1u8).unwrap();
     assert_eq!(v.get().unwrap(), 1);
 }
+
+#[test]
+fn connection_and_object_limits_give_clear_errors_and_recover() {
+    let mgr = Manager::builder()
+        .max_connections(3)
+        .max_objects_per_session(3)
+        .spawn_thread()
+        .unwrap();
+    mgr.ping().unwrap(); // the manager's own client: a main and a thread connection
+    let other = Client::connect(mgr.address(), mgr.auth_key()).unwrap();
+    match Client::connect(mgr.address(), mgr.auth_key()) {
+        Err(Error::LimitReached(msg)) => assert!(msg.contains("at most 3"), "{msg}"),
+        other => panic!("expected LimitReached, got {other:?}"),
+    }
+    drop(other);
+    assert!(eventually(Duration::from_secs(5), || Client::connect(
+        mgr.address(),
+        mgr.auth_key()
+    )
+    .is_ok()));
+
+    let held: Vec<_> = (0..3).map(|i| mgr.value(i).unwrap()).collect();
+    match mgr.value(99) {
+        Err(Error::LimitReached(msg)) => assert!(msg.contains("at most 3 objects"), "{msg}"),
+        other => panic!("expected LimitReached, got {other:?}"),
+    }
+    drop(held);
+    assert_eq!(mgr.value(7).unwrap().get().unwrap(), 7);
+}
+
+#[test]
+fn a_client_reconnects_to_a_restarted_manager_with_a_new_session() {
+    let address: manager::Address = format!("local:reconnect-{}.sock", std::process::id())
+        .parse()
+        .unwrap();
+    let key = AuthKey::from_bytes(b"reconnect");
+    let first = Manager::builder()
+        .address(address.clone())
+        .auth_key(key.clone())
+        .spawn_thread()
+        .unwrap();
+    let client = Client::connect(&address, &key).unwrap();
+    let old = client.value(1u32).unwrap();
+    first.shutdown().unwrap();
+    // At once, not after a timeout.
+    let started = Instant::now();
+    assert!(matches!(old.get(), Err(Error::ConnectionLost(_))));
+    assert!(started.elapsed() < Duration::from_secs(2));
+
+    let second = Manager::builder()
+        .address(address.clone())
+        .auth_key(key)
+        .spawn_thread()
+        .unwrap();
+    // The next call reconnects; objects of the old manager are gone.
+    client.ping().unwrap();
+    assert!(matches!(old.get(), Err(Error::NoSuchObject(_))));
+    let fresh = client.value(2u32).unwrap();
+    assert_eq!(fresh.get().unwrap(), 2);
+    drop((fresh, old));
+    second.shutdown().unwrap();
+}

@@ -1,6 +1,6 @@
 //! One connection: the handshake, then calls in order until the peer leaves.
 
-use std::io::Write;
+use std::io::{Read, Write};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
@@ -53,7 +53,7 @@ pub(super) fn serve(state: Arc<ServerState>, socket: Socket, conn: u64) {
         conn,
         peer: socket.try_clone().ok(),
     };
-    if let Err(e) = calls(&state, &ctx, &socket, &mut reader, &mut writer) {
+    if let Err(e) = calls(&state, &ctx, &socket, &socket, &mut reader, &mut writer) {
         tracing::debug!(error = %e, "connection closed with an error");
         if let Error::Protocol(_) = e {
             // Tell the peer why before hanging up; it may not be listening.
@@ -72,17 +72,19 @@ pub(super) fn serve(state: Arc<ServerState>, socket: Socket, conn: u64) {
     tracing::debug!("connection closed");
 }
 
-/// The call loop. Returns `Ok` when the peer closes cleanly.
-fn calls(
+/// The call loop, over any byte streams (a socket, or a fuzzer's bytes).
+/// Returns `Ok` when the peer closes cleanly.
+pub(crate) fn calls(
     state: &ServerState,
     ctx: &Context,
-    socket: &Socket,
+    mut input: impl Read,
+    mut output: impl Write,
     reader: &mut FrameReader,
     writer: &mut FrameWriter,
 ) -> Result<()> {
     let max = state.config.limits.max_frame;
     loop {
-        let body = match reader.next(&mut &*socket) {
+        let body = match reader.next(&mut input) {
             Ok(Some(body)) => body,
             Ok(None) => return Ok(()),
             Err(e) => return Err(read_error(e)),
@@ -103,7 +105,7 @@ fn calls(
                     writer.begin().put(&e.to_wire())?;
                     writer.finish(&Response::Err { seq }, max)?;
                 }
-                (&*socket).write_all(writer.frame()).map_err(Error::lost)?;
+                output.write_all(writer.frame()).map_err(Error::lost)?;
                 if object == CONTROL && method == control::method::SHUTDOWN {
                     state.stop();
                     return Ok(());

@@ -253,19 +253,13 @@ pub(crate) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
-/// A bound manager, not yet accepting.
-pub(crate) struct Server {
-    state: Arc<ServerState>,
-    listener: Listener,
-}
-
-impl Server {
-    pub(crate) fn bind(config: ServerConfig) -> Result<Server> {
-        let (listener, address) = Listener::bind(&config.address)?;
-        let state = Arc::new_cyclic(|me| ServerState {
+impl ServerState {
+    /// The state of a manager reachable at `address`.
+    fn new(config: ServerConfig, address: Address, first_id: u64) -> Arc<ServerState> {
+        Arc::new_cyclic(|me| ServerState {
             me: me.clone(),
             address,
-            table: Table::new(),
+            table: Table::new(first_id),
             next_conn: AtomicU64::new(1),
             handshakes: AtomicUsize::new(0),
             calls: AtomicU64::new(0),
@@ -274,7 +268,83 @@ impl Server {
             drained: Condvar::new(),
             internal: Mutex::new(None),
             config,
-        });
+        })
+    }
+}
+
+/// A bound manager, not yet accepting.
+pub(crate) struct Server {
+    state: Arc<ServerState>,
+    listener: Listener,
+}
+
+/// Feeds bytes to the manager's connection loop with no socket: the entry
+/// point of the fuzz target and of the property tests on hostile input.
+#[doc(hidden)]
+pub struct FuzzHarness {
+    state: Arc<ServerState>,
+}
+
+impl FuzzHarness {
+    /// A manager that can construct the built-ins and `types`.
+    pub fn new(types: &[TypeEntry]) -> FuzzHarness {
+        let mut all = crate::builtins::builtin_entries();
+        for t in types {
+            all.insert(t.name, *t);
+        }
+        let config = ServerConfig {
+            address: Address::tcp("fuzz.invalid", 1),
+            key: AuthKey::from_bytes(b"fuzz"),
+            types: all,
+            limits: Limits {
+                max_frame: 1 << 16,
+                ..Limits::default()
+            },
+        };
+        let address = config.address.clone();
+        FuzzHarness {
+            // Predictable ids, so generated inputs can name the objects they made.
+            state: ServerState::new(config, address, 1),
+        }
+    }
+
+    /// Runs `input` as what an authenticated peer sent on one connection,
+    /// and returns what the manager answered. Never panics, whatever the bytes.
+    pub fn feed(&self, input: &[u8]) -> Vec<u8> {
+        let session = self.state.table.open_session();
+        let ctx = Context {
+            server: Arc::clone(&self.state),
+            session,
+            conn: self.state.new_connection_id(),
+            peer: None,
+        };
+        let mut output = Vec::new();
+        let mut reader = crate::wire::frame::FrameReader::new(self.state.config.limits.max_frame);
+        let mut writer = crate::wire::frame::FrameWriter::new();
+        let _ = conn::calls(
+            &self.state,
+            &ctx,
+            input,
+            &mut output,
+            &mut reader,
+            &mut writer,
+        );
+        self.state.table.disconnected(ctx.conn);
+        self.state.table.leave_session(session);
+        output
+    }
+
+    /// Live objects: every session the harness opened has ended, so this
+    /// is what leaked.
+    pub fn live_objects(&self) -> u64 {
+        self.state.table.object_count()
+    }
+}
+
+impl Server {
+    pub(crate) fn bind(config: ServerConfig) -> Result<Server> {
+        let (listener, address) = Listener::bind(&config.address)?;
+        let state = ServerState::new(config, address, crate::auth::random_u64() >> 20);
         crate::client::register_local(&state);
         Ok(Server { state, listener })
     }

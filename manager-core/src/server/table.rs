@@ -43,14 +43,14 @@ struct Handoff {
 }
 
 impl Table {
-    pub(crate) fn new() -> Table {
+    /// A table whose first object gets id `first_id`. Managers start at a
+    /// random point, so that a proxy kept across a restart at the same
+    /// address cannot reach a new object that happens to reuse its id.
+    pub(crate) fn new(first_id: u64) -> Table {
         Table {
             objects: RwLock::new(HashMap::new()),
             refs: Mutex::new(Refs::default()),
-            // Ids start at a random point so that a proxy kept across a
-            // manager restart at the same address cannot reach a new object
-            // that happens to reuse its id (its fingerprint check aside).
-            next_object: AtomicU64::new((crate::auth::random_u64() >> 20).max(1)),
+            next_object: AtomicU64::new(first_id.max(1)),
         }
     }
 
