@@ -46,6 +46,7 @@ pub mod __private {
     pub use serde;
 
     pub use crate::proxy::{construct, deserialize_proxy, Handle};
+    pub use crate::server::FuzzHarness;
     pub use crate::shared::{fingerprint, no_such_method, Interface, TypeEntry, TYPES};
     pub use crate::wire::codec::{Decoder, Encoder};
 
