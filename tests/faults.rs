@@ -198,3 +198,27 @@ fn an_oversized_length_prefix_from_a_raw_peer_drops_only_that_connection() {
     let _ = raw.read_to_end(&mut buf);
     assert_eq!(f.fine().unwrap(), "fine");
 }
+
+#[test]
+fn a_manager_killed_mid_call_gives_connection_lost_at_once() {
+    let mgr = Manager::builder().register::<Fragile>().start().unwrap();
+    let f = FragileProxy::new(&mgr).unwrap();
+    let pid = mgr.process_id().unwrap();
+    let caller = {
+        let f = f.clone();
+        std::thread::spawn(move || {
+            let r = f.slow(60_000);
+            (r, std::time::Instant::now())
+        })
+    };
+    assert!(eventually(Duration::from_secs(30), || f.entered().unwrap() == 1));
+    sigkill(pid);
+    let killed_at = std::time::Instant::now();
+    let (result, returned_at) = caller.join().unwrap();
+    assert!(
+        matches!(result, Err(Error::ConnectionLost(_))),
+        "{result:?}"
+    );
+    assert!(returned_at.duration_since(killed_at) < Duration::from_secs(5));
+    assert!(matches!(f.fine(), Err(Error::ConnectionLost(_))));
+}
