@@ -10,6 +10,7 @@
 mod address;
 mod auth;
 mod builtins;
+mod caps;
 mod client;
 mod context;
 mod error;

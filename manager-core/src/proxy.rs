@@ -12,6 +12,7 @@ use serde::{de::DeserializeOwned, Deserialize, Serialize};
 
 use crate::address::Address;
 use crate::auth::{hex, unhex, AuthKey};
+use crate::caps::{self, Cap};
 use crate::client::{client_for, client_with, Client, Pending};
 use crate::error::{Error, Result};
 use crate::server::control::method;
@@ -89,6 +90,9 @@ struct HandleInner {
     address: Address,
     object: u64,
     fingerprint: u64,
+    /// The object's interface is not the one this proxy was built from; the
+    /// handle still holds its reference, but every call is refused.
+    mismatch: Option<u64>,
     /// Set once the handle holds a reference of this client's session.
     client: OnceLock<Client>,
     binding: Mutex<()>,
@@ -132,6 +136,7 @@ impl Handle {
                 address,
                 object,
                 fingerprint,
+                mismatch: None,
                 client: cell,
                 binding: Mutex::new(()),
             }),
@@ -149,10 +154,22 @@ impl Handle {
     /// The client this handle calls through, binding on first use.
     #[inline]
     fn client(&self) -> Result<&Client> {
+        if let Some(theirs) = self.inner.mismatch {
+            return Err(self.mismatch_error(theirs));
+        }
         if let Some(c) = self.inner.client.get() {
             return Ok(c);
         }
         self.bind()
+    }
+
+    #[cold]
+    fn mismatch_error(&self, theirs: u64) -> Error {
+        Error::InterfaceMismatch(format!(
+            "object {} has interface {theirs:016x}, the proxy expects {:016x}; rebuild \
+             both sides from the same definition",
+            self.inner.object, self.inner.fingerprint
+        ))
     }
 
     #[cold]
@@ -190,6 +207,15 @@ impl Handle {
     ) -> Result<Pending<R>> {
         self.client()?
             .call_deferred(self.inner.object, method, args)
+    }
+
+    /// A reference of this process to `object` of the manager at `address`,
+    /// whatever its interface: how a manager holds objects of another
+    /// manager that its containers store.
+    pub(crate) fn acquire(address: &Address, object: u64) -> Result<Handle> {
+        let client = client_for(address)?;
+        let fingerprint: u64 = client.control(method::REDEEM_ANY, |a| a.put(&object))?;
+        Ok(Handle::bound(client, object, fingerprint))
     }
 
     pub(crate) fn to_token(&self) -> Result<String> {
@@ -233,6 +259,12 @@ impl fmt::Debug for Handle {
 
 impl Serialize for Handle {
     fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        // The message being encoded carries this object in its capability
+        // list, so the receiver holds it before the bytes leave.
+        caps::note(Cap {
+            address: self.inner.address.clone(),
+            object: self.inner.object,
+        });
         WireProxy {
             address: self.inner.address.clone(),
             object: self.inner.object,
@@ -250,16 +282,33 @@ pub fn deserialize_proxy<'de, P: Proxy, D: serde::Deserializer<'de>>(
     d: D,
 ) -> std::result::Result<P, D::Error> {
     let w = WireProxy::deserialize(d)?;
-    let _sender_fingerprint = w.fingerprint;
-    Ok(P::__from_handle(Handle {
+    // Decoding a message from a manager: the reference is already ours.
+    if let Some((client, theirs)) = caps::adopt(&w.address, w.object) {
+        let mut h = Handle::bound(client, w.object, P::FINGERPRINT);
+        if theirs != P::FINGERPRINT {
+            if let Some(inner) = Arc::get_mut(&mut h.inner) {
+                inner.mismatch = Some(theirs);
+            }
+        }
+        return Ok(P::__from_handle(h));
+    }
+    let h = Handle {
         inner: Arc::new(HandleInner {
             address: w.address,
             object: w.object,
             fingerprint: P::FINGERPRINT,
+            mismatch: None,
             client: OnceLock::new(),
             binding: Mutex::new(()),
         }),
-    }))
+    };
+    // Not in the message's capability list (a proxy to another manager, or
+    // bytes that did not come from a manager): bind now, while whoever sent
+    // it still holds the object; failing that, on first use.
+    if caps::is_decoding() {
+        let _ = h.client();
+    }
+    Ok(P::__from_handle(h))
 }
 
 /// Creates an object of type `T` in the manager with constructor `ctor`.

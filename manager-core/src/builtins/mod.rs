@@ -14,17 +14,163 @@ use std::collections::HashMap;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
+use std::sync::{Arc, Weak};
+
+use serde::Deserialize;
+
+use crate::address::Address;
+use crate::caps::{capturing, note, Cap};
 use crate::client::Client;
 use crate::context::Context;
 use crate::error::{Error, Result};
 use crate::proxy::Handle;
+use crate::server::ServerState;
 use crate::shared::{fingerprint, Object, TypeEntry};
 use crate::wire::codec::{from_slice, to_vec, Decoder, Encoder};
 
 pub use value::{FetchAdd, ValueProxy};
 
-/// An element: its postcard encoding, travelling length-prefixed.
+/// Encoded bytes, travelling length-prefixed.
 pub(crate) type ElemBuf = serde_bytes::ByteBuf;
+
+/// A proxy inside an element: an object of this manager (`address: None`)
+/// or of another one.
+#[derive(Debug, Serialize, Deserialize)]
+pub(crate) struct WireCap {
+    address: Option<Address>,
+    object: u64,
+}
+
+/// An element as a client sends it: its encoding and the objects it embeds.
+#[derive(Debug, Serialize, Deserialize)]
+pub(crate) struct Elem {
+    bytes: ElemBuf,
+    caps: Vec<WireCap>,
+}
+
+impl Elem {
+    /// The encoded value.
+    pub(crate) fn bytes(&self) -> &[u8] {
+        &self.bytes
+    }
+
+    /// Encodes `value` for the manager at `manager`, recording the proxies
+    /// it embeds.
+    pub(crate) fn encode<T: Serialize + ?Sized>(manager: &Address, value: &T) -> Result<Elem> {
+        let (bytes, caps) = capturing(true, || to_vec(value));
+        Ok(Elem {
+            bytes: ElemBuf::from(bytes?),
+            caps: caps
+                .into_iter()
+                .map(|c| WireCap {
+                    address: (c.address != *manager).then_some(c.address),
+                    object: c.object,
+                })
+                .collect(),
+        })
+    }
+
+    /// Encodes `value` for the manager `handle` belongs to.
+    pub(crate) fn for_handle<T: Serialize + ?Sized>(handle: &Handle, value: &T) -> Result<Elem> {
+        Elem::encode(handle.address(), value)
+    }
+}
+
+/// An element as a manager keeps it: its bytes, and a reference to every
+/// object they embed for as long as it is kept.
+pub(crate) struct Stored {
+    bytes: ElemBuf,
+    held: Held,
+}
+
+struct Held {
+    state: Weak<ServerState>,
+    own: Vec<u64>,
+    foreign: Vec<Handle>,
+}
+
+impl Stored {
+    /// Keeps `elem`, taking a reference to each object it embeds. An object
+    /// that is already gone is simply not held: its proxy will report
+    /// `NoSuchObject` when used.
+    pub(crate) fn keep(ctx: &Context, elem: Elem) -> Stored {
+        let mut held = Held {
+            state: Arc::downgrade(&ctx.server),
+            own: Vec::new(),
+            foreign: Vec::new(),
+        };
+        for cap in elem.caps {
+            match cap.address {
+                None => {
+                    if ctx.server.table.retain(cap.object) {
+                        held.own.push(cap.object);
+                    }
+                }
+                Some(address) => match Handle::acquire(&address, cap.object) {
+                    Ok(h) => held.foreign.push(h),
+                    Err(e) => tracing::debug!(%address, object = cap.object, error = %e,
+                        "a stored proxy's object is unreachable"),
+                },
+            }
+        }
+        Stored {
+            bytes: elem.bytes,
+            held,
+        }
+    }
+
+    /// Keeps encoded bytes that embed no proxy (an integer it computed).
+    pub(crate) fn plain(ctx: &Context, bytes: Vec<u8>) -> Stored {
+        Stored {
+            bytes: ElemBuf::from(bytes),
+            held: Held {
+                state: Arc::downgrade(&ctx.server),
+                own: Vec::new(),
+                foreign: Vec::new(),
+            },
+        }
+    }
+
+    /// The encoded value.
+    pub(crate) fn bytes(&self) -> &[u8] {
+        &self.bytes
+    }
+
+    /// Writes the element, raw, as (part of) a result: the caller decodes it
+    /// as a `T` inside its result, and the objects it embeds travel in the
+    /// reply's capability list.
+    pub(crate) fn write(&self, out: &mut Encoder<'_>) {
+        out.put_raw(&self.bytes);
+        if let Some(state) = self.held.state.upgrade() {
+            for &object in &self.held.own {
+                note(Cap {
+                    address: state.address.clone(),
+                    object,
+                });
+            }
+        }
+        for h in &self.held.foreign {
+            note(Cap {
+                address: h.address().clone(),
+                object: h.object(),
+            });
+        }
+    }
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        let Some(state) = self.state.upgrade() else {
+            return;
+        };
+        for &object in &self.own {
+            state.table.unretain(object);
+        }
+        // Whoever this element was returned to binds these itself; keep
+        // them until it has had the time to.
+        state.keep_for_handoff(std::mem::take(&mut self.foreign));
+    }
+}
 
 /// A built-in type's identity and constructor.
 pub(crate) trait Builtin: Object + Sized {
@@ -88,11 +234,6 @@ pub(crate) fn create<B: Builtin>(
     args: impl FnOnce(&mut Encoder<'_>) -> Result<()>,
 ) -> Result<Handle> {
     crate::proxy::create(client, B::NAME, B::FINGERPRINT, 0, args)
-}
-
-/// Encodes a value as an element.
-pub(crate) fn encode<T: Serialize + ?Sized>(value: &T) -> Result<ElemBuf> {
-    to_vec(value).map(ElemBuf::from)
 }
 
 /// Decodes an element.

@@ -8,17 +8,17 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use crate::builtins::{
-    builtin_proxy, create, decode, encode, method_name, no_such_method, Builtin, ElemBuf,
+    builtin_proxy, create, decode, method_name, no_such_method, Builtin, Elem, ElemBuf, Stored,
 };
 use crate::client::Client;
 use crate::context::Context;
 use crate::error::{Error, Result};
 use crate::proxy::Handle;
 use crate::shared::Object;
-use crate::wire::codec::{Decoder, Encoder};
+use crate::wire::codec::{to_vec, Decoder, Encoder};
 
 pub(crate) struct ValueObject {
-    value: RwLock<ElemBuf>,
+    value: RwLock<Stored>,
 }
 
 mod m {
@@ -34,10 +34,10 @@ impl Builtin for ValueObject {
     const METHODS: &'static [&'static str] =
         &["get", "set", "swap", "compare_exchange", "fetch_add"];
 
-    fn construct(_ctx: &Context, args: &mut Decoder<'_>) -> Result<Self> {
-        let value: ElemBuf = args.take()?;
+    fn construct(ctx: &Context, args: &mut Decoder<'_>) -> Result<Self> {
+        let value: Elem = args.take()?;
         Ok(ValueObject {
-            value: RwLock::new(value),
+            value: RwLock::new(Stored::keep(ctx, value)),
         })
     }
 }
@@ -55,7 +55,7 @@ impl Object for ValueObject {
 
     fn call(
         &self,
-        _ctx: &Context,
+        ctx: &Context,
         method: u32,
         args: &mut Decoder<'_>,
         out: &mut Encoder<'_>,
@@ -64,62 +64,70 @@ impl Object for ValueObject {
         match method {
             m::GET => {
                 args.finish()?;
-                out.put(
-                    &*value
-                        .read()
-                        .unwrap_or_else(std::sync::PoisonError::into_inner),
-                )
+                value
+                    .read()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .write(out);
+                Ok(())
             }
             m::SET => {
-                let new: ElemBuf = args.take()?;
+                let new: Elem = args.take()?;
                 args.finish()?;
-                *write(value) = new;
+                let new = Stored::keep(ctx, new);
+                let old = std::mem::replace(&mut *write(value), new);
+                drop(old);
                 Ok(())
             }
             m::SWAP => {
-                let new: ElemBuf = args.take()?;
+                let new: Elem = args.take()?;
                 args.finish()?;
+                let new = Stored::keep(ctx, new);
                 let old = std::mem::replace(&mut *write(value), new);
-                out.put(&old)
+                old.write(out);
+                Ok(())
             }
             m::COMPARE_EXCHANGE => {
-                let current: ElemBuf = args.take()?;
-                let new: ElemBuf = args.take()?;
+                let current: Elem = args.take()?;
+                let new: Elem = args.take()?;
                 args.finish()?;
                 let mut v = write(value);
                 // Equal encodings are equal values: postcard is deterministic.
-                let r: std::result::Result<ElemBuf, ElemBuf> = if *v == current {
-                    Ok(std::mem::replace(&mut *v, new))
+                if v.bytes() == current.bytes() {
+                    let old = std::mem::replace(&mut *v, Stored::keep(ctx, new));
+                    out.put_raw(&[0]); // Ok(previous)
+                    old.write(out);
                 } else {
-                    Err(v.clone())
-                };
-                out.put(&r)
+                    out.put_raw(&[1]); // Err(actual)
+                    v.write(out);
+                }
+                Ok(())
             }
             m::FETCH_ADD => {
                 let kind: u8 = args.take()?;
                 let delta: ElemBuf = args.take()?;
                 args.finish()?;
                 let mut v = write(value);
-                let next = add_encoded(kind, &v, &delta)?;
-                let old = std::mem::replace(&mut *v, next);
-                out.put(&old)
+                let next = add_encoded(kind, v.bytes(), &delta)?;
+                let old = std::mem::replace(&mut *v, Stored::plain(ctx, next));
+                old.write(out);
+                Ok(())
             }
             _ => Err(no_such_method::<Self>(method)),
         }
     }
 }
 
-fn write(v: &RwLock<ElemBuf>) -> std::sync::RwLockWriteGuard<'_, ElemBuf> {
+fn write(v: &RwLock<Stored>) -> std::sync::RwLockWriteGuard<'_, Stored> {
     v.write().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 /// `a + b` for two encoded integers of kind `kind`, wrapping like the
 /// atomics' `fetch_add`.
-fn add_encoded(kind: u8, a: &[u8], b: &[u8]) -> Result<ElemBuf> {
+fn add_encoded(kind: u8, a: &[u8], b: &[u8]) -> Result<Vec<u8>> {
     macro_rules! kinds {
         ($($k:literal => $t:ty),*) => {
             match kind {
-                $($k => encode(&decode::<$t>(a)?.wrapping_add(decode::<$t>(b)?)),)*
+                $($k => to_vec(&decode::<$t>(a)?.wrapping_add(decode::<$t>(b)?)),)*
                 _ => Err(Error::Protocol(format!("fetch_add of unknown integer kind {kind}"))),
             }
         };
@@ -172,8 +180,7 @@ impl<T: Serialize + DeserializeOwned> ValueProxy<T> {
     /// # Errors
     /// Connection errors; `Error::Protocol` if the value is not a `T`.
     pub fn get(&self) -> Result<T> {
-        let b: ElemBuf = self.handle.call(m::GET, |_| Ok(()))?;
-        decode(&b)
+        self.handle.call(m::GET, |_| Ok(()))
     }
 
     /// Replaces the value (Python: `value.value = x`).
@@ -181,7 +188,7 @@ impl<T: Serialize + DeserializeOwned> ValueProxy<T> {
     /// # Errors
     /// Connection errors.
     pub fn set(&self, value: T) -> Result<()> {
-        let e = encode(&value)?;
+        let e = Elem::for_handle(&self.handle, &value)?;
         self.handle.call(m::SET, |a| a.put(&e))
     }
 
@@ -190,9 +197,8 @@ impl<T: Serialize + DeserializeOwned> ValueProxy<T> {
     /// # Errors
     /// Connection errors.
     pub fn swap(&self, value: T) -> Result<T> {
-        let e = encode(&value)?;
-        let old: ElemBuf = self.handle.call(m::SWAP, |a| a.put(&e))?;
-        decode(&old)
+        let e = Elem::for_handle(&self.handle, &value)?;
+        self.handle.call(m::SWAP, |a| a.put(&e))
     }
 
     /// Stores `new` if the value is `current`: `Ok(previous)` on success,
@@ -201,15 +207,11 @@ impl<T: Serialize + DeserializeOwned> ValueProxy<T> {
     /// # Errors
     /// Connection errors.
     pub fn compare_exchange(&self, current: T, new: T) -> Result<std::result::Result<T, T>> {
-        let (c, n) = (encode(&current)?, encode(&new)?);
-        let r: std::result::Result<ElemBuf, ElemBuf> =
-            self.handle.call(m::COMPARE_EXCHANGE, |a| {
-                a.put(&c)?;
-                a.put(&n)
-            })?;
-        Ok(match r {
-            Ok(prev) => Ok(decode(&prev)?),
-            Err(actual) => Err(decode(&actual)?),
+        let c = Elem::for_handle(&self.handle, &current)?;
+        let n = Elem::for_handle(&self.handle, &new)?;
+        self.handle.call(m::COMPARE_EXCHANGE, |a| {
+            a.put(&c)?;
+            a.put(&n)
         })
     }
 }
@@ -220,12 +222,11 @@ impl<T: Serialize + DeserializeOwned + FetchAdd> ValueProxy<T> {
     /// # Errors
     /// Connection errors; `Error::Protocol` if the stored value is not a `T`.
     pub fn fetch_add(&self, delta: T) -> Result<T> {
-        let d = encode(&delta)?;
-        let old: ElemBuf = self.handle.call(m::FETCH_ADD, |a| {
+        let d = ElemBuf::from(to_vec(&delta)?);
+        self.handle.call(m::FETCH_ADD, |a| {
             a.put(&T::KIND)?;
             a.put(&d)
-        })?;
-        decode(&old)
+        })
     }
 }
 
@@ -246,7 +247,7 @@ impl Client {
         &self,
         initial: T,
     ) -> Result<ValueProxy<T>> {
-        let e = encode(&initial)?;
+        let e = Elem::encode(self.address(), &initial)?;
         let handle = create::<ValueObject>(self, |a| a.put(&e))?;
         Ok(<ValueProxy<T> as crate::Proxy>::__from_handle(handle))
     }

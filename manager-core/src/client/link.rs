@@ -8,12 +8,14 @@ use serde::de::DeserializeOwned;
 
 use crate::address::Address;
 use crate::auth::{random_bytes, AuthKey, CLIENT_LABEL, SERVER_LABEL};
+use crate::caps::{adopting, capturing};
+use crate::client::Client;
 use crate::error::{Error, Result, WireError};
 use crate::transport::Socket;
 use crate::wire::codec::{from_slice, Encoder};
 use crate::wire::frame::{read_error, receive, send, FrameReader, FrameWriter, DEFAULT_MAX_FRAME};
 use crate::wire::message::{
-    Challenge, Hello, Proof, Request, Response, Welcome, MAGIC, PROTOCOL_VERSION,
+    split_caps, Challenge, Hello, Proof, Request, Response, Welcome, MAGIC, PROTOCOL_VERSION,
 };
 
 /// How long a client waits for a manager to complete the handshake.
@@ -21,12 +23,14 @@ const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// A reply that arrived while another was awaited.
 enum Stashed {
-    Ok(Vec<u8>),
+    Ok(Vec<u8>, crate::caps::ReplyCaps),
     Err(Error),
 }
 
 pub(crate) struct Link {
     pub(crate) id: u64,
+    /// The manager's address: proxies to its objects travel as capabilities.
+    address: Address,
     pub(crate) socket: Socket,
     reader: FrameReader,
     writer: FrameWriter,
@@ -98,6 +102,7 @@ impl Link {
         reader.set_max(max_frame);
         let link = Link {
             id,
+            address: address.clone(),
             socket,
             reader,
             writer,
@@ -137,15 +142,33 @@ impl Link {
             return Err(Error::ConnectionLost(why.clone()));
         }
         let seq = self.next_seq;
-        args(&mut self.writer.begin())?;
-        self.writer.finish(
-            &Request::Call {
+        let (encoded, caps) = capturing(false, || args(&mut self.writer.begin()));
+        encoded?;
+        let own: Vec<u64> = caps
+            .into_iter()
+            .filter(|c| c.address == self.address)
+            .map(|c| c.object)
+            .collect();
+        if own.is_empty() {
+            let header = Request::Call {
                 seq,
                 object,
                 method,
-            },
-            self.max_frame,
-        )?;
+            };
+            self.writer.finish(&header, self.max_frame)?;
+        } else {
+            let mut p = self.writer.payload();
+            let before = p.len();
+            p.put(&own)?;
+            let caps_len = (p.len() - before) as u32;
+            let header = Request::CallCaps {
+                seq,
+                object,
+                method,
+                caps_len,
+            };
+            self.writer.finish(&header, self.max_frame)?;
+        }
         if let Err(e) = (&self.socket).write_all(self.writer.frame()) {
             return Err(self.fail(Error::lost(e)));
         }
@@ -153,11 +176,30 @@ impl Link {
         Ok(seq)
     }
 
+    /// Decodes a result whose embedded proxies have references waiting in
+    /// `caps`; gives back the ones no proxy took.
+    fn adopt<R: DeserializeOwned>(
+        &mut self,
+        client: &Client,
+        bytes: &[u8],
+        caps: crate::caps::ReplyCaps,
+    ) -> Result<R> {
+        let Some(caps) = caps else {
+            return from_slice(bytes);
+        };
+        let (r, left) = adopting(client, caps, || from_slice(bytes));
+        for object in left {
+            self.release(object);
+        }
+        r
+    }
+
     /// Waits for the reply to call `seq`, keeping replies to other calls.
-    pub(crate) fn wait<R: DeserializeOwned>(&mut self, seq: u64) -> Result<R> {
+    /// `client` is the client this link serves: decoded proxies join it.
+    pub(crate) fn wait<R: DeserializeOwned>(&mut self, seq: u64, client: &Client) -> Result<R> {
         if let Some(s) = self.stash.remove(&seq) {
             return match s {
-                Stashed::Ok(bytes) => from_slice(&bytes),
+                Stashed::Ok(bytes, caps) => self.adopt(client, &bytes, caps),
                 Stashed::Err(e) => Err(e),
             };
         }
@@ -182,34 +224,58 @@ impl Link {
                     ))))
                 }
             };
-            match response {
-                Response::Ok { seq: s } if s == seq => return from_slice(payload),
-                Response::Err { seq: s } if s == seq => {
-                    return Err(from_slice::<WireError>(payload)?.into())
+            let (s, ok, payload, caps) = match response {
+                Response::Ok { seq: s } => (s, true, payload, None),
+                Response::OkCaps { seq: s, caps_len } => {
+                    let (result, caps) = split_caps(payload, caps_len)?;
+                    (s, true, result, Some(from_slice::<Vec<(u64, u64)>>(caps)?))
                 }
-                Response::Ok { seq: s } => {
-                    if !self.discarded.remove(&s) {
-                        self.stash.insert(s, Stashed::Ok(payload.to_vec()));
-                    }
-                }
-                Response::Err { seq: s } => {
-                    if !self.discarded.remove(&s) {
-                        let e = from_slice::<WireError>(payload).map_or_else(|e| e, Error::from);
-                        self.stash.insert(s, Stashed::Err(e));
-                    }
-                }
+                Response::Err { seq: s } => (s, false, payload, None),
                 Response::Fatal => {
                     let e = from_slice::<WireError>(payload).map_or_else(|e| e, Error::from);
                     return Err(self.fail(e));
                 }
+            };
+            if s == seq {
+                if !ok {
+                    return Err(from_slice::<WireError>(payload)?.into());
+                }
+                if caps.is_none() {
+                    return from_slice(payload);
+                }
+                let bytes = payload.to_vec();
+                return self.adopt(client, &bytes, caps);
+            }
+            let stashed = if ok {
+                Stashed::Ok(payload.to_vec(), caps)
+            } else {
+                Stashed::Err(from_slice::<WireError>(payload).map_or_else(|e| e, Error::from))
+            };
+            if self.discarded.remove(&s) {
+                self.drop_stashed(stashed);
+            } else {
+                self.stash.insert(s, stashed);
+            }
+        }
+    }
+
+    /// Gives back the references of a reply nobody will read.
+    fn drop_stashed(&mut self, s: Stashed) {
+        if let Stashed::Ok(_, Some(caps)) = s {
+            for (object, _) in caps {
+                self.release(object);
             }
         }
     }
 
     /// Forgets the reply to `seq` (its `Pending` was dropped).
     pub(crate) fn discard(&mut self, seq: u64) {
-        if self.stash.remove(&seq).is_none() && seq < self.next_seq {
-            self.discarded.insert(seq);
+        match self.stash.remove(&seq) {
+            Some(s) => self.drop_stashed(s),
+            None if seq < self.next_seq => {
+                self.discarded.insert(seq);
+            }
+            None => {}
         }
     }
 
@@ -217,12 +283,13 @@ impl Link {
     #[inline]
     pub(crate) fn call<R: DeserializeOwned>(
         &mut self,
+        client: &Client,
         object: u64,
         method: u32,
         args: impl FnOnce(&mut Encoder<'_>) -> Result<()>,
     ) -> Result<R> {
         let seq = self.send(object, method, args)?;
-        self.wait(seq)
+        self.wait(seq, client)
     }
 
     /// Drops one of the session's references to `object`; no reply.

@@ -9,6 +9,7 @@ use std::cell::RefCell;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Weak};
 
+use crate::caps::capturing;
 use crate::context::Context;
 use crate::error::{Error, Result};
 use crate::server::ServerState;
@@ -56,20 +57,27 @@ fn conn_id(state: &Arc<ServerState>) -> u64 {
         .unwrap_or_else(|| state.new_connection_id())
 }
 
-/// Runs one call in this thread and returns its encoded result.
+/// Runs one call in this thread and returns its encoded result, with the
+/// objects it embeds (already referenced for `session`).
 pub(crate) fn call(
     state: &Weak<ServerState>,
     session: u64,
     object: u64,
     method: u32,
     args: impl FnOnce(&mut Encoder<'_>) -> Result<()>,
-) -> Result<Vec<u8>> {
+) -> Result<crate::caps::Reply> {
     let state = state.upgrade().ok_or(Error::ServerShutdown)?;
     if state.is_stopping() {
         return Err(Error::ServerShutdown);
     }
     let mut input = Vec::new();
-    args(&mut Encoder::new(&mut input))?;
+    let (encoded, caps) = capturing(false, || args(&mut Encoder::new(&mut input)));
+    encoded?;
+    let own: Vec<u64> = caps
+        .into_iter()
+        .filter(|c| c.address == state.address)
+        .map(|c| c.object)
+        .collect();
     let ctx = Context {
         conn: conn_id(&state),
         server: Arc::clone(&state),
@@ -78,6 +86,13 @@ pub(crate) fn call(
     };
     state.calls.fetch_add(1, Ordering::Relaxed);
     let mut out = Vec::new();
-    state.dispatch(&ctx, object, method, &input, &mut Encoder::new(&mut out))?;
-    Ok(out)
+    let caps = state.call(
+        &ctx,
+        object,
+        method,
+        &input,
+        &own,
+        &mut Encoder::new(&mut out),
+    )?;
+    Ok((out, caps))
 }

@@ -6,7 +6,7 @@ mod link;
 mod local;
 mod pending;
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
@@ -93,6 +93,8 @@ static NEXT_CLIENT: AtomicU64 = AtomicU64::new(1);
 thread_local! {
     /// This thread's connection to each client's manager.
     static LINKS: RefCell<Vec<ThreadLink>> = const { RefCell::new(Vec::new()) };
+    /// Whether this thread is using a client's main link right now.
+    static IN_MAIN: Cell<bool> = const { Cell::new(false) };
 }
 
 struct ThreadLink {
@@ -182,10 +184,10 @@ impl Client {
         args: impl FnOnce(&mut Encoder<'_>) -> Result<()>,
     ) -> Result<R> {
         match &self.inner.transport {
-            Transport::Remote(_) => self.with_link(|l| l.call(object, method, args)),
+            Transport::Remote(_) => self.with_link(|l| l.call(self, object, method, args)),
             Transport::Local(state) => {
-                let out = local::call(state, self.session(), object, method, args)?;
-                from_slice(&out)
+                let (out, caps) = local::call(state, self.session(), object, method, args)?;
+                self.adopt_local(&out, caps)
             }
         }
     }
@@ -204,17 +206,30 @@ impl Client {
                 Ok(Pending::sent(self.clone(), l.id, seq))
             }),
             // In the manager's own process the call runs now; its result waits.
-            Transport::Local(state) => Ok(Pending::ready(local::call(
-                state,
-                self.session(),
-                object,
-                method,
-                args,
-            ))),
+            Transport::Local(state) => Ok(Pending::ready(
+                self.clone(),
+                local::call(state, self.session(), object, method, args),
+            )),
         }
     }
 
-    fn session(&self) -> u64 {
+    /// Decodes an in-process result, adopting the references its proxies need.
+    pub(crate) fn adopt_local<R: DeserializeOwned>(
+        &self,
+        bytes: &[u8],
+        caps: crate::caps::ReplyCaps,
+    ) -> Result<R> {
+        let Some(caps) = caps else {
+            return from_slice(bytes);
+        };
+        let (r, left) = crate::caps::adopting(self, caps, || from_slice(bytes));
+        for object in left {
+            self.release(object);
+        }
+        r
+    }
+
+    pub(crate) fn session(&self) -> u64 {
         self.inner.session.load(Ordering::Acquire)
     }
 
@@ -354,11 +369,22 @@ impl Client {
             // teardown: the shared main link serves.
             _ => {
                 let run = f.take().expect("f is taken once");
+                // A call made while this thread already uses the main link
+                // (a proxy bound while decoding its reply) would wait for
+                // itself: refuse it; the caller falls back to binding later.
+                if IN_MAIN.try_with(Cell::get).unwrap_or(false) {
+                    return Err(Error::Protocol(
+                        "a call from inside a call on the shared connection".into(),
+                    ));
+                }
                 let mut main = lock(&self.inner.remote().main);
                 if main.is_broken() {
                     self.renew_session(&mut main)?;
                 }
-                run(&mut main)
+                let _ = IN_MAIN.try_with(|c| c.set(true));
+                let r = run(&mut main);
+                let _ = IN_MAIN.try_with(|c| c.set(false));
+                r
             }
         }
     }

@@ -6,7 +6,6 @@ use serde::de::DeserializeOwned;
 
 use crate::client::Client;
 use crate::error::{Error, Result};
-use crate::wire::codec::from_slice;
 
 /// A call sent with `proxy.deferred().method(..)` whose reply has not been taken.
 ///
@@ -38,8 +37,9 @@ pub struct Pending<R> {
 enum State {
     /// Sent on link `link` of the sending thread as call `seq`.
     Sent { client: Client, link: u64, seq: u64 },
-    /// Already run (in the manager's own process): the encoded result.
-    Ready(Result<Vec<u8>>),
+    /// Already run (in the manager's own process): the encoded result and
+    /// the references its proxies will adopt.
+    Ready(Client, Result<crate::caps::Reply>),
     /// Waited for.
     Done,
 }
@@ -53,9 +53,9 @@ impl<R: DeserializeOwned> Pending<R> {
         }
     }
 
-    pub(crate) fn ready(result: Result<Vec<u8>>) -> Self {
+    pub(crate) fn ready(client: Client, result: Result<crate::caps::Reply>) -> Self {
         Pending {
-            state: State::Ready(result),
+            state: State::Ready(client, result),
             _marker: PhantomData,
             _not_send: PhantomData,
         }
@@ -67,8 +67,13 @@ impl<R: DeserializeOwned> Pending<R> {
     /// Whatever the call returned, or `Error::ConnectionLost`.
     pub fn wait(mut self) -> Result<R> {
         match std::mem::replace(&mut self.state, State::Done) {
-            State::Sent { client, link, seq } => client.with_existing_link(link, |l| l.wait(seq)),
-            State::Ready(r) => from_slice(&r?),
+            State::Sent { client, link, seq } => {
+                client.with_existing_link(link, |l| l.wait(seq, &client))
+            }
+            State::Ready(client, r) => {
+                let (bytes, caps) = r?;
+                client.adopt_local(&bytes, caps)
+            }
             State::Done => Err(Error::Protocol("this reply was already taken".into())),
         }
     }
@@ -76,12 +81,20 @@ impl<R: DeserializeOwned> Pending<R> {
 
 impl<R> Drop for Pending<R> {
     fn drop(&mut self) {
-        if let State::Sent { client, link, seq } = &self.state {
-            let seq = *seq;
-            let _ = client.with_existing_link(*link, |l| {
-                l.discard(seq);
-                Ok(())
-            });
+        match &mut self.state {
+            State::Sent { client, link, seq } => {
+                let seq = *seq;
+                let _ = client.with_existing_link(*link, |l| {
+                    l.discard(seq);
+                    Ok(())
+                });
+            }
+            State::Ready(client, Ok((_, Some(caps)))) => {
+                for (object, _) in caps.drain(..) {
+                    client.release(object);
+                }
+            }
+            _ => {}
         }
     }
 }
@@ -90,7 +103,7 @@ impl<R> std::fmt::Debug for Pending<R> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match &self.state {
             State::Sent { seq, .. } => f.debug_struct("Pending").field("seq", seq).finish(),
-            State::Ready(_) => f.write_str("Pending(ready)"),
+            State::Ready(..) => f.write_str("Pending(ready)"),
             State::Done => f.write_str("Pending(done)"),
         }
     }

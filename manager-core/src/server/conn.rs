@@ -9,11 +9,13 @@ use crate::context::Context;
 use crate::error::{Error, Result};
 use crate::server::{control, ServerState};
 use crate::transport::Socket;
+use crate::wire::codec::from_slice;
 use crate::wire::frame::{
     read_error, receive, send, FrameReader, FrameWriter, HANDSHAKE_MAX_FRAME,
 };
 use crate::wire::message::{
-    Challenge, Hello, Proof, Request, Response, Welcome, CONTROL, MAGIC, PROTOCOL_VERSION,
+    split_caps, Challenge, Hello, Proof, Request, Response, Welcome, CONTROL, MAGIC,
+    PROTOCOL_VERSION,
 };
 
 pub(super) fn serve(state: Arc<ServerState>, socket: Socket, conn: u64) {
@@ -91,16 +93,41 @@ pub(crate) fn calls(
         };
         let (request, payload) = postcard::take_from_bytes::<Request>(body)
             .map_err(|e| Error::Protocol(format!("malformed request: {e}")))?;
-        match request {
+        let (seq, object, method, args, arg_caps) = match request {
             Request::Call {
                 seq,
                 object,
                 method,
+            } => (seq, object, method, payload, Vec::new()),
+            Request::CallCaps {
+                seq,
+                object,
+                method,
+                caps_len,
             } => {
+                let (args, caps) = split_caps(payload, caps_len)?;
+                (seq, object, method, args, from_slice::<Vec<u64>>(caps)?)
+            }
+            Request::Release { object } => {
+                state.table.release(ctx.session, object);
+                continue;
+            }
+        };
+        {
+            {
                 state.calls.fetch_add(1, Ordering::Relaxed);
                 let result = state
-                    .dispatch(ctx, object, method, payload, &mut writer.begin())
-                    .and_then(|()| writer.finish(&Response::Ok { seq }, max));
+                    .call(ctx, object, method, args, &arg_caps, &mut writer.begin())
+                    .and_then(|caps| {
+                        let Some(caps) = caps else {
+                            return writer.finish(&Response::Ok { seq }, max);
+                        };
+                        let mut p = writer.payload();
+                        let before = p.len();
+                        p.put(&caps)?;
+                        let caps_len = (p.len() - before) as u32;
+                        writer.finish(&Response::OkCaps { seq, caps_len }, max)
+                    });
                 if let Err(e) = result {
                     writer.begin().put(&e.to_wire())?;
                     writer.finish(&Response::Err { seq }, max)?;
@@ -111,7 +138,6 @@ pub(crate) fn calls(
                     return Ok(());
                 }
             }
-            Request::Release { object } => state.table.release(ctx.session, object),
         }
     }
 }

@@ -18,6 +18,7 @@ pub(crate) mod method {
     pub(crate) const REDEEM: u32 = 6;
     pub(crate) const SHUTDOWN: u32 = 7;
     pub(crate) const PING: u32 = 8;
+    pub(crate) const REDEEM_ANY: u32 = 9;
 }
 
 pub(crate) fn method_name(m: u32) -> &'static str {
@@ -31,6 +32,7 @@ pub(crate) fn method_name(m: u32) -> &'static str {
         method::REDEEM => "redeem",
         method::SHUTDOWN => "shutdown",
         method::PING => "ping",
+        method::REDEEM_ANY => "redeem_any",
         _ => "<unknown>",
     }
 }
@@ -117,6 +119,12 @@ pub(crate) fn call(
             args.finish()
         }
         method::PING => args.finish(),
+        method::REDEEM_ANY => {
+            let id: u64 = args.take()?;
+            args.finish()?;
+            let fingerprint = state.table.add_session_ref_any(ctx.session, id)?;
+            out.put(&fingerprint)
+        }
         _ => Err(Error::Protocol(format!(
             "the manager has no control method number {m}"
         ))),

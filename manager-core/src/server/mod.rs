@@ -21,6 +21,7 @@ use std::time::{Duration, Instant};
 
 use crate::address::Address;
 use crate::auth::AuthKey;
+use crate::caps::{adopting, capturing_reply};
 use crate::client::Client;
 use crate::context::Context;
 use crate::error::{Error, Result};
@@ -89,6 +90,9 @@ pub(crate) struct ServerState {
     live: Mutex<HashMap<u64, Socket>>,
     drained: Condvar,
     internal: Mutex<Option<Client>>,
+    /// References to other managers' objects that left a container: kept
+    /// for the hand-off time, so whoever received them can bind first.
+    grace: Mutex<Vec<(Instant, crate::proxy::Handle)>>,
     /// This state itself, for the in-process client.
     me: std::sync::Weak<ServerState>,
 }
@@ -96,6 +100,61 @@ pub(crate) struct ServerState {
 impl ServerState {
     pub(crate) fn is_stopping(&self) -> bool {
         self.stopping.load(Ordering::Acquire)
+    }
+
+    /// Runs one call with its capabilities: the objects its arguments embed
+    /// (`arg_caps`) are held for this manager's own session while the method
+    /// decodes them, and each object its result embeds gets a reference for
+    /// the caller's session, returned as (object, fingerprint) to adopt.
+    #[inline]
+    pub(crate) fn call(
+        &self,
+        ctx: &Context,
+        object: u64,
+        method: u32,
+        args: &[u8],
+        arg_caps: &[u64],
+        out: &mut Encoder<'_>,
+    ) -> Result<crate::caps::ReplyCaps> {
+        let session = ctx.session;
+        let mut run = move || {
+            capturing_reply(&ctx.server, session, || {
+                self.dispatch(ctx, object, method, args, out)
+            })
+        };
+        let (result, taken, foreign) = if arg_caps.is_empty() {
+            run()
+        } else {
+            let internal = self.internal_client()?;
+            let own = internal.session();
+            let pool = arg_caps
+                .iter()
+                .filter_map(|&id| {
+                    self.table
+                        .add_session_ref_any(own, id)
+                        .ok()
+                        .map(|fp| (id, fp))
+                })
+                .collect();
+            let (r, left) = adopting(&internal, pool, run);
+            for id in left {
+                self.table.release(own, id);
+            }
+            r
+        };
+        if let Err(e) = result {
+            for (id, _) in taken {
+                self.table.release(session, id);
+            }
+            return Err(e);
+        }
+        // A reply that names proxies to other managers still says so (with
+        // an empty list): the caller binds those itself while decoding.
+        if taken.is_empty() && foreign.is_empty() {
+            Ok(None)
+        } else {
+            Ok(Some(taken))
+        }
     }
 
     /// Runs one call, catching a panic in user code.
@@ -201,6 +260,29 @@ impl ServerState {
         }
     }
 
+    /// Keeps `handles` (to other managers' objects) for the hand-off time.
+    pub(crate) fn keep_for_handoff(&self, handles: Vec<crate::proxy::Handle>) {
+        if handles.is_empty() {
+            return;
+        }
+        let until = Instant::now() + self.config.limits.handoff_timeout;
+        lock(&self.grace).extend(handles.into_iter().map(|h| (until, h)));
+    }
+
+    /// Drops kept references whose time is up.
+    pub(crate) fn expire(&self, now: Instant) {
+        self.table.expire(now);
+        let expired: Vec<_> = {
+            let mut grace = lock(&self.grace);
+            let (gone, keep) = std::mem::take(&mut *grace)
+                .into_iter()
+                .partition(|(until, _)| *until <= now);
+            *grace = keep;
+            gone
+        };
+        drop(expired);
+    }
+
     /// A client of this manager for methods running inside it.
     pub(crate) fn internal_client(&self) -> Result<Client> {
         if self.is_stopping() {
@@ -267,6 +349,7 @@ impl ServerState {
             live: Mutex::new(HashMap::new()),
             drained: Condvar::new(),
             internal: Mutex::new(None),
+            grace: Mutex::new(Vec::new()),
             config,
         })
     }
@@ -397,6 +480,8 @@ impl Server {
         drop(listener);
         let internal = lock(&state.internal).take();
         drop(internal);
+        let grace = std::mem::take(&mut *lock(&state.grace));
+        drop(grace);
         state.drain(DRAIN);
         state.table.clear();
         if let Some(s) = sweeper {

@@ -103,6 +103,52 @@ impl Table {
         Ok(())
     }
 
+    /// Adds a reference held by `session` to a live object of any interface
+    /// and returns its fingerprint: for objects named by a message's
+    /// capability list, whose proxies check the fingerprint themselves.
+    pub(crate) fn add_session_ref_any(&self, session: u64, id: u64) -> Result<u64> {
+        let mut refs = lock(&self.refs);
+        if !refs.counts.contains_key(&id) {
+            return Err(no_such_object(id));
+        }
+        let fingerprint = self
+            .objects
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(&id)
+            .map(|o| o.fingerprint())
+            .ok_or_else(|| no_such_object(id))?;
+        let s = refs
+            .sessions
+            .get_mut(&session)
+            .ok_or_else(|| Error::Protocol("the calling session has ended".into()))?;
+        *s.refs.entry(id).or_insert(0) += 1;
+        *refs.counts.entry(id).or_insert(0) += 1;
+        Ok(fingerprint)
+    }
+
+    /// Adds a reference held by stored bytes (a container element) to a
+    /// live object; false if it is gone.
+    pub(crate) fn retain(&self, id: u64) -> bool {
+        let mut refs = lock(&self.refs);
+        match refs.counts.get_mut(&id) {
+            Some(n) => {
+                *n += 1;
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Drops a reference taken with [`Table::retain`].
+    pub(crate) fn unretain(&self, id: u64) {
+        let freed = {
+            let mut refs = lock(&self.refs);
+            self.decrement(&mut refs, id, 1)
+        };
+        drop(freed);
+    }
+
     fn check(&self, refs: &Refs, id: u64, fingerprint: u64) -> Result<()> {
         if !refs.counts.contains_key(&id) {
             return Err(no_such_object(id));
@@ -301,7 +347,7 @@ impl Table {
     }
 
     /// Drops hand-off holds whose time is up.
-    fn expire(&self, now: Instant) {
+    pub(crate) fn expire(&self, now: Instant) {
         let freed: Vec<_> = {
             let mut refs = lock(&self.refs);
             let expired: Vec<(u64, u64)> = refs
@@ -408,7 +454,7 @@ pub(crate) fn spawn_sweeper(state: &Arc<ServerState>) -> Option<Sweeper> {
                 }
             }
             match st.upgrade() {
-                Some(state) => state.table.expire(Instant::now()),
+                Some(state) => state.expire(Instant::now()),
                 None => return,
             }
         })

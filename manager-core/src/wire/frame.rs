@@ -49,6 +49,12 @@ impl FrameWriter {
         Encoder::new(&mut self.buf)
     }
 
+    /// The payload's encoder, to append more after `begin`.
+    #[inline]
+    pub(crate) fn payload(&mut self) -> Encoder<'_> {
+        Encoder::new(&mut self.buf)
+    }
+
     /// Bytes of payload written since `begin`.
     pub(crate) fn payload_len(&self) -> usize {
         self.buf.len().saturating_sub(ROOM)

@@ -6,7 +6,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::error::WireError;
+use crate::error::{Error, Result, WireError};
 
 /// Sent first by a client; names the protocol so a stray peer is refused early.
 pub(crate) const MAGIC: [u8; 8] = *b"manager\0";
@@ -55,6 +55,14 @@ pub(crate) const CONTROL: u64 = 0;
 pub(crate) enum Request {
     /// Call `method` of `object`; the payload holds the arguments.
     Call { seq: u64, object: u64, method: u32 },
+    /// A call whose arguments embed proxies: the payload's last `caps_len`
+    /// bytes list their object ids (`Vec<u64>`), the rest is the arguments.
+    CallCaps {
+        seq: u64,
+        object: u64,
+        method: u32,
+        caps_len: u32,
+    },
     /// Drop one of this session's references to `object`. No reply.
     Release { object: u64 },
 }
@@ -64,8 +72,23 @@ pub(crate) enum Request {
 pub(crate) enum Response {
     /// Call `seq` returned; the payload holds its result.
     Ok { seq: u64 },
+    /// Call `seq` returned a result embedding proxies: the payload's last
+    /// `caps_len` bytes list them (`Vec<(object, fingerprint)>`), each with a
+    /// reference already taken for the caller's session.
+    OkCaps { seq: u64, caps_len: u32 },
     /// Call `seq` failed; the payload holds a `WireError`.
     Err { seq: u64 },
     /// The connection is being closed; the payload holds a `WireError` saying why.
     Fatal,
+}
+
+/// Splits a payload whose last `caps_len` bytes are a capability list.
+pub(crate) fn split_caps(payload: &[u8], caps_len: u32) -> Result<(&[u8], &[u8])> {
+    let caps_len = caps_len as usize;
+    if caps_len > payload.len() {
+        return Err(Error::Protocol(
+            "a capability list longer than its message".into(),
+        ));
+    }
+    Ok(payload.split_at(payload.len() - caps_len))
 }

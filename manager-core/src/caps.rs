@@ -1,0 +1,188 @@
+//! The capability table: which objects a message's bytes embed, carried
+//! beside the bytes rather than found by parsing them.
+//!
+//! Encoding a message opens a *capture* scope: every proxy serialized inside
+//! it records its object there. The receiver of the message takes one
+//! reference per captured object for the session that will hold the decoded
+//! proxies *before* the bytes leave, and decoding opens an *adopt* scope in
+//! which each deserialized proxy takes one of those references instead of
+//! asking the manager for a new one. References nobody adopted are given
+//! back. So an object can never be freed while a message naming it is in
+//! flight, and the manager never parses user bytes to find references.
+
+use std::cell::RefCell;
+use std::sync::Arc;
+
+use crate::address::Address;
+use crate::client::Client;
+use crate::server::ServerState;
+
+/// The objects a reply embeds, each (object, fingerprint) with a reference
+/// already taken for the receiving session; `None` when it embeds no proxy.
+pub(crate) type ReplyCaps = Option<Vec<(u64, u64)>>;
+
+/// An encoded result and its capabilities.
+pub(crate) type Reply = (Vec<u8>, ReplyCaps);
+
+/// An object named by encoded bytes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Cap {
+    pub(crate) address: Address,
+    pub(crate) object: u64,
+}
+
+struct Scope {
+    caps: Vec<Cap>,
+    /// Whether the caps also belong to the enclosing scope (an element
+    /// encoded inside a call's arguments), or stop here (a separate call).
+    propagate: bool,
+    /// For a reply being encoded in a manager: the receiving session takes
+    /// its reference the moment a proxy to this manager's object is
+    /// serialized, while the proxy (and so the object) is certainly alive.
+    eager: Option<Eager>,
+}
+
+struct Eager {
+    state: Arc<ServerState>,
+    session: u64,
+    taken: Vec<(u64, u64)>,
+}
+
+/// Objects with a reference already held for `client`'s session.
+struct Adopt {
+    client: Client,
+    pool: Vec<(u64, u64)>,
+}
+
+thread_local! {
+    static CAPTURE: RefCell<Vec<Scope>> = const { RefCell::new(Vec::new()) };
+    static ADOPT: RefCell<Vec<Adopt>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Runs `f`, returning what it returned and the objects serialized inside it.
+/// With `propagate`, they are recorded in the enclosing scope too.
+pub(crate) fn capturing<T>(propagate: bool, f: impl FnOnce() -> T) -> (T, Vec<Cap>) {
+    let _ = CAPTURE.try_with(|c| {
+        c.borrow_mut().push(Scope {
+            caps: Vec::new(),
+            propagate,
+            eager: None,
+        })
+    });
+    let out = f();
+    let caps = CAPTURE
+        .try_with(|c| {
+            let mut stack = c.borrow_mut();
+            let scope = stack.pop()?;
+            if scope.propagate {
+                if let Some(outer) = stack.last_mut() {
+                    outer.caps.extend(scope.caps.iter().cloned());
+                }
+            }
+            Some(scope.caps)
+        })
+        .ok()
+        .flatten()
+        .unwrap_or_default();
+    (out, caps)
+}
+
+/// Runs `f` encoding a reply of `state` for `session`: returns what `f`
+/// returned, the (object, fingerprint) pairs `session` now holds a
+/// reference to, and the serialized proxies of other managers.
+pub(crate) fn capturing_reply<T>(
+    state: &Arc<ServerState>,
+    session: u64,
+    f: impl FnOnce() -> T,
+) -> (T, Vec<(u64, u64)>, Vec<Cap>) {
+    let _ = CAPTURE.try_with(|c| {
+        c.borrow_mut().push(Scope {
+            caps: Vec::new(),
+            propagate: false,
+            eager: Some(Eager {
+                state: Arc::clone(state),
+                session,
+                taken: Vec::new(),
+            }),
+        })
+    });
+    let out = f();
+    let scope = CAPTURE.try_with(|c| c.borrow_mut().pop()).ok().flatten();
+    match scope {
+        Some(Scope {
+            caps,
+            eager: Some(e),
+            ..
+        }) => (out, e.taken, caps),
+        _ => (out, Vec::new(), Vec::new()),
+    }
+}
+
+/// Records that `cap` was serialized (called by a proxy's `Serialize`).
+pub(crate) fn note(cap: Cap) {
+    let _ = CAPTURE.try_with(|c| {
+        if let Ok(mut stack) = c.try_borrow_mut() {
+            if let Some(scope) = stack.last_mut() {
+                if let Some(e) = &mut scope.eager {
+                    if cap.address == e.state.address {
+                        // An object already gone is left out: its proxy will
+                        // report NoSuchObject when used.
+                        if let Ok(fp) = e.state.table.add_session_ref_any(e.session, cap.object) {
+                            e.taken.push((cap.object, fp));
+                        }
+                        return;
+                    }
+                }
+                scope.caps.push(cap);
+            }
+        }
+    });
+}
+
+/// Runs `f` with `pool` (object, fingerprint) adoptable by proxies decoded
+/// for `client`; returns what `f` returned and the objects nobody adopted.
+pub(crate) fn adopting<T>(
+    client: &Client,
+    pool: Vec<(u64, u64)>,
+    f: impl FnOnce() -> T,
+) -> (T, Vec<u64>) {
+    let _ = ADOPT.try_with(|a| {
+        a.borrow_mut().push(Adopt {
+            client: client.clone(),
+            pool,
+        })
+    });
+    let out = f();
+    let left = ADOPT
+        .try_with(|a| a.borrow_mut().pop())
+        .ok()
+        .flatten()
+        .map(|a| a.pool.into_iter().map(|(o, _)| o).collect())
+        .unwrap_or_default();
+    (out, left)
+}
+
+/// Takes the reference held for `object` at `address`, if the innermost
+/// adopt scope has one: the client it belongs to and the object's fingerprint.
+pub(crate) fn adopt(address: &Address, object: u64) -> Option<(Client, u64)> {
+    ADOPT
+        .try_with(|a| {
+            let mut stack = a.try_borrow_mut().ok()?;
+            let scope = stack.last_mut()?;
+            if scope.client.address() != address {
+                return None;
+            }
+            let i = scope.pool.iter().position(|(o, _)| *o == object)?;
+            let (_, fingerprint) = scope.pool.swap_remove(i);
+            Some((scope.client.clone(), fingerprint))
+        })
+        .ok()
+        .flatten()
+}
+
+/// Whether this thread is decoding a message from a manager.
+pub(crate) fn is_decoding() -> bool {
+    ADOPT
+        .try_with(|a| a.try_borrow().map(|s| !s.is_empty()).unwrap_or(false))
+        .unwrap_or(false)
+}
