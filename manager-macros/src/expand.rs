@@ -9,7 +9,16 @@ use crate::model::{Arg, Receiver, SharedImpl, SharedItem, SharedType};
 pub fn shared(model: &SharedItem, item: &syn::Item) -> syn::Result<TokenStream> {
     Ok(match model {
         SharedItem::Type(t) => shared_type(t, item),
-        SharedItem::Impl(i) => shared_impl(i, item),
+        SharedItem::Impl(i) => {
+            // `pub fn new() -> Self` is how a shared type is constructed in
+            // the manager; clippy's advice to add `Default` does not apply.
+            let mut item = item.clone();
+            if let syn::Item::Impl(imp) = &mut item {
+                imp.attrs
+                    .push(syn::parse_quote!(#[allow(clippy::new_without_default)]));
+            }
+            shared_impl(i, &item)
+        }
     })
 }
 
