@@ -1,0 +1,321 @@
+//! `Lock` and `RLock` (Python's `threading.Lock` and `RLock` through a
+//! manager). The owner is the calling connection: one client thread. When a
+//! connection closes, the locks it holds are released and waiters wake.
+
+use std::sync::{Condvar, Mutex};
+use std::time::Duration;
+
+use crate::builtins::{create, deadline, no_such_method, plain_proxy, Builtin};
+use crate::client::Client;
+use crate::context::Context;
+use crate::error::{Error, Result};
+use crate::proxy::Handle;
+use crate::server::lock as guard;
+use crate::wire::codec::{Decoder, Encoder};
+
+#[derive(Default)]
+struct State {
+    holder: Option<u64>,
+    /// Recursion level of an `RLock`.
+    count: u32,
+}
+
+struct Core {
+    reentrant: bool,
+    state: Mutex<State>,
+    released: Condvar,
+}
+
+mod m {
+    pub(super) const ACQUIRE: u32 = 0;
+    pub(super) const TRY_ACQUIRE: u32 = 1;
+    pub(super) const ACQUIRE_TIMEOUT: u32 = 2;
+    pub(super) const RELEASE: u32 = 3;
+}
+
+const METHODS: &[&str] = &["acquire", "try_acquire", "acquire_timeout", "release"];
+
+impl Core {
+    fn new(reentrant: bool) -> Core {
+        Core {
+            reentrant,
+            state: Mutex::new(State::default()),
+            released: Condvar::new(),
+        }
+    }
+
+    fn free_for(&self, s: &State, conn: u64) -> bool {
+        s.holder.is_none() || (self.reentrant && s.holder == Some(conn))
+    }
+
+    fn call(
+        &self,
+        ctx: &Context,
+        method: u32,
+        args: &mut Decoder<'_>,
+        out: &mut Encoder<'_>,
+    ) -> Result<Option<()>> {
+        let conn = ctx.connection_id();
+        match method {
+            m::ACQUIRE | m::TRY_ACQUIRE | m::ACQUIRE_TIMEOUT => {
+                let until = match method {
+                    m::ACQUIRE => Some(None),
+                    m::ACQUIRE_TIMEOUT => Some(deadline(args.take::<Duration>()?)),
+                    _ => None,
+                };
+                args.finish()?;
+                let s = guard(&self.state);
+                let (mut s, got) = match until {
+                    None => {
+                        let free = self.free_for(&s, conn);
+                        (s, free)
+                    }
+                    Some(until) => {
+                        ctx.wait_until(s, &self.released, until, |s| self.free_for(s, conn))?
+                    }
+                };
+                if got {
+                    s.holder = Some(conn);
+                    s.count += 1;
+                }
+                if method != m::ACQUIRE {
+                    out.put(&got)?;
+                }
+            }
+            m::RELEASE => {
+                args.finish()?;
+                let mut s = guard(&self.state);
+                match s.holder {
+                    None => return Err(Error::NotHeld("release of an unlocked lock".into())),
+                    Some(owner) if self.reentrant && owner != conn => {
+                        return Err(Error::NotHeld(
+                            "release of an RLock held by another client thread".into(),
+                        ))
+                    }
+                    // A plain Lock may be released by anyone, as in Python.
+                    Some(_) => {}
+                }
+                s.count = s.count.saturating_sub(1);
+                if !self.reentrant || s.count == 0 {
+                    s.holder = None;
+                    s.count = 0;
+                    drop(s);
+                    self.released.notify_all();
+                }
+            }
+            _ => return Ok(None),
+        }
+        Ok(Some(()))
+    }
+
+    fn disconnected(&self, conn: u64) {
+        let mut s = guard(&self.state);
+        if s.holder == Some(conn) {
+            s.holder = None;
+            s.count = 0;
+            drop(s);
+            self.released.notify_all();
+        }
+    }
+}
+
+pub(crate) struct LockObject(Core);
+pub(crate) struct RLockObject(Core);
+
+macro_rules! lock_builtin {
+    ($obj:ident, $name:literal, $reentrant:literal) => {
+        impl Builtin for $obj {
+            const NAME: &'static str = $name;
+            const METHODS: &'static [&'static str] = METHODS;
+
+            fn construct(_ctx: &Context, _args: &mut Decoder<'_>) -> Result<Self> {
+                Ok($obj(Core::new($reentrant)))
+            }
+
+            fn call(
+                &self,
+                ctx: &Context,
+                method: u32,
+                args: &mut Decoder<'_>,
+                out: &mut Encoder<'_>,
+            ) -> Result<()> {
+                self.0
+                    .call(ctx, method, args, out)?
+                    .ok_or_else(|| no_such_method::<Self>(method))
+            }
+
+            fn disconnected(&self, conn: u64) {
+                self.0.disconnected(conn)
+            }
+        }
+    };
+}
+
+lock_builtin!(LockObject, "manager::Lock", false);
+lock_builtin!(RLockObject, "manager::RLock", true);
+
+/// Holds a lock until dropped; from [`LockProxy::lock`] or [`RLockProxy::lock`].
+///
+/// Released on the thread that acquired it (a lock is owned by a client
+/// thread), so it is not `Send`.
+#[must_use = "the lock is released as soon as the guard is dropped"]
+pub struct LockGuard<'a> {
+    handle: &'a Handle,
+    _not_send: std::marker::PhantomData<*const ()>,
+}
+
+impl Drop for LockGuard<'_> {
+    fn drop(&mut self) {
+        if let Err(e) = self.handle.call::<()>(m::RELEASE, |_| Ok(())) {
+            tracing::debug!(error = %e, "releasing a lock guard failed");
+        }
+    }
+}
+
+impl std::fmt::Debug for LockGuard<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "LockGuard({:?})", self.handle)
+    }
+}
+
+macro_rules! lock_proxy_methods {
+    () => {
+        /// Acquires the lock, waiting as long as it takes (Python: `lock.acquire()`).
+        ///
+        /// # Errors
+        /// Connection errors.
+        pub fn acquire(&self) -> Result<()> {
+            self.handle.call(m::ACQUIRE, |_| Ok(()))
+        }
+
+        /// Acquires the lock if it is free now (Python: `lock.acquire(blocking=False)`).
+        ///
+        /// # Errors
+        /// Connection errors.
+        pub fn try_acquire(&self) -> Result<bool> {
+            self.handle.call(m::TRY_ACQUIRE, |_| Ok(()))
+        }
+
+        /// Acquires the lock, waiting at most `timeout` (Python: `lock.acquire(timeout=t)`).
+        ///
+        /// # Errors
+        /// Connection errors.
+        pub fn acquire_timeout(&self, timeout: Duration) -> Result<bool> {
+            self.handle.call(m::ACQUIRE_TIMEOUT, |a| a.put(&timeout))
+        }
+
+        /// Releases the lock (Python: `lock.release()`).
+        ///
+        /// # Errors
+        /// `Error::NotHeld` if it is not held (by this client thread, for an RLock).
+        pub fn release(&self) -> Result<()> {
+            self.handle.call(m::RELEASE, |_| Ok(()))
+        }
+
+        /// Acquires the lock and returns a guard that releases it when
+        /// dropped (Python: `with lock:`).
+        ///
+        /// # Errors
+        /// Connection errors.
+        pub fn lock(&self) -> Result<LockGuard<'_>> {
+            self.acquire()?;
+            Ok(LockGuard {
+                handle: &self.handle,
+                _not_send: std::marker::PhantomData,
+            })
+        }
+    };
+}
+
+/// Proxy to a lock (Python's `threading.Lock` through a manager), from
+/// [`Client::lock`]. The owner is the calling client thread; any client may
+/// release it, as in Python. If the owner's connection closes (its process
+/// dies), the lock is released.
+///
+/// ```
+/// use std::time::Duration;
+/// # fn main() -> manager::Result<()> {
+/// let mgr = manager::Manager::builder().spawn_thread()?;
+/// let l = mgr.lock()?;
+/// {
+///     let _held = l.lock()?;
+///     assert!(!l.try_acquire()?);
+/// }
+/// assert!(l.acquire_timeout(Duration::from_millis(10))?);
+/// l.release()?;
+/// assert!(matches!(l.release(), Err(manager::Error::NotHeld(_))));
+/// # Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct LockProxy {
+    handle: Handle,
+}
+
+plain_proxy!(LockProxy, LockObject);
+
+impl LockProxy {
+    lock_proxy_methods!();
+}
+
+/// Proxy to a reentrant lock (Python's `threading.RLock` through a manager),
+/// from [`Client::rlock`]: the owning client thread may acquire it again, and
+/// must release it as many times; only the owner may release it.
+///
+/// ```
+/// # fn main() -> manager::Result<()> {
+/// let mgr = manager::Manager::builder().spawn_thread()?;
+/// let r = mgr.rlock()?;
+/// r.acquire()?;
+/// r.acquire()?;
+/// r.release()?;
+/// r.release()?;
+/// assert!(matches!(r.release(), Err(manager::Error::NotHeld(_))));
+/// # Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct RLockProxy {
+    handle: Handle,
+}
+
+plain_proxy!(RLockProxy, RLockObject);
+
+impl RLockProxy {
+    lock_proxy_methods!();
+}
+
+impl Client {
+    /// A new lock (Python: `manager.Lock()`).
+    ///
+    /// ```
+    /// # fn main() -> manager::Result<()> {
+    /// let mgr = manager::Manager::builder().spawn_thread()?;
+    /// let l = mgr.lock()?;
+    /// let _g = l.lock()?;
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Errors
+    /// Connection errors.
+    pub fn lock(&self) -> Result<LockProxy> {
+        let handle = create::<LockObject>(self, |_| Ok(()))?;
+        Ok(<LockProxy as crate::Proxy>::__from_handle(handle))
+    }
+
+    /// A new reentrant lock (Python: `manager.RLock()`).
+    ///
+    /// ```
+    /// # fn main() -> manager::Result<()> {
+    /// let mgr = manager::Manager::builder().spawn_thread()?;
+    /// let r = mgr.rlock()?;
+    /// let _outer = r.lock()?;
+    /// let _inner = r.lock()?;
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Errors
+    /// Connection errors.
+    pub fn rlock(&self) -> Result<RLockProxy> {
+        let handle = create::<RLockObject>(self, |_| Ok(()))?;
+        Ok(<RLockProxy as crate::Proxy>::__from_handle(handle))
+    }
+}
