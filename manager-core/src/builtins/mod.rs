@@ -7,15 +7,6 @@
 //! nothing registered: the typed proxy encodes and decodes on the client.
 //! Elements travel as length-prefixed byte strings ([`Elem`]).
 
-mod barrier;
-mod condition;
-mod dict;
-mod event;
-mod list;
-mod lock;
-mod namespace;
-mod queue;
-mod semaphore;
 mod value;
 
 use std::collections::HashMap;
@@ -37,15 +28,6 @@ use crate::server::ServerState;
 use crate::shared::{fingerprint, Object, TypeEntry};
 use crate::wire::codec::{from_slice, to_vec, Decoder, Encoder};
 
-pub use barrier::BarrierProxy;
-pub use condition::ConditionProxy;
-pub use dict::DictProxy;
-pub use event::EventProxy;
-pub use list::ListProxy;
-pub use lock::{LockGuard, LockProxy, RLockProxy};
-pub use namespace::NamespaceProxy;
-pub use queue::{JoinableQueueProxy, QueueProxy};
-pub use semaphore::SemaphoreProxy;
 pub use value::{FetchAdd, ValueProxy};
 
 /// Encoded bytes, travelling length-prefixed.
@@ -226,23 +208,10 @@ const fn entry<B: Builtin>() -> TypeEntry {
 
 /// The entries every manager can construct without registration.
 pub(crate) fn builtin_entries() -> HashMap<&'static str, TypeEntry> {
-    [
-        entry::<value::ValueObject>(),
-        entry::<list::ListObject>(),
-        entry::<dict::DictObject>(),
-        entry::<namespace::NamespaceObject>(),
-        entry::<queue::QueueObject>(),
-        entry::<queue::JoinableQueueObject>(),
-        entry::<lock::LockObject>(),
-        entry::<lock::RLockObject>(),
-        entry::<semaphore::SemaphoreObject>(),
-        entry::<condition::ConditionObject>(),
-        entry::<event::EventObject>(),
-        entry::<barrier::BarrierObject>(),
-    ]
-    .into_iter()
-    .map(|e| (e.name, e))
-    .collect()
+    [entry::<value::ValueObject>()]
+        .into_iter()
+        .map(|e| (e.name, e))
+        .collect()
 }
 
 /// The name of method `m` of `B`, for errors and logs.
@@ -309,88 +278,3 @@ macro_rules! builtin_proxy {
     };
 }
 pub(crate) use builtin_proxy;
-        }
-        impl<'de, $($g: serde::Serialize + serde::de::DeserializeOwned + Send + Sync + 'static),*> serde::Deserialize<'de> for $proxy<$($g),*> {
-            fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
-                crate::proxy::deserialize_proxy::<Self, D>(d)
-            }
-        }
-    };
-}
-pub(crate) use builtin_proxy;
-
-/// Writes `Option<T>` as postcard does: `0`, or `1` and the element.
-pub(crate) fn write_option(out: &mut Encoder<'_>, value: Option<&Stored>) {
-    match value {
-        None => out.put_raw(&[0]),
-        Some(v) => {
-            out.put_raw(&[1]);
-            v.write(out);
-        }
-    }
-}
-
-/// Writes `Vec<T>` as postcard does: the length, then each element.
-pub(crate) fn write_seq<'a>(
-    out: &mut Encoder<'_>,
-    items: impl ExactSizeIterator<Item = &'a Stored>,
-) -> Result<()> {
-    out.put(&items.len())?;
-    for item in items {
-        item.write(out);
-    }
-    Ok(())
-}
-
-/// Shared access to a container, whatever a panic elsewhere left behind.
-pub(crate) fn read<T>(l: &std::sync::RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
-    l.read().unwrap_or_else(std::sync::PoisonError::into_inner)
-}
-
-/// Exclusive access to a container.
-pub(crate) fn write<T>(l: &std::sync::RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
-    l.write().unwrap_or_else(std::sync::PoisonError::into_inner)
-}
-
-/// Implements `Proxy`, serde and `Debug` for a built-in proxy that is not
-/// generic: a struct with one `handle: Handle` field.
-macro_rules! plain_proxy {
-    ($proxy:ident, $obj:ty) => {
-        impl crate::Proxy for $proxy {
-            const TYPE_NAME: &'static str = <$obj as crate::builtins::Builtin>::NAME;
-            const FINGERPRINT: u64 = <$obj as crate::builtins::Builtin>::FINGERPRINT;
-            fn __from_handle(handle: crate::proxy::Handle) -> Self {
-                $proxy { handle }
-            }
-            fn __handle(&self) -> &crate::proxy::Handle {
-                &self.handle
-            }
-        }
-        impl std::fmt::Debug for $proxy {
-            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-                write!(f, "{}({:?})", stringify!($proxy), self.handle)
-            }
-        }
-        impl serde::Serialize for $proxy {
-            fn serialize<S: serde::Serializer>(
-                &self,
-                s: S,
-            ) -> std::result::Result<S::Ok, S::Error> {
-                self.handle.serialize(s)
-            }
-        }
-        impl<'de> serde::Deserialize<'de> for $proxy {
-            fn deserialize<D: serde::Deserializer<'de>>(
-                d: D,
-            ) -> std::result::Result<Self, D::Error> {
-                crate::proxy::deserialize_proxy::<Self, D>(d)
-            }
-        }
-    };
-}
-pub(crate) use plain_proxy;
-
-/// The instant `timeout` from now; `None` (wait forever) if that overflows.
-pub(crate) fn deadline(timeout: std::time::Duration) -> Option<std::time::Instant> {
-    std::time::Instant::now().checked_add(timeout)
-}

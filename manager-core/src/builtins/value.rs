@@ -8,12 +8,13 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use crate::builtins::{
-    builtin_proxy, create, decode, no_such_method, Builtin, Elem, ElemBuf, Stored,
+    builtin_proxy, create, decode, method_name, no_such_method, Builtin, Elem, ElemBuf, Stored,
 };
 use crate::client::Client;
 use crate::context::Context;
 use crate::error::{Error, Result};
 use crate::proxy::Handle;
+use crate::shared::Object;
 use crate::wire::codec::{to_vec, Decoder, Encoder};
 
 pub(crate) struct ValueObject {
@@ -39,20 +40,20 @@ impl Builtin for ValueObject {
             value: RwLock::new(Stored::keep(ctx, value)),
         })
     }
-
-    fn call(
-        &self,
-        ctx: &Context,
-        method: u32,
-        args: &mut Decoder<'_>,
-        out: &mut Encoder<'_>,
-    ) -> Result<()> {
-        self.dispatch(ctx, method, args, out)
-    }
 }
 
-impl ValueObject {
-    fn dispatch(
+impl Object for ValueObject {
+    fn type_name(&self) -> &'static str {
+        Self::NAME
+    }
+    fn fingerprint(&self) -> u64 {
+        Self::FINGERPRINT
+    }
+    fn method_name(&self, m: u32) -> &'static str {
+        method_name::<Self>(m)
+    }
+
+    fn call(
         &self,
         ctx: &Context,
         method: u32,
