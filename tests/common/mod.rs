@@ -24,9 +24,15 @@ pub fn spawn_role(entry: &str, role: &str, env: &[(&str, String)]) -> Child {
     cmd.spawn().expect("the test binary can be started")
 }
 
-/// The role this process plays, if it was started by `spawn_role`.
+/// The role this process plays, if it was started by `spawn_role`. A role
+/// process dies with the test that started it, whatever happens to that test.
 pub fn role() -> Option<String> {
-    std::env::var(ROLE).ok()
+    let role = std::env::var(ROLE).ok()?;
+    // SAFETY: prctl with PR_SET_PDEATHSIG only sets this process's signal.
+    unsafe {
+        libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+    }
+    Some(role)
 }
 
 /// Waits for `child` to exit, killing it after `limit`; returns whether it succeeded.
