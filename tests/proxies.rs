@@ -302,3 +302,22 @@ fn a_killed_process_holding_100_proxies_releases_them_all() {
         objects(&mgr)
     );
 }
+
+#[test]
+fn a_started_manager_can_hold_proxies_to_a_manager_its_parent_knows() {
+    let a = manager();
+    let base_a = objects(&a);
+    // B is its own process: it learns A's key from its parent at start.
+    let b = Manager::builder().start().unwrap();
+    let c = CounterProxy::new(&a, 1).unwrap();
+    let on_b: ValueProxy<CounterProxy> = b.value(c.clone()).unwrap();
+    drop(c);
+    assert_eq!(objects(&a), base_a + 1, "B's process holds A's counter");
+    assert_eq!(on_b.get().unwrap().incr(1).unwrap(), 2);
+    drop(on_b);
+    b.shutdown().unwrap();
+    assert!(
+        eventually(Duration::from_secs(10), || objects(&a) == base_a),
+        "B's references went with B"
+    );
+}

@@ -45,6 +45,8 @@ struct Settings {
     key: Vec<u8>,
     types: Vec<String>,
     limits: Limits,
+    /// The parent's verified keys: proxies to those managers may be stored here.
+    keyring: Vec<(String, Vec<u8>)>,
 }
 
 /// A manager child process, owned by its `Manager`.
@@ -77,6 +79,10 @@ impl ChildManager {
             key: config.key.as_bytes().to_vec(),
             types: config.types.keys().map(|s| (*s).to_owned()).collect(),
             limits: config.limits.clone(),
+            keyring: crate::client::snapshot()
+                .into_iter()
+                .map(|(a, k)| (a.to_string(), k.as_bytes().to_vec()))
+                .collect(),
         };
         let (Some(mut stdin), Some(stdout)) = (child.stdin.take(), child.stdout.take()) else {
             let _ = child.kill();
@@ -280,6 +286,12 @@ fn read_settings(r: &mut impl Read) -> Result<ServerConfig> {
     let mut buf = vec![0u8; len as usize];
     r.read_exact(&mut buf)?;
     let s: Settings = postcard::from_bytes(&buf)?;
+    crate::client::preload(
+        s.keyring
+            .iter()
+            .filter_map(|(a, k)| Some((a.parse().ok()?, AuthKey::from_bytes(k))))
+            .collect(),
+    );
     let mut types = crate::builtins::builtin_entries();
     for name in &s.types {
         if types.contains_key(name.as_str()) {

@@ -102,3 +102,23 @@ pub(crate) fn client_with(address: &Address, key: &AuthKey) -> Result<Client> {
     }
     Client::connect(address, key)
 }
+
+/// Every (address, key) this process has verified, for a manager process it
+/// starts: so that manager can hold proxies to the same managers.
+pub(crate) fn snapshot() -> Vec<(Address, AuthKey)> {
+    lock(ring())
+        .iter()
+        .map(|(a, e)| (a.clone(), e.key.clone()))
+        .collect()
+}
+
+/// Records keys verified by the process that started this one.
+pub(crate) fn preload(entries: Vec<(Address, AuthKey)>) {
+    let mut ring = lock(ring());
+    for (address, key) in entries {
+        ring.entry(address).or_insert(Entry {
+            key,
+            client: Weak::new(),
+        });
+    }
+}

@@ -24,7 +24,7 @@ use crate::transport::Socket;
 use crate::wire::codec::{from_slice, Encoder};
 use crate::wire::message::CONTROL;
 
-pub(crate) use keyring::{client_for, client_with, register_local};
+pub(crate) use keyring::{client_for, client_with, preload, register_local, snapshot};
 use link::Link;
 pub use pending::Pending;
 
