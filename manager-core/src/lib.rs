@@ -35,7 +35,11 @@ pub use stats::Stats;
 
 /// The built-in shared types' proxies.
 pub mod types {
-    pub use crate::builtins::{FetchAdd, ValueProxy};
+    pub use crate::builtins::{
+        BarrierProxy, ConditionProxy, DictProxy, EventProxy, FetchAdd, JoinableQueueProxy,
+        ListProxy, LockGuard, LockProxy, NamespaceProxy, QueueProxy, RLockProxy, SemaphoreProxy,
+        ValueProxy,
+    };
 }
 pub use types::*;
 

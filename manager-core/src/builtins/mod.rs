@@ -7,6 +7,15 @@
 //! nothing registered: the typed proxy encodes and decodes on the client.
 //! Elements travel as length-prefixed byte strings ([`Elem`]).
 
+mod barrier;
+mod condition;
+mod dict;
+mod event;
+mod list;
+mod lock;
+mod namespace;
+mod queue;
+mod semaphore;
 mod value;
 
 use std::collections::HashMap;
@@ -28,6 +37,15 @@ use crate::server::ServerState;
 use crate::shared::{fingerprint, Object, TypeEntry};
 use crate::wire::codec::{from_slice, to_vec, Decoder, Encoder};
 
+pub use barrier::BarrierProxy;
+pub use condition::ConditionProxy;
+pub use dict::DictProxy;
+pub use event::EventProxy;
+pub use list::ListProxy;
+pub use lock::{LockGuard, LockProxy, RLockProxy};
+pub use namespace::NamespaceProxy;
+pub use queue::{JoinableQueueProxy, QueueProxy};
+pub use semaphore::SemaphoreProxy;
 pub use value::{FetchAdd, ValueProxy};
 
 /// Encoded bytes, travelling length-prefixed.
@@ -208,10 +226,23 @@ const fn entry<B: Builtin>() -> TypeEntry {
 
 /// The entries every manager can construct without registration.
 pub(crate) fn builtin_entries() -> HashMap<&'static str, TypeEntry> {
-    [entry::<value::ValueObject>()]
-        .into_iter()
-        .map(|e| (e.name, e))
-        .collect()
+    [
+        entry::<value::ValueObject>(),
+        entry::<list::ListObject>(),
+        entry::<dict::DictObject>(),
+        entry::<namespace::NamespaceObject>(),
+        entry::<queue::QueueObject>(),
+        entry::<queue::JoinableQueueObject>(),
+        entry::<lock::LockObject>(),
+        entry::<lock::RLockObject>(),
+        entry::<semaphore::SemaphoreObject>(),
+        entry::<condition::ConditionObject>(),
+        entry::<event::EventObject>(),
+        entry::<barrier::BarrierObject>(),
+    ]
+    .into_iter()
+    .map(|e| (e.name, e))
+    .collect()
 }
 
 /// The name of method `m` of `B`, for errors and logs.
@@ -278,3 +309,132 @@ macro_rules! builtin_proxy {
     };
 }
 pub(crate) use builtin_proxy;
+
+// Helpers the built-in types share.
+
+/// Implements [`Object`] for a built-in: its name, fingerprint and method
+/// names come from [`Builtin`], calls go to its inherent
+/// `dispatch(&self, ctx, method, args, out)`, and with `disconnected`, a
+/// closed connection goes to its inherent `release_all(&self, conn)`.
+macro_rules! builtin_object {
+    ($obj:ty) => {
+        crate::builtins::builtin_object!(@impl $obj, {});
+    };
+    ($obj:ty, disconnected) => {
+        crate::builtins::builtin_object!(@impl $obj, {
+            fn disconnected(&self, conn: u64) {
+                self.release_all(conn)
+            }
+        });
+    };
+    (@impl $obj:ty, { $($extra:tt)* }) => {
+        impl crate::shared::Object for $obj {
+            fn type_name(&self) -> &'static str {
+                <Self as crate::builtins::Builtin>::NAME
+            }
+            fn fingerprint(&self) -> u64 {
+                <Self as crate::builtins::Builtin>::FINGERPRINT
+            }
+            fn method_name(&self, m: u32) -> &'static str {
+                crate::builtins::method_name::<Self>(m)
+            }
+            fn call(
+                &self,
+                ctx: &crate::context::Context,
+                method: u32,
+                args: &mut crate::wire::codec::Decoder<'_>,
+                out: &mut crate::wire::codec::Encoder<'_>,
+            ) -> crate::error::Result<()> {
+                self.dispatch(ctx, method, args, out)
+            }
+            $($extra)*
+        }
+    };
+}
+pub(crate) use builtin_object;
+
+/// Implements `Proxy`, serde and `Debug` for a built-in proxy that is not
+/// generic: a struct with one `handle: Handle` field.
+macro_rules! plain_proxy {
+    ($proxy:ident, $obj:ty) => {
+        impl crate::Proxy for $proxy {
+            const TYPE_NAME: &'static str = <$obj as crate::builtins::Builtin>::NAME;
+            const FINGERPRINT: u64 = <$obj as crate::builtins::Builtin>::FINGERPRINT;
+            fn __from_handle(handle: crate::proxy::Handle) -> Self {
+                $proxy { handle }
+            }
+            fn __handle(&self) -> &crate::proxy::Handle {
+                &self.handle
+            }
+        }
+        impl std::fmt::Debug for $proxy {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                write!(f, "{}({:?})", stringify!($proxy), self.handle)
+            }
+        }
+        impl serde::Serialize for $proxy {
+            fn serialize<S: serde::Serializer>(
+                &self,
+                s: S,
+            ) -> std::result::Result<S::Ok, S::Error> {
+                self.handle.serialize(s)
+            }
+        }
+        impl<'de> serde::Deserialize<'de> for $proxy {
+            fn deserialize<D: serde::Deserializer<'de>>(
+                d: D,
+            ) -> std::result::Result<Self, D::Error> {
+                crate::proxy::deserialize_proxy::<Self, D>(d)
+            }
+        }
+    };
+}
+pub(crate) use plain_proxy;
+
+/// Writes `Option<T>` as postcard does: `0`, or `1` and the element.
+pub(crate) fn write_option(out: &mut Encoder<'_>, value: Option<&Stored>) {
+    match value {
+        None => out.put_raw(&[0]),
+        Some(v) => {
+            out.put_raw(&[1]);
+            v.write(out);
+        }
+    }
+}
+
+/// Writes `Vec<T>` as postcard does: the length, then each element.
+pub(crate) fn write_seq<'a>(
+    out: &mut Encoder<'_>,
+    items: impl ExactSizeIterator<Item = &'a Stored>,
+) -> Result<()> {
+    out.put(&items.len())?;
+    for item in items {
+        item.write(out);
+    }
+    Ok(())
+}
+
+/// Shared access to a container. A panic cannot leave one half-updated
+/// (no critical section calls user code), so a poisoned lock is still sound.
+pub(crate) fn read<T>(l: &std::sync::RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
+    l.read().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// Exclusive access to a container.
+pub(crate) fn write<T>(l: &std::sync::RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
+    l.write().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// Decodes a `usize` sent as `u64` (sizes and indices travel as `u64` so
+/// that 32- and 64-bit peers agree); saturates on a 32-bit manager.
+pub(crate) fn take_usize(args: &mut Decoder<'_>) -> Result<usize> {
+    let n: u64 = args.take()?;
+    Ok(usize::try_from(n).unwrap_or(usize::MAX))
+}
+
+/// The deadline of a `*_timeout` call: `timeout` from now, decoded from
+/// `args`; `None` (no deadline) if that is beyond what `Instant` can hold.
+pub(crate) fn take_deadline(args: &mut Decoder<'_>) -> Result<Option<std::time::Instant>> {
+    let timeout: std::time::Duration = args.take()?;
+    Ok(std::time::Instant::now().checked_add(timeout))
+}

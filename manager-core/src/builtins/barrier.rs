@@ -1,0 +1,323 @@
+//! `Barrier` (Python's `threading.Barrier` through a manager).
+
+use std::collections::HashMap;
+use std::sync::{Condvar, Mutex};
+use std::time::{Duration, Instant};
+
+use crate::builtins::{
+    builtin_object, create, no_such_method, plain_proxy, take_deadline, take_usize, Builtin,
+};
+use crate::client::Client;
+use crate::context::Context;
+use crate::error::{Error, Result};
+use crate::proxy::Handle;
+use crate::server::lock;
+use crate::wire::codec::{Decoder, Encoder};
+
+struct State {
+    /// Counts the rounds: a round ends when `parties` callers wait (it
+    /// passes) or when the barrier breaks with callers waiting.
+    generation: u64,
+    /// The connections waiting in this round, in arrival order.
+    waiters: Vec<u64>,
+    /// Set by `abort`, a timed-out wait or a waiter's disconnection; cleared by `reset`.
+    broken: bool,
+    /// Rounds that ended broken, with how many of their waiters have not
+    /// woken yet to learn it; a round that passed is not recorded.
+    broken_rounds: HashMap<u64, usize>,
+}
+
+impl State {
+    /// Ends the current round as broken: its waiters get `BrokenBarrier`.
+    fn break_round(&mut self) {
+        if !self.waiters.is_empty() {
+            self.broken_rounds
+                .insert(self.generation, self.waiters.len());
+            self.waiters.clear();
+            self.generation = self.generation.wrapping_add(1);
+        }
+    }
+
+    /// A waiter of round `generation`, now over, learns how it ended.
+    fn outcome(&mut self, generation: u64) -> Result<()> {
+        let Some(left) = self.broken_rounds.get_mut(&generation) else {
+            return Ok(());
+        };
+        *left -= 1;
+        if *left == 0 {
+            self.broken_rounds.remove(&generation);
+        }
+        Err(Error::BrokenBarrier)
+    }
+
+    /// Takes `conn` out of the current round and breaks the barrier: what
+    /// happens when one of its waiters times out or goes away.
+    fn leave_and_break(&mut self, conn: u64) {
+        if let Some(i) = self.waiters.iter().position(|c| *c == conn) {
+            self.waiters.remove(i);
+        }
+        self.broken = true;
+        self.break_round();
+    }
+}
+
+pub(crate) struct BarrierObject {
+    parties: usize,
+    state: Mutex<State>,
+    changed: Condvar,
+}
+
+mod m {
+    pub(super) const WAIT: u32 = 0;
+    pub(super) const WAIT_TIMEOUT: u32 = 1;
+    pub(super) const RESET: u32 = 2;
+    pub(super) const ABORT: u32 = 3;
+    pub(super) const PARTIES: u32 = 4;
+    pub(super) const N_WAITING: u32 = 5;
+    pub(super) const IS_BROKEN: u32 = 6;
+}
+
+impl Builtin for BarrierObject {
+    const NAME: &'static str = "manager::Barrier";
+    const METHODS: &'static [&'static str] = &[
+        "wait",
+        "wait_timeout",
+        "reset",
+        "abort",
+        "parties",
+        "n_waiting",
+        "is_broken",
+    ];
+
+    fn construct(_ctx: &Context, args: &mut Decoder<'_>) -> Result<Self> {
+        let parties = take_usize(args)?;
+        if parties == 0 {
+            return Err(Error::Protocol("a barrier needs at least one party".into()));
+        }
+        Ok(BarrierObject {
+            parties,
+            state: Mutex::new(State {
+                generation: 0,
+                waiters: Vec::new(),
+                broken: false,
+                broken_rounds: HashMap::new(),
+            }),
+            changed: Condvar::new(),
+        })
+    }
+}
+
+builtin_object!(BarrierObject, disconnected);
+
+impl BarrierObject {
+    fn dispatch(
+        &self,
+        ctx: &Context,
+        method: u32,
+        args: &mut Decoder<'_>,
+        out: &mut Encoder<'_>,
+    ) -> Result<()> {
+        match method {
+            m::WAIT => {
+                args.finish()?;
+                out.put(&self.wait(ctx, None)?)
+            }
+            m::WAIT_TIMEOUT => {
+                let deadline = take_deadline(args)?;
+                args.finish()?;
+                out.put(&self.wait(ctx, deadline)?)
+            }
+            m::RESET => {
+                args.finish()?;
+                let mut s = lock(&self.state);
+                s.break_round();
+                s.broken = false;
+                drop(s);
+                self.changed.notify_all();
+                Ok(())
+            }
+            m::ABORT => {
+                args.finish()?;
+                let mut s = lock(&self.state);
+                s.broken = true;
+                s.break_round();
+                drop(s);
+                self.changed.notify_all();
+                Ok(())
+            }
+            m::PARTIES => {
+                args.finish()?;
+                out.put(&self.parties)
+            }
+            m::N_WAITING => {
+                args.finish()?;
+                out.put(&lock(&self.state).waiters.len())
+            }
+            m::IS_BROKEN => {
+                args.finish()?;
+                out.put(&lock(&self.state).broken)
+            }
+            _ => Err(no_such_method::<Self>(method)),
+        }
+    }
+
+    /// Waits for the round to pass; this caller's arrival index.
+    fn wait(&self, ctx: &Context, deadline: Option<Instant>) -> Result<usize> {
+        let conn = ctx.connection_id();
+        let mut s = lock(&self.state);
+        if s.broken {
+            return Err(Error::BrokenBarrier);
+        }
+        let index = s.waiters.len();
+        if index + 1 >= self.parties {
+            // The last one in: the round passes.
+            s.waiters.clear();
+            s.generation = s.generation.wrapping_add(1);
+            drop(s);
+            self.changed.notify_all();
+            return Ok(index);
+        }
+        s.waiters.push(conn);
+        let generation = s.generation;
+        let waited = ctx.wait_until(s, &self.changed, deadline, |s| s.generation != generation);
+        let (mut s, over) = match waited {
+            Ok(r) => r,
+            Err(e) => {
+                // The caller is gone: the others must not wait for it.
+                let mut s = lock(&self.state);
+                if s.generation == generation {
+                    s.leave_and_break(conn);
+                    drop(s);
+                    self.changed.notify_all();
+                } else {
+                    let _ = s.outcome(generation);
+                }
+                return Err(e);
+            }
+        };
+        if !over {
+            // A timeout breaks the barrier for everyone, as in Python.
+            s.leave_and_break(conn);
+            drop(s);
+            self.changed.notify_all();
+            return Err(Error::BrokenBarrier);
+        }
+        s.outcome(generation).map(|()| index)
+    }
+
+    /// Connection `conn` closed: if it was waiting (its call could not see
+    /// it go), the barrier breaks.
+    fn release_all(&self, conn: u64) {
+        let mut s = lock(&self.state);
+        if s.waiters.contains(&conn) {
+            s.leave_and_break(conn);
+            drop(s);
+            self.changed.notify_all();
+        }
+    }
+}
+
+/// Proxy to a barrier (Python's `threading.Barrier` through a manager), from
+/// [`Client::barrier`]. Each `wait` of a generation returns a distinct index
+/// in `0..parties`. A waiter whose connection closes breaks the barrier, so
+/// the others get `Error::BrokenBarrier` instead of waiting forever.
+///
+/// ```
+/// use std::time::Duration;
+/// # fn main() -> manager::Result<()> {
+/// let mgr = manager::Manager::builder().spawn_thread()?;
+/// let b = mgr.barrier(1)?;
+/// assert_eq!(b.wait()?, 0);
+/// let two = mgr.barrier(2)?;
+/// assert!(matches!(two.wait_timeout(Duration::from_millis(10)), Err(manager::Error::BrokenBarrier)));
+/// assert!(two.is_broken()?);
+/// two.reset()?;
+/// assert_eq!(two.parties()?, 2);
+/// # Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct BarrierProxy {
+    handle: Handle,
+}
+
+plain_proxy!(BarrierProxy, BarrierObject);
+
+impl BarrierProxy {
+    /// Waits until `parties` callers wait; returns this caller's index
+    /// (Python: `barrier.wait()`).
+    ///
+    /// # Errors
+    /// `Error::BrokenBarrier` if the barrier is or becomes broken.
+    pub fn wait(&self) -> Result<usize> {
+        self.handle.call(m::WAIT, |_| Ok(()))
+    }
+
+    /// Like [`BarrierProxy::wait`], for at most `timeout`; a timeout breaks
+    /// the barrier (Python: `barrier.wait(t)`).
+    ///
+    /// # Errors
+    /// `Error::BrokenBarrier` on timeout or if the barrier is broken.
+    pub fn wait_timeout(&self, timeout: Duration) -> Result<usize> {
+        self.handle.call(m::WAIT_TIMEOUT, |a| a.put(&timeout))
+    }
+
+    /// Returns the barrier to its initial state; current waiters get
+    /// `BrokenBarrier` (Python: `barrier.reset()`).
+    ///
+    /// # Errors
+    /// Connection errors.
+    pub fn reset(&self) -> Result<()> {
+        self.handle.call(m::RESET, |_| Ok(()))
+    }
+
+    /// Breaks the barrier (Python: `barrier.abort()`).
+    ///
+    /// # Errors
+    /// Connection errors.
+    pub fn abort(&self) -> Result<()> {
+        self.handle.call(m::ABORT, |_| Ok(()))
+    }
+
+    /// How many callers it takes to pass (Python: `barrier.parties`).
+    ///
+    /// # Errors
+    /// Connection errors.
+    pub fn parties(&self) -> Result<usize> {
+        self.handle.call(m::PARTIES, |_| Ok(()))
+    }
+
+    /// How many callers wait now (Python: `barrier.n_waiting`).
+    ///
+    /// # Errors
+    /// Connection errors.
+    pub fn n_waiting(&self) -> Result<usize> {
+        self.handle.call(m::N_WAITING, |_| Ok(()))
+    }
+
+    /// Whether it is broken (Python: `barrier.broken`).
+    ///
+    /// # Errors
+    /// Connection errors.
+    pub fn is_broken(&self) -> Result<bool> {
+        self.handle.call(m::IS_BROKEN, |_| Ok(()))
+    }
+}
+
+impl Client {
+    /// A new barrier for `parties` callers (Python: `manager.Barrier(parties)`).
+    ///
+    /// ```
+    /// # fn main() -> manager::Result<()> {
+    /// let mgr = manager::Manager::builder().spawn_thread()?;
+    /// let b = mgr.barrier(3)?;
+    /// assert_eq!(b.n_waiting()?, 0);
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Errors
+    /// `Error::Protocol` if `parties` is 0; connection errors.
+    pub fn barrier(&self, parties: usize) -> Result<BarrierProxy> {
+        let handle = create::<BarrierObject>(self, |a| a.put(&(parties as u64)))?;
+        Ok(<BarrierProxy as crate::Proxy>::__from_handle(handle))
+    }
+}

@@ -1,0 +1,369 @@
+//! `Condition` (Python's `threading.Condition` through a manager), with its
+//! own reentrant lock owned per client thread.
+
+use std::collections::{HashSet, VecDeque};
+use std::sync::{Condvar, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use crate::builtins::{
+    builtin_object, create, no_such_method, plain_proxy, take_deadline, Builtin,
+};
+use crate::client::Client;
+use crate::context::Context;
+use crate::error::{Error, Result};
+use crate::proxy::Handle;
+use crate::server::lock;
+use crate::wire::codec::{Decoder, Encoder};
+
+#[derive(Default)]
+struct State {
+    /// The connection holding the condition's lock, and its recursion level.
+    owner: Option<u64>,
+    count: u64,
+    next_ticket: u64,
+    /// Tickets of the callers in `wait`, oldest first, not yet notified.
+    waiting: VecDeque<u64>,
+    /// Tickets notified whose callers have not woken yet.
+    notified: HashSet<u64>,
+}
+
+impl State {
+    /// Notifies the `n` oldest waiters.
+    fn notify(&mut self, n: usize) {
+        for _ in 0..n {
+            let Some(ticket) = self.waiting.pop_front() else {
+                break;
+            };
+            self.notified.insert(ticket);
+        }
+    }
+}
+
+pub(crate) struct ConditionObject {
+    state: Mutex<State>,
+    /// Notified whenever the lock is freed or a waiter is notified; every
+    /// sleeper re-checks its own condition (conditions are not a hot path).
+    changed: Condvar,
+}
+
+mod m {
+    pub(super) const ACQUIRE: u32 = 0;
+    pub(super) const RELEASE: u32 = 1;
+    pub(super) const WAIT: u32 = 2;
+    pub(super) const WAIT_TIMEOUT: u32 = 3;
+    pub(super) const NOTIFY: u32 = 4;
+    pub(super) const NOTIFY_ALL: u32 = 5;
+    pub(super) const TRY_ACQUIRE: u32 = 6;
+    pub(super) const ACQUIRE_TIMEOUT: u32 = 7;
+}
+
+/// How long taking the lock may wait.
+#[derive(Clone, Copy)]
+enum Wait {
+    /// Not at all (`try_acquire`).
+    No,
+    /// Until the deadline, or forever with `None`.
+    Until(Option<Instant>),
+}
+
+fn not_held(what: &str) -> Error {
+    Error::NotHeld(format!(
+        "{what} needs the condition's lock, and this client thread does not hold it"
+    ))
+}
+
+impl Builtin for ConditionObject {
+    const NAME: &'static str = "manager::Condition";
+    const METHODS: &'static [&'static str] = &[
+        "acquire",
+        "release",
+        "wait",
+        "wait_timeout",
+        "notify",
+        "notify_all",
+        "try_acquire",
+        "acquire_timeout",
+    ];
+
+    fn construct(_ctx: &Context, _args: &mut Decoder<'_>) -> Result<Self> {
+        Ok(ConditionObject {
+            state: Mutex::new(State::default()),
+            changed: Condvar::new(),
+        })
+    }
+}
+
+builtin_object!(ConditionObject, disconnected);
+
+impl ConditionObject {
+    fn dispatch(
+        &self,
+        ctx: &Context,
+        method: u32,
+        args: &mut Decoder<'_>,
+        out: &mut Encoder<'_>,
+    ) -> Result<()> {
+        let conn = ctx.connection_id();
+        match method {
+            m::ACQUIRE => {
+                args.finish()?;
+                self.take(ctx, lock(&self.state), Wait::Until(None), 1)
+                    .map(drop)
+            }
+            m::TRY_ACQUIRE => {
+                args.finish()?;
+                out.put(&self.take(ctx, lock(&self.state), Wait::No, 1)?)
+            }
+            m::ACQUIRE_TIMEOUT => {
+                let deadline = take_deadline(args)?;
+                args.finish()?;
+                out.put(&self.take(ctx, lock(&self.state), Wait::Until(deadline), 1)?)
+            }
+            m::RELEASE => {
+                args.finish()?;
+                let mut s = lock(&self.state);
+                if s.owner != Some(conn) {
+                    return Err(not_held("release()"));
+                }
+                s.count -= 1;
+                if s.count == 0 {
+                    s.owner = None;
+                    drop(s);
+                    self.changed.notify_all();
+                }
+                Ok(())
+            }
+            m::WAIT => {
+                args.finish()?;
+                self.wait(ctx, None).map(drop)
+            }
+            m::WAIT_TIMEOUT => {
+                let deadline = take_deadline(args)?;
+                args.finish()?;
+                out.put(&self.wait(ctx, deadline)?)
+            }
+            m::NOTIFY | m::NOTIFY_ALL => {
+                args.finish()?;
+                let mut s = lock(&self.state);
+                if s.owner != Some(conn) {
+                    let what = if method == m::NOTIFY {
+                        "notify()"
+                    } else {
+                        "notify_all()"
+                    };
+                    return Err(not_held(what));
+                }
+                s.notify(if method == m::NOTIFY { 1 } else { usize::MAX });
+                drop(s);
+                self.changed.notify_all();
+                Ok(())
+            }
+            _ => Err(no_such_method::<Self>(method)),
+        }
+    }
+
+    /// Takes the lock `levels` times for the calling connection, first
+    /// waiting as `wait` allows for it to be free if another connection
+    /// holds it. Whether it was taken.
+    fn take(
+        &self,
+        ctx: &Context,
+        s: MutexGuard<'_, State>,
+        wait: Wait,
+        levels: u64,
+    ) -> Result<bool> {
+        let conn = ctx.connection_id();
+        let mut s = if s.owner == Some(conn) {
+            s
+        } else {
+            let (mut s, free) = match wait {
+                Wait::No => {
+                    let free = s.owner.is_none();
+                    (s, free)
+                }
+                Wait::Until(deadline) => {
+                    ctx.wait_until(s, &self.changed, deadline, |s| s.owner.is_none())?
+                }
+            };
+            if !free {
+                return Ok(false);
+            }
+            s.owner = Some(conn);
+            s.count = 0;
+            s
+        };
+        s.count = s
+            .count
+            .checked_add(levels)
+            .ok_or_else(|| Error::LimitReached("condition lock recursion depth".into()))?;
+        Ok(true)
+    }
+
+    /// Releases every level of the lock, waits to be notified (or for the
+    /// deadline), and takes the lock back at the same level, as Python does
+    /// even after a timeout. Whether it was notified.
+    fn wait(&self, ctx: &Context, deadline: Option<Instant>) -> Result<bool> {
+        let mut s = lock(&self.state);
+        if s.owner != Some(ctx.connection_id()) {
+            return Err(not_held("wait()"));
+        }
+        let levels = std::mem::take(&mut s.count);
+        s.owner = None;
+        let ticket = s.next_ticket;
+        s.next_ticket = s.next_ticket.wrapping_add(1);
+        s.waiting.push_back(ticket);
+        self.changed.notify_all();
+        let (mut s, notified) =
+            match ctx.wait_until(s, &self.changed, deadline, |s| s.notified.contains(&ticket)) {
+                Ok(r) => r,
+                Err(e) => {
+                    // The caller is gone: leave the queue, and hand a
+                    // notification it got but cannot act on to the next waiter.
+                    let mut s = lock(&self.state);
+                    s.waiting.retain(|t| *t != ticket);
+                    if s.notified.remove(&ticket) {
+                        s.notify(1);
+                        drop(s);
+                        self.changed.notify_all();
+                    }
+                    return Err(e);
+                }
+            };
+        s.notified.remove(&ticket);
+        s.waiting.retain(|t| *t != ticket);
+        self.take(ctx, s, Wait::Until(None), levels)?;
+        Ok(notified)
+    }
+
+    /// Connection `conn` closed: if it holds the lock, the lock is free.
+    fn release_all(&self, conn: u64) {
+        let mut s = lock(&self.state);
+        if s.owner == Some(conn) {
+            s.owner = None;
+            s.count = 0;
+            drop(s);
+            self.changed.notify_all();
+        }
+    }
+}
+
+/// Proxy to a condition variable with its own reentrant lock (Python's
+/// `threading.Condition` through a manager), from [`Client::condition`].
+///
+/// `wait`, `notify` and `notify_all` need the lock: without it they are
+/// `Error::NotHeld`, not a hang. If the owning client's connection closes,
+/// the lock is released.
+///
+/// ```
+/// use std::time::Duration;
+/// # fn main() -> manager::Result<()> {
+/// let mgr = manager::Manager::builder().spawn_thread()?;
+/// let c = mgr.condition()?;
+/// assert!(matches!(c.notify(), Err(manager::Error::NotHeld(_))));
+/// c.acquire()?;
+/// assert!(c.try_acquire()?); // the lock is reentrant
+/// assert!(!c.wait_timeout(Duration::from_millis(10))?); // nobody notifies
+/// c.notify_all()?;
+/// c.release()?;
+/// c.release()?; // the wait took both levels back
+/// assert!(matches!(c.release(), Err(manager::Error::NotHeld(_))));
+/// # Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct ConditionProxy {
+    handle: Handle,
+}
+
+plain_proxy!(ConditionProxy, ConditionObject);
+
+impl ConditionProxy {
+    /// Acquires the condition's lock; the owner may acquire it again
+    /// (Python: `cond.acquire()`).
+    ///
+    /// # Errors
+    /// Connection errors.
+    pub fn acquire(&self) -> Result<()> {
+        self.handle.call(m::ACQUIRE, |_| Ok(()))
+    }
+
+    /// Acquires the condition's lock if it is free now, or already this
+    /// client thread's (Python: `cond.acquire(blocking=False)`).
+    ///
+    /// # Errors
+    /// Connection errors.
+    pub fn try_acquire(&self) -> Result<bool> {
+        self.handle.call(m::TRY_ACQUIRE, |_| Ok(()))
+    }
+
+    /// Acquires the condition's lock, waiting at most `timeout`
+    /// (Python: `cond.acquire(timeout=t)`).
+    ///
+    /// # Errors
+    /// Connection errors.
+    pub fn acquire_timeout(&self, timeout: Duration) -> Result<bool> {
+        self.handle.call(m::ACQUIRE_TIMEOUT, |a| a.put(&timeout))
+    }
+
+    /// Releases one level of the lock (Python: `cond.release()`).
+    ///
+    /// # Errors
+    /// `Error::NotHeld` if this client thread does not hold it.
+    pub fn release(&self) -> Result<()> {
+        self.handle.call(m::RELEASE, |_| Ok(()))
+    }
+
+    /// Releases the lock, waits to be notified, and re-acquires it
+    /// (Python: `cond.wait()`).
+    ///
+    /// # Errors
+    /// `Error::NotHeld` if this client thread does not hold the lock.
+    pub fn wait(&self) -> Result<()> {
+        self.handle.call(m::WAIT, |_| Ok(()))
+    }
+
+    /// Like [`ConditionProxy::wait`], for at most `timeout`; whether it was
+    /// notified (Python: `cond.wait(t)`). The lock is re-acquired either way.
+    ///
+    /// # Errors
+    /// `Error::NotHeld` if this client thread does not hold the lock.
+    pub fn wait_timeout(&self, timeout: Duration) -> Result<bool> {
+        self.handle.call(m::WAIT_TIMEOUT, |a| a.put(&timeout))
+    }
+
+    /// Wakes the longest waiter (Python: `cond.notify()`).
+    ///
+    /// # Errors
+    /// `Error::NotHeld` if this client thread does not hold the lock.
+    pub fn notify(&self) -> Result<()> {
+        self.handle.call(m::NOTIFY, |_| Ok(()))
+    }
+
+    /// Wakes every waiter (Python: `cond.notify_all()`).
+    ///
+    /// # Errors
+    /// `Error::NotHeld` if this client thread does not hold the lock.
+    pub fn notify_all(&self) -> Result<()> {
+        self.handle.call(m::NOTIFY_ALL, |_| Ok(()))
+    }
+}
+
+impl Client {
+    /// A new condition variable with its own reentrant lock (Python:
+    /// `manager.Condition()`).
+    ///
+    /// ```
+    /// # fn main() -> manager::Result<()> {
+    /// let mgr = manager::Manager::builder().spawn_thread()?;
+    /// let c = mgr.condition()?;
+    /// c.acquire()?;
+    /// c.release()?;
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Errors
+    /// Connection errors.
+    pub fn condition(&self) -> Result<ConditionProxy> {
+        let handle = create::<ConditionObject>(self, |_| Ok(()))?;
+        Ok(<ConditionProxy as crate::Proxy>::__from_handle(handle))
+    }
+}

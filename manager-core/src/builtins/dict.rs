@@ -1,0 +1,344 @@
+//! `Dict`: a shared map in insertion order (Python's `manager.dict()`).
+
+use std::borrow::Borrow;
+use std::hash::{Hash, Hasher};
+use std::marker::PhantomData;
+use std::sync::RwLock;
+
+use indexmap::IndexMap;
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+use crate::builtins::{
+    builtin_object, builtin_proxy, create, no_such_method, read, write, write_option, write_seq,
+    Builtin, Elem, ElemBuf, Stored,
+};
+use crate::caps::capturing;
+use crate::client::Client;
+use crate::context::Context;
+use crate::error::Result;
+use crate::proxy::Handle;
+use crate::wire::codec::{to_vec, Decoder, Encoder};
+
+/// A key, compared and hashed by its encoding: equal values encode equally.
+struct Key(Stored);
+
+impl Hash for Key {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        self.0.bytes().hash(state);
+    }
+}
+
+impl PartialEq for Key {
+    fn eq(&self, other: &Key) -> bool {
+        self.0.bytes() == other.0.bytes()
+    }
+}
+
+impl Eq for Key {}
+
+impl Borrow<[u8]> for Key {
+    fn borrow(&self) -> &[u8] {
+        self.0.bytes()
+    }
+}
+
+pub(crate) struct DictObject {
+    map: RwLock<IndexMap<Key, Stored>>,
+}
+
+mod m {
+    pub(super) const INSERT: u32 = 0;
+    pub(super) const GET: u32 = 1;
+    pub(super) const REMOVE: u32 = 2;
+    pub(super) const CONTAINS_KEY: u32 = 3;
+    pub(super) const LEN: u32 = 4;
+    pub(super) const IS_EMPTY: u32 = 5;
+    pub(super) const KEYS: u32 = 6;
+    pub(super) const VALUES: u32 = 7;
+    pub(super) const ITEMS: u32 = 8;
+    pub(super) const CLEAR: u32 = 9;
+    pub(super) const UPDATE: u32 = 10;
+}
+
+impl Builtin for DictObject {
+    const NAME: &'static str = "manager::Dict";
+    const METHODS: &'static [&'static str] = &[
+        "insert",
+        "get",
+        "remove",
+        "contains_key",
+        "len",
+        "is_empty",
+        "keys",
+        "values",
+        "items",
+        "clear",
+        "update",
+    ];
+
+    fn construct(_ctx: &Context, _args: &mut Decoder<'_>) -> Result<Self> {
+        Ok(DictObject {
+            map: RwLock::new(IndexMap::new()),
+        })
+    }
+}
+
+builtin_object!(DictObject);
+
+impl DictObject {
+    fn dispatch(
+        &self,
+        ctx: &Context,
+        method: u32,
+        args: &mut Decoder<'_>,
+        out: &mut Encoder<'_>,
+    ) -> Result<()> {
+        let map = &self.map;
+        match method {
+            m::INSERT => {
+                let k: Elem = args.take()?;
+                let v: Elem = args.take()?;
+                args.finish()?;
+                let (k, v) = (Stored::keep(ctx, k), Stored::keep(ctx, v));
+                // Python keeps the first key object and its position.
+                let old = write(map).insert(Key(k), v);
+                write_option(out, old.as_ref());
+                Ok(())
+            }
+            m::GET => {
+                let k: ElemBuf = args.take()?;
+                args.finish()?;
+                write_option(out, read(map).get(&k[..]));
+                Ok(())
+            }
+            m::REMOVE => {
+                let k: ElemBuf = args.take()?;
+                args.finish()?;
+                let old = write(map).shift_remove(&k[..]);
+                write_option(out, old.as_ref());
+                Ok(())
+            }
+            m::CONTAINS_KEY => {
+                let k: ElemBuf = args.take()?;
+                args.finish()?;
+                out.put(&read(map).contains_key(&k[..]))
+            }
+            m::LEN => {
+                args.finish()?;
+                out.put(&read(map).len())
+            }
+            m::IS_EMPTY => {
+                args.finish()?;
+                out.put(&read(map).is_empty())
+            }
+            m::KEYS => {
+                args.finish()?;
+                write_seq(out, read(map).keys().map(|k| &k.0))
+            }
+            m::VALUES => {
+                args.finish()?;
+                write_seq(out, read(map).values())
+            }
+            m::ITEMS => {
+                args.finish()?;
+                let map = read(map);
+                out.put(&map.len())?;
+                for (k, v) in map.iter() {
+                    k.0.write(out);
+                    v.write(out);
+                }
+                Ok(())
+            }
+            m::CLEAR => {
+                args.finish()?;
+                let old = std::mem::take(&mut *write(map));
+                drop(old);
+                Ok(())
+            }
+            m::UPDATE => {
+                let pairs: Vec<(Elem, Elem)> = args.take()?;
+                args.finish()?;
+                let kept: Vec<_> = pairs
+                    .into_iter()
+                    .map(|(k, v)| (Key(Stored::keep(ctx, k)), Stored::keep(ctx, v)))
+                    .collect();
+                let old: Vec<_> = {
+                    let mut map = write(map);
+                    kept.into_iter()
+                        .filter_map(|(k, v)| map.insert(k, v))
+                        .collect()
+                };
+                drop(old);
+                Ok(())
+            }
+            _ => Err(no_such_method::<Self>(method)),
+        }
+    }
+}
+
+/// Proxy to a shared map (Python's `manager.dict()`), from [`Client::dict`].
+///
+/// Keys are compared by their encoding, and iteration follows insertion
+/// order, as in Python's `dict`.
+///
+/// ```
+/// # fn main() -> manager::Result<()> {
+/// let mgr = manager::Manager::builder().spawn_thread()?;
+/// let ages = mgr.dict::<String, u32>()?;
+/// assert_eq!(ages.insert("ada".into(), 36)?, None);
+/// assert_eq!(ages.insert("ada".into(), 37)?, Some(36));
+/// ages.update([("grace".to_owned(), 85)])?;
+/// assert_eq!(ages.get(&"grace".into())?, Some(85));
+/// assert!(ages.contains_key(&"ada".into())?);
+/// assert_eq!(ages.keys()?, ["ada", "grace"]);
+/// assert_eq!(ages.remove(&"ada".into())?, Some(37));
+/// assert_eq!(ages.items()?, [("grace".to_owned(), 85)]);
+/// # Ok(()) }
+/// ```
+pub struct DictProxy<K, V> {
+    handle: Handle,
+    _marker: PhantomData<fn() -> (K, V)>,
+}
+
+builtin_proxy!(DictProxy<K, V>, DictObject);
+
+impl<K: Serialize + DeserializeOwned, V: Serialize + DeserializeOwned> DictProxy<K, V> {
+    /// A key to look up: its bytes only. A lookup holds no reference to
+    /// the proxies a key may embed, so they are kept out of any capture.
+    fn key(key: &K) -> Result<ElemBuf> {
+        capturing(false, || to_vec(key)).0.map(ElemBuf::from)
+    }
+
+    /// Sets `key` to `value` and returns the previous value (Python: `d[k] = v`).
+    ///
+    /// # Errors
+    /// Connection errors.
+    pub fn insert(&self, key: K, value: V) -> Result<Option<V>> {
+        let k = Elem::for_handle(&self.handle, &key)?;
+        let v = Elem::for_handle(&self.handle, &value)?;
+        self.handle.call(m::INSERT, |a| {
+            a.put(&k)?;
+            a.put(&v)
+        })
+    }
+
+    /// The value of `key` (Python: `d.get(k)`).
+    ///
+    /// # Errors
+    /// Connection errors.
+    pub fn get(&self, key: &K) -> Result<Option<V>> {
+        let k = Self::key(key)?;
+        self.handle.call(m::GET, |a| a.put(&k))
+    }
+
+    /// Removes `key` and returns its value (Python: `d.pop(k, None)`).
+    ///
+    /// # Errors
+    /// Connection errors.
+    pub fn remove(&self, key: &K) -> Result<Option<V>> {
+        let k = Self::key(key)?;
+        self.handle.call(m::REMOVE, |a| a.put(&k))
+    }
+
+    /// Whether `key` is present (Python: `k in d`).
+    ///
+    /// # Errors
+    /// Connection errors.
+    pub fn contains_key(&self, key: &K) -> Result<bool> {
+        let k = Self::key(key)?;
+        self.handle.call(m::CONTAINS_KEY, |a| a.put(&k))
+    }
+
+    /// The number of entries (Python: `len(d)`).
+    ///
+    /// # Errors
+    /// Connection errors.
+    pub fn len(&self) -> Result<usize> {
+        self.handle.call(m::LEN, |_| Ok(()))
+    }
+
+    /// Whether there are no entries (Python: `not d`).
+    ///
+    /// # Errors
+    /// Connection errors.
+    pub fn is_empty(&self) -> Result<bool> {
+        self.handle.call(m::IS_EMPTY, |_| Ok(()))
+    }
+
+    /// The keys in insertion order (Python: `list(d.keys())`).
+    ///
+    /// # Errors
+    /// Connection errors.
+    pub fn keys(&self) -> Result<Vec<K>> {
+        self.handle.call(m::KEYS, |_| Ok(()))
+    }
+
+    /// The values in insertion order (Python: `list(d.values())`).
+    ///
+    /// # Errors
+    /// Connection errors.
+    pub fn values(&self) -> Result<Vec<V>> {
+        self.handle.call(m::VALUES, |_| Ok(()))
+    }
+
+    /// The entries in insertion order (Python: `list(d.items())`).
+    ///
+    /// # Errors
+    /// Connection errors.
+    pub fn items(&self) -> Result<Vec<(K, V)>> {
+        self.handle.call(m::ITEMS, |_| Ok(()))
+    }
+
+    /// Removes every entry (Python: `d.clear()`).
+    ///
+    /// # Errors
+    /// Connection errors.
+    pub fn clear(&self) -> Result<()> {
+        self.handle.call(m::CLEAR, |_| Ok(()))
+    }
+
+    /// Sets every pair, in one call (Python: `d.update(pairs)`).
+    ///
+    /// # Errors
+    /// Connection errors.
+    pub fn update(&self, pairs: impl IntoIterator<Item = (K, V)>) -> Result<()> {
+        // The pairs (and any proxies in them) live until the manager holds
+        // them: a proxy dropped sooner could free its object on the way.
+        let pairs: Vec<(K, V)> = pairs.into_iter().collect();
+        let es = pairs
+            .iter()
+            .map(|(k, v)| {
+                Ok((
+                    Elem::for_handle(&self.handle, k)?,
+                    Elem::for_handle(&self.handle, v)?,
+                ))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        self.handle.call(m::UPDATE, |a| a.put(&es))
+    }
+}
+
+impl Client {
+    /// A new, empty shared map (Python: `manager.dict()`).
+    ///
+    /// ```
+    /// # fn main() -> manager::Result<()> {
+    /// let mgr = manager::Manager::builder().spawn_thread()?;
+    /// let d = mgr.dict::<u8, String>()?;
+    /// d.insert(1, "one".into())?;
+    /// assert_eq!(d.len()?, 1);
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Errors
+    /// Connection errors.
+    pub fn dict<K, V>(&self) -> Result<DictProxy<K, V>>
+    where
+        K: Serialize + DeserializeOwned + Send + Sync + 'static,
+        V: Serialize + DeserializeOwned + Send + Sync + 'static,
+    {
+        let handle = create::<DictObject>(self, |_| Ok(()))?;
+        Ok(<DictProxy<K, V> as crate::Proxy>::__from_handle(handle))
+    }
+}

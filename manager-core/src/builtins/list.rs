@@ -1,0 +1,310 @@
+//! `List`: a shared vector (Python's `manager.list()`).
+
+use std::marker::PhantomData;
+use std::sync::RwLock;
+
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+use crate::builtins::{
+    builtin_object, builtin_proxy, create, no_such_method, read, take_usize, write, write_option,
+    write_seq, Builtin, Elem, Stored,
+};
+use crate::client::Client;
+use crate::context::Context;
+use crate::error::{Error, Result};
+use crate::proxy::Handle;
+use crate::wire::codec::{Decoder, Encoder};
+
+pub(crate) struct ListObject {
+    items: RwLock<Vec<Stored>>,
+}
+
+mod m {
+    pub(super) const PUSH: u32 = 0;
+    pub(super) const POP: u32 = 1;
+    pub(super) const GET: u32 = 2;
+    pub(super) const SET: u32 = 3;
+    pub(super) const INSERT: u32 = 4;
+    pub(super) const REMOVE: u32 = 5;
+    pub(super) const LEN: u32 = 6;
+    pub(super) const IS_EMPTY: u32 = 7;
+    pub(super) const EXTEND: u32 = 8;
+    pub(super) const CLEAR: u32 = 9;
+    pub(super) const TO_VEC: u32 = 10;
+}
+
+fn out_of_range(index: usize, len: usize) -> Error {
+    Error::IndexOutOfRange { index, len }
+}
+
+impl Builtin for ListObject {
+    const NAME: &'static str = "manager::List";
+    const METHODS: &'static [&'static str] = &[
+        "push", "pop", "get", "set", "insert", "remove", "len", "is_empty", "extend", "clear",
+        "to_vec",
+    ];
+
+    fn construct(_ctx: &Context, _args: &mut Decoder<'_>) -> Result<Self> {
+        Ok(ListObject {
+            items: RwLock::new(Vec::new()),
+        })
+    }
+}
+
+builtin_object!(ListObject);
+
+impl ListObject {
+    fn dispatch(
+        &self,
+        ctx: &Context,
+        method: u32,
+        args: &mut Decoder<'_>,
+        out: &mut Encoder<'_>,
+    ) -> Result<()> {
+        let items = &self.items;
+        match method {
+            m::PUSH => {
+                let e: Elem = args.take()?;
+                args.finish()?;
+                let s = Stored::keep(ctx, e);
+                write(items).push(s);
+                Ok(())
+            }
+            m::POP => {
+                args.finish()?;
+                let popped = write(items).pop();
+                write_option(out, popped.as_ref());
+                Ok(())
+            }
+            m::GET => {
+                let i = take_usize(args)?;
+                args.finish()?;
+                write_option(out, read(items).get(i));
+                Ok(())
+            }
+            m::SET => {
+                let i = take_usize(args)?;
+                let e: Elem = args.take()?;
+                args.finish()?;
+                let s = Stored::keep(ctx, e);
+                let mut v = write(items);
+                let len = v.len();
+                let slot = v.get_mut(i).ok_or_else(|| out_of_range(i, len))?;
+                let old = std::mem::replace(slot, s);
+                drop(v);
+                drop(old);
+                Ok(())
+            }
+            m::INSERT => {
+                let i = take_usize(args)?;
+                let e: Elem = args.take()?;
+                args.finish()?;
+                let s = Stored::keep(ctx, e);
+                let mut v = write(items);
+                if i > v.len() {
+                    return Err(out_of_range(i, v.len()));
+                }
+                v.insert(i, s);
+                Ok(())
+            }
+            m::REMOVE => {
+                let i = take_usize(args)?;
+                args.finish()?;
+                let mut v = write(items);
+                if i >= v.len() {
+                    return Err(out_of_range(i, v.len()));
+                }
+                let removed = v.remove(i);
+                drop(v);
+                removed.write(out);
+                Ok(())
+            }
+            m::LEN => {
+                args.finish()?;
+                out.put(&read(items).len())
+            }
+            m::IS_EMPTY => {
+                args.finish()?;
+                out.put(&read(items).is_empty())
+            }
+            m::EXTEND => {
+                let es: Vec<Elem> = args.take()?;
+                args.finish()?;
+                let kept: Vec<Stored> = es.into_iter().map(|e| Stored::keep(ctx, e)).collect();
+                write(items).extend(kept);
+                Ok(())
+            }
+            m::CLEAR => {
+                args.finish()?;
+                let old = std::mem::take(&mut *write(items));
+                drop(old);
+                Ok(())
+            }
+            m::TO_VEC => {
+                args.finish()?;
+                write_seq(out, read(items).iter())
+            }
+            _ => Err(no_such_method::<Self>(method)),
+        }
+    }
+}
+
+/// Proxy to a shared list (Python's `manager.list()`), from [`Client::list`].
+///
+/// Elements are encoded with postcard on this side; the manager keeps their
+/// bytes, so any serde type works without registering anything, including
+/// other proxies (the list then keeps their objects alive).
+///
+/// ```
+/// # fn main() -> manager::Result<()> {
+/// let mgr = manager::Manager::builder().spawn_thread()?;
+/// let l = mgr.list::<String>()?;
+/// l.push("b".into())?;
+/// l.insert(0, "a".into())?;
+/// l.extend(["c".to_owned(), "d".to_owned()])?;
+/// assert_eq!(l.to_vec()?, ["a", "b", "c", "d"]);
+/// assert_eq!(l.remove(1)?, "b");
+/// assert_eq!(l.pop()?, Some("d".to_owned()));
+/// assert_eq!(l.len()?, 2);
+/// assert!(matches!(l.set(9, "x".into()), Err(manager::Error::IndexOutOfRange { index: 9, len: 2 })));
+/// # Ok(()) }
+/// ```
+pub struct ListProxy<T> {
+    handle: Handle,
+    _marker: PhantomData<fn() -> T>,
+}
+
+builtin_proxy!(ListProxy<T>, ListObject);
+
+impl<T: Serialize + DeserializeOwned> ListProxy<T> {
+    fn elem(&self, value: &T) -> Result<Elem> {
+        Elem::for_handle(&self.handle, value)
+    }
+
+    /// Appends `value` (Python: `list.append(x)`).
+    ///
+    /// # Errors
+    /// Connection errors.
+    pub fn push(&self, value: T) -> Result<()> {
+        let e = self.elem(&value)?;
+        self.handle.call(m::PUSH, |a| a.put(&e))
+    }
+
+    /// Removes and returns the last element, `None` if empty (Python: `list.pop()`).
+    ///
+    /// # Errors
+    /// Connection errors; `Error::Protocol` if the element is not a `T`.
+    pub fn pop(&self) -> Result<Option<T>> {
+        self.handle.call(m::POP, |_| Ok(()))
+    }
+
+    /// The element at `index`, `None` past the end (Python: `list[i]`).
+    ///
+    /// # Errors
+    /// Connection errors.
+    pub fn get(&self, index: usize) -> Result<Option<T>> {
+        self.handle.call(m::GET, |a| a.put(&(index as u64)))
+    }
+
+    /// Replaces the element at `index` (Python: `list[i] = x`).
+    ///
+    /// # Errors
+    /// `Error::IndexOutOfRange` past the end.
+    pub fn set(&self, index: usize, value: T) -> Result<()> {
+        let e = self.elem(&value)?;
+        self.handle.call(m::SET, |a| {
+            a.put(&(index as u64))?;
+            a.put(&e)
+        })
+    }
+
+    /// Inserts `value` before `index`; `index == len` appends (Python: `list.insert(i, x)`).
+    ///
+    /// # Errors
+    /// `Error::IndexOutOfRange` if `index > len`.
+    pub fn insert(&self, index: usize, value: T) -> Result<()> {
+        let e = self.elem(&value)?;
+        self.handle.call(m::INSERT, |a| {
+            a.put(&(index as u64))?;
+            a.put(&e)
+        })
+    }
+
+    /// Removes and returns the element at `index` (Python: `list.pop(i)`).
+    ///
+    /// # Errors
+    /// `Error::IndexOutOfRange` past the end.
+    pub fn remove(&self, index: usize) -> Result<T> {
+        self.handle.call(m::REMOVE, |a| a.put(&(index as u64)))
+    }
+
+    /// The number of elements (Python: `len(list)`).
+    ///
+    /// # Errors
+    /// Connection errors.
+    pub fn len(&self) -> Result<usize> {
+        self.handle.call(m::LEN, |_| Ok(()))
+    }
+
+    /// Whether the list is empty (Python: `not list`).
+    ///
+    /// # Errors
+    /// Connection errors.
+    pub fn is_empty(&self) -> Result<bool> {
+        self.handle.call(m::IS_EMPTY, |_| Ok(()))
+    }
+
+    /// Appends every value, in one call (Python: `list.extend(xs)`).
+    ///
+    /// # Errors
+    /// Connection errors.
+    pub fn extend(&self, values: impl IntoIterator<Item = T>) -> Result<()> {
+        // The values (and any proxies in them) live until the manager holds
+        // them: a proxy dropped sooner could free its object on the way.
+        let values: Vec<T> = values.into_iter().collect();
+        let es = values
+            .iter()
+            .map(|v| self.elem(v))
+            .collect::<Result<Vec<_>>>()?;
+        self.handle.call(m::EXTEND, |a| a.put(&es))
+    }
+
+    /// Removes every element (Python: `list.clear()`).
+    ///
+    /// # Errors
+    /// Connection errors.
+    pub fn clear(&self) -> Result<()> {
+        self.handle.call(m::CLEAR, |_| Ok(()))
+    }
+
+    /// A copy of every element (Python: `list[:]`).
+    ///
+    /// # Errors
+    /// Connection errors.
+    pub fn to_vec(&self) -> Result<Vec<T>> {
+        self.handle.call(m::TO_VEC, |_| Ok(()))
+    }
+}
+
+impl Client {
+    /// A new, empty shared list (Python: `manager.list()`).
+    ///
+    /// ```
+    /// # fn main() -> manager::Result<()> {
+    /// let mgr = manager::Manager::builder().spawn_thread()?;
+    /// let squares = mgr.list::<u64>()?;
+    /// squares.extend((1..=3).map(|i| i * i))?;
+    /// assert_eq!(squares.to_vec()?, [1, 4, 9]);
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Errors
+    /// Connection errors.
+    pub fn list<T: Serialize + DeserializeOwned + Send + Sync + 'static>(
+        &self,
+    ) -> Result<ListProxy<T>> {
+        let handle = create::<ListObject>(self, |_| Ok(()))?;
+        Ok(<ListProxy<T> as crate::Proxy>::__from_handle(handle))
+    }
+}

@@ -1,0 +1,387 @@
+//! `Lock` and `RLock` (Python's `threading.Lock` and `RLock` through a
+//! manager). The owner is the calling connection: one client thread. When a
+//! connection closes, the locks it holds are released and waiters wake.
+
+use std::sync::{Condvar, Mutex};
+use std::time::Duration;
+
+use crate::builtins::{
+    builtin_object, create, no_such_method, plain_proxy, take_deadline, Builtin,
+};
+use crate::client::Client;
+use crate::context::Context;
+use crate::error::{Error, Result};
+use crate::proxy::Handle;
+use crate::server::lock as guard;
+use crate::wire::codec::{Decoder, Encoder};
+
+#[derive(Default)]
+struct State {
+    /// The connection that acquired it.
+    holder: Option<u64>,
+    /// Recursion level: 1 for a held `Lock`, 1 or more for a held `RLock`.
+    count: u64,
+}
+
+/// A lock, reentrant or not.
+struct Core {
+    reentrant: bool,
+    state: Mutex<State>,
+    released: Condvar,
+}
+
+mod m {
+    pub(super) const ACQUIRE: u32 = 0;
+    pub(super) const TRY_ACQUIRE: u32 = 1;
+    pub(super) const ACQUIRE_TIMEOUT: u32 = 2;
+    pub(super) const RELEASE: u32 = 3;
+}
+
+const METHODS: &[&str] = &["acquire", "try_acquire", "acquire_timeout", "release"];
+
+impl Core {
+    fn new(reentrant: bool) -> Core {
+        Core {
+            reentrant,
+            state: Mutex::new(State::default()),
+            released: Condvar::new(),
+        }
+    }
+
+    fn free_for(&self, s: &State, conn: u64) -> bool {
+        s.holder.is_none() || (self.reentrant && s.holder == Some(conn))
+    }
+
+    /// Acquires for the calling connection, waiting until `deadline`
+    /// (`None`: forever) unless `wait` is false.
+    fn acquire(
+        &self,
+        ctx: &Context,
+        wait: bool,
+        deadline: Option<std::time::Instant>,
+    ) -> Result<bool> {
+        let conn = ctx.connection_id();
+        let s = guard(&self.state);
+        let (mut s, free) = if wait {
+            match ctx.wait_until(s, &self.released, deadline, |s| self.free_for(s, conn)) {
+                Ok(r) => r,
+                Err(e) => {
+                    // Pass on a wake-up this caller may have taken.
+                    self.released.notify_one();
+                    return Err(e);
+                }
+            }
+        } else {
+            let free = self.free_for(&s, conn);
+            (s, free)
+        };
+        if free {
+            s.count = s
+                .count
+                .checked_add(1)
+                .ok_or_else(|| Error::LimitReached("rlock recursion depth".into()))?;
+            s.holder = Some(conn);
+        }
+        Ok(free)
+    }
+
+    fn release(&self, conn: u64) -> Result<()> {
+        let mut s = guard(&self.state);
+        match s.holder {
+            None => return Err(Error::NotHeld("release of an unlocked lock".into())),
+            Some(owner) if self.reentrant && owner != conn => {
+                return Err(Error::NotHeld(
+                    "release of an RLock held by another client thread".into(),
+                ))
+            }
+            // A plain Lock may be released by anyone, as in Python.
+            Some(_) => {}
+        }
+        s.count = s.count.saturating_sub(1);
+        if !self.reentrant || s.count == 0 {
+            s.holder = None;
+            s.count = 0;
+            drop(s);
+            self.released.notify_one();
+        }
+        Ok(())
+    }
+
+    /// Runs a lock method; `Ok(false)` if `method` is not one.
+    fn call(
+        &self,
+        ctx: &Context,
+        method: u32,
+        args: &mut Decoder<'_>,
+        out: &mut Encoder<'_>,
+    ) -> Result<bool> {
+        match method {
+            m::ACQUIRE => {
+                args.finish()?;
+                self.acquire(ctx, true, None)?;
+            }
+            m::TRY_ACQUIRE => {
+                args.finish()?;
+                out.put(&self.acquire(ctx, false, None)?)?;
+            }
+            m::ACQUIRE_TIMEOUT => {
+                let deadline = take_deadline(args)?;
+                args.finish()?;
+                out.put(&self.acquire(ctx, true, deadline)?)?;
+            }
+            m::RELEASE => {
+                args.finish()?;
+                self.release(ctx.connection_id())?;
+            }
+            _ => return Ok(false),
+        }
+        Ok(true)
+    }
+
+    /// Connection `conn` closed: if it holds the lock (at any level), the
+    /// lock is free again.
+    fn release_all(&self, conn: u64) {
+        let mut s = guard(&self.state);
+        if s.holder == Some(conn) {
+            s.holder = None;
+            s.count = 0;
+            drop(s);
+            self.released.notify_one();
+        }
+    }
+}
+
+pub(crate) struct LockObject(Core);
+pub(crate) struct RLockObject(Core);
+
+macro_rules! lock_object {
+    ($obj:ident, $name:literal, $reentrant:literal) => {
+        impl Builtin for $obj {
+            const NAME: &'static str = $name;
+            const METHODS: &'static [&'static str] = METHODS;
+
+            fn construct(_ctx: &Context, _args: &mut Decoder<'_>) -> Result<Self> {
+                Ok($obj(Core::new($reentrant)))
+            }
+        }
+
+        builtin_object!($obj, disconnected);
+
+        impl $obj {
+            fn dispatch(
+                &self,
+                ctx: &Context,
+                method: u32,
+                args: &mut Decoder<'_>,
+                out: &mut Encoder<'_>,
+            ) -> Result<()> {
+                if self.0.call(ctx, method, args, out)? {
+                    Ok(())
+                } else {
+                    Err(no_such_method::<Self>(method))
+                }
+            }
+
+            fn release_all(&self, conn: u64) {
+                self.0.release_all(conn)
+            }
+        }
+    };
+}
+
+lock_object!(LockObject, "manager::Lock", false);
+lock_object!(RLockObject, "manager::RLock", true);
+
+/// Holds a lock until dropped; from [`LockProxy::lock`] or [`RLockProxy::lock`]
+/// (Python: `with lock:`).
+///
+/// ```
+/// # fn main() -> manager::Result<()> {
+/// let mgr = manager::Manager::builder().spawn_thread()?;
+/// let lock = mgr.lock()?;
+/// {
+///     let _held = lock.lock()?;
+///     assert!(!lock.try_acquire()?);
+/// } // released here
+/// assert!(lock.try_acquire()?);
+/// # Ok(()) }
+/// ```
+///
+/// A lock is owned by the client thread that acquired it, and the guard
+/// releases it from that thread, so the guard is not `Send`:
+///
+/// ```compile_fail
+/// # fn main() -> manager::Result<()> {
+/// let mgr = manager::Manager::builder().spawn_thread()?;
+/// let lock = mgr.lock()?;
+/// let held = lock.lock()?;
+/// std::thread::scope(|s| {
+///     s.spawn(move || drop(held));
+/// });
+/// # Ok(()) }
+/// ```
+///
+/// An error while releasing (the manager is gone) is logged, not reported:
+/// the lock is released anyway when this thread's connection closes.
+#[must_use = "the lock is released as soon as the guard is dropped"]
+pub struct LockGuard<'a> {
+    handle: &'a Handle,
+    _not_send: std::marker::PhantomData<*const ()>,
+}
+
+impl Drop for LockGuard<'_> {
+    fn drop(&mut self) {
+        if let Err(e) = self.handle.call::<()>(m::RELEASE, |_| Ok(())) {
+            tracing::debug!(error = %e, "releasing a lock guard failed");
+        }
+    }
+}
+
+impl std::fmt::Debug for LockGuard<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "LockGuard({:?})", self.handle)
+    }
+}
+
+macro_rules! lock_proxy_methods {
+    () => {
+        /// Acquires the lock, waiting as long as it takes (Python: `lock.acquire()`).
+        ///
+        /// # Errors
+        /// Connection errors.
+        pub fn acquire(&self) -> Result<()> {
+            self.handle.call(m::ACQUIRE, |_| Ok(()))
+        }
+
+        /// Acquires the lock if it is free now (Python: `lock.acquire(blocking=False)`).
+        ///
+        /// # Errors
+        /// Connection errors.
+        pub fn try_acquire(&self) -> Result<bool> {
+            self.handle.call(m::TRY_ACQUIRE, |_| Ok(()))
+        }
+
+        /// Acquires the lock, waiting at most `timeout` (Python: `lock.acquire(timeout=t)`).
+        ///
+        /// # Errors
+        /// Connection errors.
+        pub fn acquire_timeout(&self, timeout: Duration) -> Result<bool> {
+            self.handle.call(m::ACQUIRE_TIMEOUT, |a| a.put(&timeout))
+        }
+
+        /// Releases the lock (Python: `lock.release()`).
+        ///
+        /// # Errors
+        /// `Error::NotHeld` if it is not held (by this client thread, for an RLock).
+        pub fn release(&self) -> Result<()> {
+            self.handle.call(m::RELEASE, |_| Ok(()))
+        }
+
+        /// Acquires the lock and returns a guard that releases it when
+        /// dropped (Python: `with lock:`).
+        ///
+        /// # Errors
+        /// Connection errors.
+        pub fn lock(&self) -> Result<LockGuard<'_>> {
+            self.acquire()?;
+            Ok(LockGuard {
+                handle: &self.handle,
+                _not_send: std::marker::PhantomData,
+            })
+        }
+    };
+}
+
+/// Proxy to a lock (Python's `threading.Lock` through a manager), from
+/// [`Client::lock`]. The owner is the calling client thread; any client may
+/// release it, as in Python. It is not reentrant: `acquire` from the thread
+/// that holds it waits for someone to release it. If the owner's connection
+/// closes (its thread ends, its process dies), the lock is released.
+///
+/// ```
+/// use std::time::Duration;
+/// # fn main() -> manager::Result<()> {
+/// let mgr = manager::Manager::builder().spawn_thread()?;
+/// let l = mgr.lock()?;
+/// {
+///     let _held = l.lock()?;
+///     assert!(!l.try_acquire()?);
+/// }
+/// assert!(l.acquire_timeout(Duration::from_millis(10))?);
+/// l.release()?;
+/// assert!(matches!(l.release(), Err(manager::Error::NotHeld(_))));
+/// # Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct LockProxy {
+    handle: Handle,
+}
+
+plain_proxy!(LockProxy, LockObject);
+
+impl LockProxy {
+    lock_proxy_methods!();
+}
+
+/// Proxy to a reentrant lock (Python's `threading.RLock` through a manager),
+/// from [`Client::rlock`]: the owning client thread may acquire it again, and
+/// must release it as many times; only the owner may release it.
+///
+/// ```
+/// # fn main() -> manager::Result<()> {
+/// let mgr = manager::Manager::builder().spawn_thread()?;
+/// let r = mgr.rlock()?;
+/// r.acquire()?;
+/// r.acquire()?;
+/// r.release()?;
+/// r.release()?;
+/// assert!(matches!(r.release(), Err(manager::Error::NotHeld(_))));
+/// # Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct RLockProxy {
+    handle: Handle,
+}
+
+plain_proxy!(RLockProxy, RLockObject);
+
+impl RLockProxy {
+    lock_proxy_methods!();
+}
+
+impl Client {
+    /// A new lock (Python: `manager.Lock()`).
+    ///
+    /// ```
+    /// # fn main() -> manager::Result<()> {
+    /// let mgr = manager::Manager::builder().spawn_thread()?;
+    /// let l = mgr.lock()?;
+    /// let _g = l.lock()?;
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Errors
+    /// Connection errors.
+    pub fn lock(&self) -> Result<LockProxy> {
+        let handle = create::<LockObject>(self, |_| Ok(()))?;
+        Ok(<LockProxy as crate::Proxy>::__from_handle(handle))
+    }
+
+    /// A new reentrant lock (Python: `manager.RLock()`).
+    ///
+    /// ```
+    /// # fn main() -> manager::Result<()> {
+    /// let mgr = manager::Manager::builder().spawn_thread()?;
+    /// let r = mgr.rlock()?;
+    /// let _outer = r.lock()?;
+    /// let _inner = r.lock()?;
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Errors
+    /// Connection errors.
+    pub fn rlock(&self) -> Result<RLockProxy> {
+        let handle = create::<RLockObject>(self, |_| Ok(()))?;
+        Ok(<RLockProxy as crate::Proxy>::__from_handle(handle))
+    }
+}

@@ -1,0 +1,505 @@
+//! `Queue` and `JoinableQueue`: FIFO queues with an optional bound
+//! (Python's `queue.Queue` and `multiprocessing.JoinableQueue`).
+
+use std::collections::VecDeque;
+use std::marker::PhantomData;
+use std::sync::{Condvar, Mutex};
+use std::time::{Duration, Instant};
+
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+use crate::builtins::{
+    builtin_object, builtin_proxy, create, no_such_method, take_deadline, take_usize, write_option,
+    Builtin, Elem, Stored,
+};
+use crate::client::Client;
+use crate::context::Context;
+use crate::error::{Error, Result};
+use crate::proxy::Handle;
+use crate::server::lock;
+use crate::wire::codec::{Decoder, Encoder};
+
+struct State {
+    items: VecDeque<Stored>,
+    /// Items put and not yet marked done (`JoinableQueue`).
+    unfinished: u64,
+}
+
+/// What a queue and a joinable queue share.
+struct Core {
+    /// 0 for no bound.
+    maxsize: usize,
+    state: Mutex<State>,
+    not_empty: Condvar,
+    not_full: Condvar,
+    all_done: Condvar,
+}
+
+/// How long a `put` or `get` may wait.
+#[derive(Clone, Copy)]
+enum Wait {
+    /// Not at all (`try_*`).
+    No,
+    /// Until the deadline, or forever with `None`.
+    Until(Option<Instant>),
+}
+
+mod m {
+    pub(super) const PUT: u32 = 0;
+    pub(super) const PUT_TIMEOUT: u32 = 1;
+    pub(super) const TRY_PUT: u32 = 2;
+    pub(super) const GET: u32 = 3;
+    pub(super) const GET_TIMEOUT: u32 = 4;
+    pub(super) const TRY_GET: u32 = 5;
+    pub(super) const LEN: u32 = 6;
+    pub(super) const IS_EMPTY: u32 = 7;
+    pub(super) const IS_FULL: u32 = 8;
+    pub(super) const TASK_DONE: u32 = 9;
+    pub(super) const JOIN: u32 = 10;
+}
+
+/// The methods of a `Queue`; a `JoinableQueue` has these and two more.
+const QUEUE_METHODS: &[&str] = &[
+    "put",
+    "put_timeout",
+    "try_put",
+    "get",
+    "get_timeout",
+    "try_get",
+    "len",
+    "is_empty",
+    "is_full",
+];
+
+impl Core {
+    fn new(args: &mut Decoder<'_>) -> Result<Core> {
+        Ok(Core {
+            maxsize: take_usize(args)?,
+            state: Mutex::new(State {
+                items: VecDeque::new(),
+                unfinished: 0,
+            }),
+            not_empty: Condvar::new(),
+            not_full: Condvar::new(),
+            all_done: Condvar::new(),
+        })
+    }
+
+    fn full(&self, s: &State) -> bool {
+        self.maxsize > 0 && s.items.len() >= self.maxsize
+    }
+
+    /// Puts `item` once there is room; `false` (and the item dropped) if
+    /// there was none in time.
+    fn put(&self, ctx: &Context, item: Stored, wait: Wait) -> Result<bool> {
+        let s = lock(&self.state);
+        let (mut s, room) = match wait {
+            Wait::No => {
+                let room = !self.full(&s);
+                (s, room)
+            }
+            Wait::Until(deadline) => {
+                match ctx.wait_until(s, &self.not_full, deadline, |s| !self.full(s)) {
+                    Ok(r) => r,
+                    Err(e) => {
+                        // This caller may have taken the wake-up meant for
+                        // another putter: pass it on.
+                        self.not_full.notify_one();
+                        return Err(e);
+                    }
+                }
+            }
+        };
+        if !room {
+            return Ok(false);
+        }
+        s.items.push_back(item);
+        s.unfinished = s.unfinished.saturating_add(1);
+        drop(s);
+        self.not_empty.notify_one();
+        Ok(true)
+    }
+
+    /// Takes the oldest item, if there is one in time.
+    fn get(&self, ctx: &Context, wait: Wait) -> Result<Option<Stored>> {
+        let s = lock(&self.state);
+        let mut s = match wait {
+            Wait::No => s,
+            Wait::Until(deadline) => {
+                match ctx.wait_until(s, &self.not_empty, deadline, |s| !s.items.is_empty()) {
+                    Ok((s, _)) => s,
+                    Err(e) => {
+                        self.not_empty.notify_one();
+                        return Err(e);
+                    }
+                }
+            }
+        };
+        let item = s.items.pop_front();
+        drop(s);
+        if item.is_some() {
+            self.not_full.notify_one();
+        }
+        Ok(item)
+    }
+
+    fn task_done(&self) -> Result<()> {
+        let mut s = lock(&self.state);
+        if s.unfinished == 0 {
+            return Err(Error::TaskDoneTooOften);
+        }
+        s.unfinished -= 1;
+        if s.unfinished == 0 {
+            drop(s);
+            self.all_done.notify_all();
+        }
+        Ok(())
+    }
+
+    fn join(&self, ctx: &Context) -> Result<()> {
+        let s = lock(&self.state);
+        let (s, _) = ctx.wait_until(s, &self.all_done, None, |s| s.unfinished == 0)?;
+        drop(s);
+        Ok(())
+    }
+
+    /// Runs a queue method; `Ok(false)` if `method` is not one
+    /// (`task_done` and `join` are, for a joinable queue).
+    fn call(
+        &self,
+        ctx: &Context,
+        joinable: bool,
+        method: u32,
+        args: &mut Decoder<'_>,
+        out: &mut Encoder<'_>,
+    ) -> Result<bool> {
+        match method {
+            m::PUT | m::PUT_TIMEOUT | m::TRY_PUT => {
+                let e: Elem = args.take()?;
+                let wait = match method {
+                    m::PUT => Wait::Until(None),
+                    m::PUT_TIMEOUT => Wait::Until(take_deadline(args)?),
+                    _ => Wait::No,
+                };
+                args.finish()?;
+                let put = self.put(ctx, Stored::keep(ctx, e), wait)?;
+                if method != m::PUT {
+                    out.put(&put)?;
+                }
+            }
+            m::GET | m::GET_TIMEOUT | m::TRY_GET => {
+                let wait = match method {
+                    m::GET => Wait::Until(None),
+                    m::GET_TIMEOUT => Wait::Until(take_deadline(args)?),
+                    _ => Wait::No,
+                };
+                args.finish()?;
+                let item = self.get(ctx, wait)?;
+                if method == m::GET {
+                    // A wait without deadline ends with an item or an error.
+                    let item = item.ok_or_else(|| Error::Timeout("queue get".into()))?;
+                    item.write(out);
+                } else {
+                    write_option(out, item.as_ref());
+                }
+            }
+            m::LEN => {
+                args.finish()?;
+                out.put(&lock(&self.state).items.len())?;
+            }
+            m::IS_EMPTY => {
+                args.finish()?;
+                out.put(&lock(&self.state).items.is_empty())?;
+            }
+            m::IS_FULL => {
+                args.finish()?;
+                out.put(&self.full(&lock(&self.state)))?;
+            }
+            m::TASK_DONE if joinable => {
+                args.finish()?;
+                self.task_done()?;
+            }
+            m::JOIN if joinable => {
+                args.finish()?;
+                self.join(ctx)?;
+            }
+            _ => return Ok(false),
+        }
+        Ok(true)
+    }
+}
+
+pub(crate) struct QueueObject(Core);
+pub(crate) struct JoinableQueueObject(Core);
+
+impl Builtin for QueueObject {
+    const NAME: &'static str = "manager::Queue";
+    const METHODS: &'static [&'static str] = QUEUE_METHODS;
+
+    fn construct(_ctx: &Context, args: &mut Decoder<'_>) -> Result<Self> {
+        Core::new(args).map(QueueObject)
+    }
+}
+
+builtin_object!(QueueObject);
+
+impl QueueObject {
+    fn dispatch(
+        &self,
+        ctx: &Context,
+        method: u32,
+        args: &mut Decoder<'_>,
+        out: &mut Encoder<'_>,
+    ) -> Result<()> {
+        if self.0.call(ctx, false, method, args, out)? {
+            Ok(())
+        } else {
+            Err(no_such_method::<Self>(method))
+        }
+    }
+}
+
+impl Builtin for JoinableQueueObject {
+    const NAME: &'static str = "manager::JoinableQueue";
+    const METHODS: &'static [&'static str] = &[
+        "put",
+        "put_timeout",
+        "try_put",
+        "get",
+        "get_timeout",
+        "try_get",
+        "len",
+        "is_empty",
+        "is_full",
+        "task_done",
+        "join",
+    ];
+
+    fn construct(_ctx: &Context, args: &mut Decoder<'_>) -> Result<Self> {
+        Core::new(args).map(JoinableQueueObject)
+    }
+}
+
+builtin_object!(JoinableQueueObject);
+
+impl JoinableQueueObject {
+    fn dispatch(
+        &self,
+        ctx: &Context,
+        method: u32,
+        args: &mut Decoder<'_>,
+        out: &mut Encoder<'_>,
+    ) -> Result<()> {
+        if self.0.call(ctx, true, method, args, out)? {
+            Ok(())
+        } else {
+            Err(no_such_method::<Self>(method))
+        }
+    }
+}
+
+/// The methods both queue proxies have.
+macro_rules! queue_methods {
+    () => {
+        fn elem(&self, value: &T) -> Result<Elem> {
+            Elem::for_handle(&self.handle, value)
+        }
+
+        /// Puts `item`, waiting while the queue is full (Python: `q.put(x)`).
+        ///
+        /// # Errors
+        /// Connection errors.
+        pub fn put(&self, item: T) -> Result<()> {
+            let e = self.elem(&item)?;
+            self.handle.call(m::PUT, |a| a.put(&e))
+        }
+
+        /// Puts `item`, waiting at most `timeout` for room; `false` (and the
+        /// item dropped) if there was none (Python: `q.put(x, timeout=t)`).
+        ///
+        /// # Errors
+        /// Connection errors.
+        pub fn put_timeout(&self, item: T, timeout: Duration) -> Result<bool> {
+            let e = self.elem(&item)?;
+            self.handle.call(m::PUT_TIMEOUT, |a| {
+                a.put(&e)?;
+                a.put(&timeout)
+            })
+        }
+
+        /// Puts `item` if there is room now (Python: `q.put_nowait(x)`).
+        ///
+        /// # Errors
+        /// Connection errors.
+        pub fn try_put(&self, item: T) -> Result<bool> {
+            let e = self.elem(&item)?;
+            self.handle.call(m::TRY_PUT, |a| a.put(&e))
+        }
+
+        /// Takes the oldest item, waiting for one (Python: `q.get()`).
+        ///
+        /// # Errors
+        /// Connection errors.
+        pub fn get(&self) -> Result<T> {
+            self.handle.call(m::GET, |_| Ok(()))
+        }
+
+        /// Takes the oldest item, waiting at most `timeout` (Python: `q.get(timeout=t)`).
+        ///
+        /// # Errors
+        /// Connection errors.
+        pub fn get_timeout(&self, timeout: Duration) -> Result<Option<T>> {
+            self.handle.call(m::GET_TIMEOUT, |a| a.put(&timeout))
+        }
+
+        /// Takes the oldest item if there is one now (Python: `q.get_nowait()`).
+        ///
+        /// # Errors
+        /// Connection errors.
+        pub fn try_get(&self) -> Result<Option<T>> {
+            self.handle.call(m::TRY_GET, |_| Ok(()))
+        }
+
+        /// The number of items (Python: `q.qsize()`).
+        ///
+        /// # Errors
+        /// Connection errors.
+        pub fn len(&self) -> Result<usize> {
+            self.handle.call(m::LEN, |_| Ok(()))
+        }
+
+        /// Whether the queue is empty (Python: `q.empty()`).
+        ///
+        /// # Errors
+        /// Connection errors.
+        pub fn is_empty(&self) -> Result<bool> {
+            self.handle.call(m::IS_EMPTY, |_| Ok(()))
+        }
+
+        /// Whether a bounded queue is full (Python: `q.full()`).
+        ///
+        /// # Errors
+        /// Connection errors.
+        pub fn is_full(&self) -> Result<bool> {
+            self.handle.call(m::IS_FULL, |_| Ok(()))
+        }
+    };
+}
+
+/// Proxy to a FIFO queue (Python's `queue.Queue` through a manager), from
+/// [`Client::queue`].
+///
+/// ```
+/// use std::time::Duration;
+/// # fn main() -> manager::Result<()> {
+/// let mgr = manager::Manager::builder().spawn_thread()?;
+/// let q = mgr.queue::<u32>(2)?;
+/// q.put(1)?;
+/// assert!(q.try_put(2)?);
+/// assert!(q.is_full()?);
+/// assert!(!q.put_timeout(3, Duration::from_millis(10))?); // full: 3 is dropped
+/// assert_eq!(q.get()?, 1);
+/// assert_eq!(q.try_get()?, Some(2));
+/// assert_eq!(q.get_timeout(Duration::from_millis(10))?, None);
+/// # Ok(()) }
+/// ```
+pub struct QueueProxy<T> {
+    handle: Handle,
+    _marker: PhantomData<fn() -> T>,
+}
+
+builtin_proxy!(QueueProxy<T>, QueueObject);
+
+impl<T: Serialize + DeserializeOwned> QueueProxy<T> {
+    queue_methods!();
+}
+
+/// Proxy to a joinable queue (Python's `multiprocessing.JoinableQueue`),
+/// from [`Client::joinable_queue`]: a queue whose consumers mark each item
+/// done, so a producer can wait for all of them.
+///
+/// ```
+/// # fn main() -> manager::Result<()> {
+/// let mgr = manager::Manager::builder().spawn_thread()?;
+/// let jobs = mgr.joinable_queue::<String>(0)?;
+/// jobs.put("a".into())?;
+/// let job = jobs.get()?;
+/// jobs.task_done()?;
+/// jobs.join()?; // every item put has been marked done
+/// assert!(matches!(jobs.task_done(), Err(manager::Error::TaskDoneTooOften)));
+/// # let _ = job; Ok(()) }
+/// ```
+pub struct JoinableQueueProxy<T> {
+    handle: Handle,
+    _marker: PhantomData<fn() -> T>,
+}
+
+builtin_proxy!(JoinableQueueProxy<T>, JoinableQueueObject);
+
+impl<T: Serialize + DeserializeOwned> JoinableQueueProxy<T> {
+    queue_methods!();
+
+    /// Marks one item taken with `get` as done (Python: `q.task_done()`).
+    ///
+    /// # Errors
+    /// `Error::TaskDoneTooOften` if called more times than items were put.
+    pub fn task_done(&self) -> Result<()> {
+        self.handle.call(m::TASK_DONE, |_| Ok(()))
+    }
+
+    /// Waits until every item put has been marked done (Python: `q.join()`).
+    ///
+    /// # Errors
+    /// Connection errors.
+    pub fn join(&self) -> Result<()> {
+        self.handle.call(m::JOIN, |_| Ok(()))
+    }
+}
+
+impl Client {
+    /// A new FIFO queue holding at most `maxsize` items, 0 for no bound
+    /// (Python: `manager.Queue(maxsize)`).
+    ///
+    /// ```
+    /// # fn main() -> manager::Result<()> {
+    /// let mgr = manager::Manager::builder().spawn_thread()?;
+    /// let q = mgr.queue::<(u32, String)>(0)?;
+    /// q.put((1, "one".into()))?;
+    /// assert_eq!(q.len()?, 1);
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Errors
+    /// Connection errors.
+    pub fn queue<T: Serialize + DeserializeOwned + Send + Sync + 'static>(
+        &self,
+        maxsize: usize,
+    ) -> Result<QueueProxy<T>> {
+        let handle = create::<QueueObject>(self, |a| a.put(&(maxsize as u64)))?;
+        Ok(<QueueProxy<T> as crate::Proxy>::__from_handle(handle))
+    }
+
+    /// A new joinable queue holding at most `maxsize` items, 0 for no bound
+    /// (Python: `manager.JoinableQueue(maxsize)`).
+    ///
+    /// ```
+    /// # fn main() -> manager::Result<()> {
+    /// let mgr = manager::Manager::builder().spawn_thread()?;
+    /// let q = mgr.joinable_queue::<u8>(10)?;
+    /// q.join()?; // nothing put yet
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Errors
+    /// Connection errors.
+    pub fn joinable_queue<T: Serialize + DeserializeOwned + Send + Sync + 'static>(
+        &self,
+        maxsize: usize,
+    ) -> Result<JoinableQueueProxy<T>> {
+        let handle = create::<JoinableQueueObject>(self, |a| a.put(&(maxsize as u64)))?;
+        Ok(<JoinableQueueProxy<T> as crate::Proxy>::__from_handle(
+            handle,
+        ))
+    }
+}
