@@ -131,7 +131,7 @@ impl Error {
     }
 }
 
-/// An `Error` crosses the wire as its [`WireError`] form, so a shared method
+/// An `Error` crosses the wire in a stable form of its own, so a shared method
 /// may return `manager::Result<T>` (an error from a proxy it called, say).
 impl Serialize for Error {
     fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
