@@ -222,10 +222,12 @@ impl<T: Serialize + DeserializeOwned + FetchAdd> ValueProxy<T> {
     /// # Errors
     /// Connection errors; `Error::Protocol` if the stored value is not a `T`.
     pub fn fetch_add(&self, delta: T) -> Result<T> {
-        let d = ElemBuf::from(to_vec(&delta)?);
+        // An integer's encoding fits on the stack: no allocation per call.
+        let mut tmp = [0u8; 24];
+        let d = postcard::to_slice(&delta, &mut tmp)?;
         self.handle.call(m::FETCH_ADD, |a| {
             a.put(&T::KIND)?;
-            a.put(&d)
+            a.put(serde_bytes::Bytes::new(d))
         })
     }
 }
