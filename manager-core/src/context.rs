@@ -1,11 +1,12 @@
 //! The per-call context a shared method can ask for.
 
-use std::sync::{Arc, Condvar, MutexGuard, PoisonError};
+use std::io::Write;
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
 use crate::client::Client;
 use crate::error::{Error, Result};
-use crate::server::ServerState;
+use crate::server::{lock, ServerState};
 use crate::transport::Socket;
 
 /// How often a blocked call checks that its caller is still there.
@@ -33,8 +34,37 @@ pub struct Context {
     pub(crate) server: Arc<ServerState>,
     pub(crate) session: u64,
     pub(crate) conn: u64,
-    /// The caller's socket, to notice when it goes away during a blocked call.
-    pub(crate) peer: Option<Socket>,
+    pub(crate) caller: Caller,
+}
+
+/// Who is calling.
+pub(crate) enum Caller {
+    /// A connection: its socket (to notice when it goes away during a
+    /// blocked call), and replies held back while more requests are
+    /// already buffered, so a pipeline is answered with one write.
+    Remote {
+        socket: Socket,
+        held: Mutex<Vec<u8>>,
+    },
+    /// A call from this process.
+    Local,
+    /// The fuzzing harness: a call that would block fails instead.
+    Harness,
+}
+
+/// Replies held back are written once they reach this size.
+const HOLD_LIMIT: usize = 64 * 1024;
+
+impl Caller {
+    pub(crate) fn remote(socket: &Socket) -> Caller {
+        match socket.try_clone() {
+            Ok(socket) => Caller::Remote {
+                socket,
+                held: Mutex::new(Vec::new()),
+            },
+            Err(_) => Caller::Local,
+        }
+    }
 }
 
 impl Context {
@@ -62,7 +92,45 @@ impl Context {
     /// Whether the call should give up: its caller is gone or the manager is
     /// shutting down.
     pub fn is_cancelled(&self) -> bool {
-        self.server.is_stopping() || self.peer.as_ref().is_some_and(Socket::peer_gone)
+        self.server.is_stopping() || self.peer_gone()
+    }
+
+    fn peer_gone(&self) -> bool {
+        matches!(&self.caller, Caller::Remote { socket, .. } if socket.peer_gone())
+    }
+
+    /// Sends `reply` to the caller, or holds it while `more` requests are
+    /// already waiting, so that a pipeline costs one write.
+    pub(crate) fn reply(&self, reply: &[u8], more: bool, output: &mut impl Write) -> Result<()> {
+        let Caller::Remote { held, .. } = &self.caller else {
+            return output.write_all(reply).map_err(Error::lost);
+        };
+        let mut held = lock(held);
+        if more && held.len() < HOLD_LIMIT {
+            held.extend_from_slice(reply);
+            return Ok(());
+        }
+        if held.is_empty() {
+            return output.write_all(reply).map_err(Error::lost);
+        }
+        held.extend_from_slice(reply);
+        let r = output.write_all(&held).map_err(Error::lost);
+        held.clear();
+        r
+    }
+
+    /// Writes the replies held back: before a call blocks, so no reply
+    /// waits behind it.
+    pub(crate) fn flush_replies(&self) -> Result<()> {
+        if let Caller::Remote { socket, held } = &self.caller {
+            let mut held = lock(held);
+            if !held.is_empty() {
+                let r = (&*socket).write_all(&held).map_err(Error::lost);
+                held.clear();
+                return r;
+            }
+        }
+        Ok(())
     }
 
     /// Blocks on `condvar` until `ready` holds for the guarded state, the
@@ -105,9 +173,17 @@ impl Context {
         deadline: Option<Instant>,
         mut ready: impl FnMut(&mut T) -> bool,
     ) -> Result<(MutexGuard<'a, T>, bool)> {
+        let mut first = true;
         loop {
             if ready(&mut guard) {
                 return Ok((guard, true));
+            }
+            if std::mem::take(&mut first) {
+                if let Caller::Harness = self.caller {
+                    return Err(Error::Timeout("the fuzzing harness does not block".into()));
+                }
+                // Replies held back must not wait behind this call.
+                self.flush_replies()?;
             }
             let mut slice = LIVENESS_CHECK;
             if let Some(d) = deadline {
@@ -124,7 +200,7 @@ impl Context {
             if self.server.is_stopping() {
                 return Err(Error::ServerShutdown);
             }
-            if self.peer.as_ref().is_some_and(Socket::peer_gone) {
+            if self.peer_gone() {
                 return Err(Error::ConnectionLost(
                     "the caller disconnected while waiting".into(),
                 ));

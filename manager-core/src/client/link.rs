@@ -18,6 +18,9 @@ use crate::wire::message::{
     split_caps, Challenge, Hello, Proof, Request, Response, Welcome, MAGIC, PROTOCOL_VERSION,
 };
 
+/// Deferred calls are written once this many bytes are buffered.
+const UNSENT_LIMIT: usize = 64 * 1024;
+
 /// How long a client waits for a manager to complete the handshake.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -38,6 +41,9 @@ pub(crate) struct Link {
     next_seq: u64,
     stash: HashMap<u64, Stashed>,
     discarded: HashSet<u64>,
+    /// Deferred calls not written yet: a pipeline goes out in one write,
+    /// when its first reply is awaited or another call is made.
+    unsent: Vec<u8>,
     broken: Option<String>,
 }
 
@@ -110,6 +116,7 @@ impl Link {
             next_seq: 1,
             stash: HashMap::new(),
             discarded: HashSet::new(),
+            unsent: Vec::new(),
             broken: None,
         };
         Ok((link, Welcomed { session, max_frame }))
@@ -130,12 +137,14 @@ impl Link {
         e
     }
 
-    /// Sends a call and returns its sequence number.
+    /// Sends a call and returns its sequence number. A `deferred` call may
+    /// stay in this link's buffer until [`Link::flush`].
     #[inline]
     pub(crate) fn send(
         &mut self,
         object: u64,
         method: u32,
+        deferred: bool,
         args: impl FnOnce(&mut Encoder<'_>) -> Result<()>,
     ) -> Result<u64> {
         if let Some(why) = &self.broken {
@@ -169,11 +178,31 @@ impl Link {
             };
             self.writer.finish(&header, self.max_frame)?;
         }
+        self.next_seq += 1;
+        if deferred || !self.unsent.is_empty() {
+            self.unsent.extend_from_slice(self.writer.frame());
+            if !deferred || self.unsent.len() >= UNSENT_LIMIT {
+                self.flush()?;
+            }
+            return Ok(seq);
+        }
         if let Err(e) = (&self.socket).write_all(self.writer.frame()) {
             return Err(self.fail(Error::lost(e)));
         }
-        self.next_seq += 1;
         Ok(seq)
+    }
+
+    /// Writes the deferred calls not written yet.
+    pub(crate) fn flush(&mut self) -> Result<()> {
+        if self.unsent.is_empty() {
+            return Ok(());
+        }
+        let r = (&self.socket).write_all(&self.unsent);
+        self.unsent.clear();
+        if self.unsent.capacity() > UNSENT_LIMIT * 4 {
+            self.unsent = Vec::new();
+        }
+        r.map_err(|e| self.fail(Error::lost(e)))
     }
 
     /// Decodes a result whose embedded proxies have references waiting in
@@ -197,6 +226,7 @@ impl Link {
     /// Waits for the reply to call `seq`, keeping replies to other calls.
     /// `client` is the client this link serves: decoded proxies join it.
     pub(crate) fn wait<R: DeserializeOwned>(&mut self, seq: u64, client: &Client) -> Result<R> {
+        self.flush()?;
         if let Some(s) = self.stash.remove(&seq) {
             return match s {
                 Stashed::Ok(bytes, caps) => self.adopt(client, &bytes, caps),
@@ -268,8 +298,10 @@ impl Link {
         }
     }
 
-    /// Forgets the reply to `seq` (its `Pending` was dropped).
+    /// Forgets the reply to `seq` (its `Pending` was dropped). The call
+    /// itself still runs: it is sent now if it was still buffered.
     pub(crate) fn discard(&mut self, seq: u64) {
+        let _ = self.flush();
         match self.stash.remove(&seq) {
             Some(s) => self.drop_stashed(s),
             None if seq < self.next_seq => {
@@ -288,13 +320,13 @@ impl Link {
         method: u32,
         args: impl FnOnce(&mut Encoder<'_>) -> Result<()>,
     ) -> Result<R> {
-        let seq = self.send(object, method, args)?;
+        let seq = self.send(object, method, false, args)?;
         self.wait(seq, client)
     }
 
     /// Drops one of the session's references to `object`; no reply.
     pub(crate) fn release(&mut self, object: u64) {
-        if self.broken.is_some() {
+        if self.broken.is_some() || self.flush().is_err() {
             return;
         }
         self.writer.begin();
@@ -307,5 +339,12 @@ impl Link {
                 self.fail(Error::lost(e));
             }
         }
+    }
+}
+
+impl Drop for Link {
+    fn drop(&mut self) {
+        // Deferred calls whose replies nobody waited for still run.
+        let _ = self.flush();
     }
 }

@@ -82,7 +82,7 @@ pub(crate) fn call(
         conn: conn_id(&state),
         server: Arc::clone(&state),
         session,
-        peer: None,
+        caller: crate::context::Caller::Local,
     };
     state.calls.fetch_add(1, Ordering::Relaxed);
     let mut out = Vec::new();

@@ -202,7 +202,7 @@ impl Client {
     ) -> Result<Pending<R>> {
         match &self.inner.transport {
             Transport::Remote(_) => self.with_link(|l| {
-                let seq = l.send(object, method, args)?;
+                let seq = l.send(object, method, true, args)?;
                 Ok(Pending::sent(self.clone(), l.id, seq))
             }),
             // In the manager's own process the call runs now; its result waits.

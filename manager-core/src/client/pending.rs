@@ -10,8 +10,11 @@ use crate::error::{Error, Result};
 /// A call sent with `proxy.deferred().method(..)` whose reply has not been taken.
 ///
 /// Calls sent from one thread run in the manager in the order sent, so many
-/// deferred calls cost about one round trip. Replies may be taken in any
-/// order. Dropping a `Pending` discards its reply (the call still runs).
+/// deferred calls cost about one round trip: they are written together
+/// when the thread first waits for a reply, makes a plain call, drops a
+/// `Pending`, or has 64 KiB of them buffered, and the manager answers a
+/// pipeline with as few writes. Replies may be taken in any order.
+/// Dropping a `Pending` discards its reply (the call still runs).
 /// A `Pending` belongs to the thread that sent the call.
 ///
 /// ```

@@ -5,7 +5,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use crate::auth::{random_bytes, CLIENT_LABEL, SERVER_LABEL};
-use crate::context::Context;
+use crate::context::{Caller, Context};
 use crate::error::{Error, Result};
 use crate::server::{control, ServerState};
 use crate::transport::Socket;
@@ -53,9 +53,11 @@ pub(super) fn serve(state: Arc<ServerState>, socket: Socket, conn: u64) {
         server: Arc::clone(&state),
         session,
         conn,
-        peer: socket.try_clone().ok(),
+        caller: Caller::remote(&socket),
     };
-    if let Err(e) = calls(&state, &ctx, &socket, &socket, &mut reader, &mut writer) {
+    let ended = calls(&state, &ctx, &socket, &socket, &mut reader, &mut writer);
+    let _ = ctx.flush_replies();
+    if let Err(e) = ended {
         tracing::debug!(error = %e, "connection closed with an error");
         if let Error::Protocol(_) = e {
             // Tell the peer why before hanging up; it may not be listening.
@@ -132,8 +134,9 @@ pub(crate) fn calls(
                     writer.begin().put(&e.to_wire())?;
                     writer.finish(&Response::Err { seq }, max)?;
                 }
-                output.write_all(writer.frame()).map_err(Error::lost)?;
-                if object == CONTROL && method == control::method::SHUTDOWN {
+                let shutdown = object == CONTROL && method == control::method::SHUTDOWN;
+                ctx.reply(writer.frame(), reader.has_frame() && !shutdown, &mut output)?;
+                if shutdown {
                     state.stop();
                     return Ok(());
                 }

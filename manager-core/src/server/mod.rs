@@ -399,7 +399,7 @@ impl FuzzHarness {
             server: Arc::clone(&self.state),
             session,
             conn: self.state.new_connection_id(),
-            peer: None,
+            caller: crate::context::Caller::Harness,
         };
         let mut output = Vec::new();
         let mut reader = crate::wire::frame::FrameReader::new(self.state.config.limits.max_frame);

@@ -126,6 +126,17 @@ impl FrameReader {
         self.max = max;
     }
 
+    /// Whether a whole frame is already buffered: more requests are waiting.
+    pub(crate) fn has_frame(&self) -> bool {
+        let avail = self.end - self.start;
+        if avail < 4 {
+            return false;
+        }
+        let mut len = [0u8; 4];
+        len.copy_from_slice(&self.buf[self.start..self.start + 4]);
+        avail >= 4 + u32::from_le_bytes(len) as usize
+    }
+
     /// The next frame's body; `Ok(None)` on end of stream between frames.
     ///
     /// # Errors
