@@ -49,6 +49,11 @@ impl Fragile {
         self.entered.load(Ordering::SeqCst)
     }
 
+    /// The bytes, back.
+    pub fn echo(&self, data: Vec<u8>) -> Vec<u8> {
+        data
+    }
+
     /// Length and a checksum of `data`, and the data reversed.
     pub fn digest(&self, data: Vec<u8>) -> (usize, u64, Vec<u8>) {
         let sum = data.iter().map(|b| u64::from(*b)).sum();
@@ -167,6 +172,7 @@ fn an_8_mib_argument_round_trips() {
     assert_eq!(len, data.len());
     assert_eq!(sum, expected_sum);
     assert!(rev.iter().eq(data.iter().rev()));
+    assert!(f.echo(data.clone()).unwrap() == data, "Vec<u8> both ways");
 }
 
 #[test]

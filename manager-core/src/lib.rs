@@ -49,6 +49,7 @@ pub use types::*;
 pub mod __private {
     pub use linkme;
     pub use serde;
+    pub use serde_bytes;
 
     pub use crate::proxy::{construct, deserialize_proxy, Handle};
     pub use crate::server::FuzzHarness;

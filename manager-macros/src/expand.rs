@@ -158,10 +158,32 @@ fn shared_type(t: &SharedType, item: &syn::Item) -> TokenStream {
 
 /// `__args.put(&a)?;` for each argument, spanned at its type so a non-serde
 /// argument's error points there.
+/// Whether `ty` is `Vec<u8>`: serde moves those a byte at a time, while
+/// `serde_bytes` copies them whole. Postcard encodes both the same way, so
+/// the wire does not change.
+fn is_byte_vec(ty: &syn::Type) -> bool {
+    let syn::Type::Path(p) = ty else {
+        return false;
+    };
+    let Some(last) = p.path.segments.last() else {
+        return false;
+    };
+    let syn::PathArguments::AngleBracketed(args) = &last.arguments else {
+        return false;
+    };
+    last.ident == "Vec"
+        && args.args.len() == 1
+        && matches!(&args.args[0], syn::GenericArgument::Type(syn::Type::Path(u)) if u.path.is_ident("u8"))
+}
+
 fn encode_args(args: &[Arg]) -> TokenStream {
     let puts = args.iter().map(|a| {
         let ident = &a.ident;
-        quote_spanned!(a.ty.span()=> __args.put(&#ident)?;)
+        if is_byte_vec(&a.ty) {
+            quote_spanned!(a.ty.span()=> __args.put(::manager::__private::serde_bytes::Bytes::new(&#ident))?;)
+        } else {
+            quote_spanned!(a.ty.span()=> __args.put(&#ident)?;)
+        }
     });
     quote!(|__args| { #(#puts)* ::core::result::Result::Ok(()) })
 }
@@ -170,7 +192,12 @@ fn decode_args(args: &[Arg]) -> TokenStream {
     let takes = args.iter().map(|a| {
         let ident = &a.ident;
         let ty = &a.ty;
-        quote_spanned!(ty.span()=> let #ident: #ty = __args.take()?;)
+        if is_byte_vec(ty) {
+            quote_spanned!(ty.span()=> let #ident: #ty =
+                __args.take::<::manager::__private::serde_bytes::ByteBuf>()?.into_vec();)
+        } else {
+            quote_spanned!(ty.span()=> let #ident: #ty = __args.take()?;)
+        }
     });
     quote!(#(#takes)* __args.finish()?;)
 }
@@ -218,7 +245,19 @@ fn shared_impl(m: &SharedImpl, item: &syn::Item) -> TokenStream {
             .output
             .as_ref()
             .map_or_else(Span::call_site, |t| t.span());
-        let call = quote_spanned!(out_span=> self.__handle.call(#index, #encode));
+        let bytes_out = method.output.as_ref().is_some_and(is_byte_vec);
+        let call = if bytes_out {
+            quote_spanned!(out_span=> self.__handle
+                .call::<::manager::__private::serde_bytes::ByteBuf>(#index, #encode)
+                .map(::manager::__private::serde_bytes::ByteBuf::into_vec))
+        } else {
+            quote_spanned!(out_span=> self.__handle.call(#index, #encode))
+        };
+        let put_ret = if bytes_out {
+            quote!(__out.put(::manager::__private::serde_bytes::Bytes::new(&__ret)))
+        } else {
+            quote!(__out.put(&__ret))
+        };
         let call_deferred = quote_spanned!(out_span=> self.__handle.call_deferred(#index, #encode));
         let arg_idents: Vec<_> = method.args.iter().map(|a| &a.ident).collect();
         let ctx = method.takes_ctx.then(|| quote!(__ctx,));
@@ -242,7 +281,7 @@ fn shared_impl(m: &SharedImpl, item: &syn::Item) -> TokenStream {
             #index => {
                 #decode
                 let __ret = #access.#ident(#ctx #(#arg_idents),*);
-                __out.put(&__ret)
+                #put_ret
             }
         });
         let recv = match method.receiver {
