@@ -5,7 +5,7 @@ mod common;
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use common::{read_marked, role, sigkill, spawn_role, wait_ok};
+use common::{bounded, read_marked, role, sigkill, spawn_role, wait_ok};
 use manager::{AuthKey, Error, JoinableQueueProxy, ListProxy, Manager, Proxy, QueueProxy};
 
 const SHORT: Duration = Duration::from_millis(20);
@@ -242,27 +242,4 @@ fn a_killed_consumer_blocked_in_get_takes_nothing() {
         assert_eq!(q.get_timeout(LONG).unwrap(), Some((1, 2)));
         assert!(q.is_empty().unwrap());
     });
-}
-
-/// Runs a test's body on a thread of its own and fails the test if the body
-/// has not finished within `LIMIT`: a blocking call that a wrong
-/// implementation never returns from (`join`, `lock`, `wait`) fails the test
-/// instead of hanging it.
-fn bounded(body: impl FnOnce() + Send + 'static) {
-    const LIMIT: Duration = Duration::from_secs(60);
-    let (done, finished) = std::sync::mpsc::channel();
-    let runner = std::thread::spawn(move || {
-        body();
-        let _ = done.send(());
-    });
-    match finished.recv_timeout(LIMIT) {
-        Ok(()) => runner.join().expect("the body finished"),
-        Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => match runner.join() {
-            Err(panic) => std::panic::resume_unwind(panic),
-            Ok(()) => unreachable!("the body returned without reporting it"),
-        },
-        Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
-            panic!("the test did not finish within {LIMIT:?}: a call blocked for good")
-        }
-    }
 }

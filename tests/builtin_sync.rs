@@ -8,7 +8,7 @@ use std::process::Child;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::{eventually, read_marked, role, sigkill, spawn_role};
+use common::{bounded, eventually, read_marked, role, sigkill, spawn_role};
 use manager::{
     AuthKey, BarrierProxy, ConditionProxy, Error, EventProxy, LockProxy, Manager, Proxy,
     RLockProxy, SemaphoreProxy,
@@ -579,27 +579,4 @@ fn a_killed_condition_waiter_does_not_swallow_a_notify() {
             at - notified_at
         );
     });
-}
-
-/// Runs a test's body on a thread of its own and fails the test if the body
-/// has not finished within `LIMIT`: a blocking call that a wrong
-/// implementation never returns from (`join`, `lock`, `wait`) fails the test
-/// instead of hanging it.
-fn bounded(body: impl FnOnce() + Send + 'static) {
-    const LIMIT: Duration = Duration::from_secs(60);
-    let (done, finished) = std::sync::mpsc::channel();
-    let runner = std::thread::spawn(move || {
-        body();
-        let _ = done.send(());
-    });
-    match finished.recv_timeout(LIMIT) {
-        Ok(()) => runner.join().expect("the body finished"),
-        Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => match runner.join() {
-            Err(panic) => std::panic::resume_unwind(panic),
-            Ok(()) => unreachable!("the body returned without reporting it"),
-        },
-        Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
-            panic!("the test did not finish within {LIMIT:?}: a call blocked for good")
-        }
-    }
 }
