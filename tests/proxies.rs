@@ -321,3 +321,40 @@ fn a_started_manager_can_hold_proxies_to_a_manager_its_parent_knows() {
         "B's references went with B"
     );
 }
+
+#[test]
+fn lists_of_proxies_and_lists_of_lists_work_and_count_exactly() {
+    let mgr = manager();
+    let base = objects(&mgr);
+    let counters: manager::ListProxy<CounterProxy> = mgr.list().unwrap();
+    counters.push(CounterProxy::new(&mgr, 1).unwrap()).unwrap();
+    counters.push(CounterProxy::new(&mgr, 2).unwrap()).unwrap();
+    let sum: i64 = counters
+        .to_vec()
+        .unwrap()
+        .iter()
+        .map(|c| c.get().unwrap())
+        .sum();
+    assert_eq!(sum, 3);
+
+    let nested: manager::ListProxy<manager::ListProxy<i64>> = mgr.list().unwrap();
+    for n in 0..3 {
+        let inner = mgr.list::<i64>().unwrap();
+        inner.extend(0..n).unwrap();
+        nested.push(inner).unwrap();
+    }
+    let lens: Vec<usize> = nested
+        .to_vec()
+        .unwrap()
+        .iter()
+        .map(|l| l.len().unwrap())
+        .collect();
+    assert_eq!(lens, [0, 1, 2]);
+    let last = nested.pop().unwrap().unwrap();
+    last.push(9).unwrap();
+    assert_eq!(last.to_vec().unwrap(), [0, 1, 9]);
+    // 2 counters + their list, 2 inner lists left + the nested list + `last`.
+    assert_eq!(objects(&mgr), base + 3 + 4);
+    drop((counters, nested, last));
+    assert_eq!(objects(&mgr), base);
+}
