@@ -5,6 +5,7 @@
 //! starts) pinned to CPU 0: on a 2-vCPU machine an unpinned round trip is
 //! dominated by waking the idle CPU. Multi-client numbers are unpinned.
 
+use std::collections::HashMap;
 use std::io::{Read, Write};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::process::{Child, Command, Stdio};
@@ -143,8 +144,42 @@ fn rate(n: usize, f: impl FnMut()) -> f64 {
     n as f64 / t.elapsed().as_secs_f64()
 }
 
-fn row(what: &str, ours: String, floor: String, ratio: String, target: &str) {
-    println!("| {what} | {ours} | {floor} | {ratio} | {target} |");
+/// Python's calls (or operations) per second for each workload, from
+/// `benches/python/ratios.py` run in this same run; empty without
+/// python3.
+fn python() -> HashMap<String, f64> {
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/benches/python/ratios.py");
+    let out = Command::new("python3")
+        .arg(script)
+        .stderr(Stdio::inherit())
+        .output();
+    match out {
+        Ok(o) if o.status.success() => serde_json::from_slice(&o.stdout).unwrap_or_default(),
+        _ => {
+            eprintln!("python3 is not available: skipping the Python column");
+            HashMap::new()
+        }
+    }
+}
+
+/// One table row; `ours_rate` and Python's are per second (higher is better).
+#[allow(clippy::too_many_arguments)]
+fn row(
+    what: &str,
+    ours: String,
+    floor: String,
+    ratio: String,
+    ours_rate: Option<f64>,
+    py: &HashMap<String, f64>,
+    py_key: &str,
+    target: &str,
+) {
+    let (py_col, speedup) = match (py.get(py_key), ours_rate) {
+        (Some(p), Some(o)) => (format!("{:.1}k/s", p / 1e3), format!("{:.0}×", o / p)),
+        (Some(p), None) => (format!("{p:.1} ms"), "—".into()),
+        _ => ("—".into(), "—".into()),
+    };
+    println!("| {what} | {ours} | {floor} | {ratio} | {py_col} | {speedup} | {target} |");
 }
 
 fn main() {
@@ -157,7 +192,15 @@ fn main() {
     if std::env::args().any(|a| a == "--list") {
         return; // `cargo test --benches` asks for a list; there are no tests here.
     }
-    println!("| workload | ours | floor | ratio | target |\n| --- | --- | --- | --- | --- |");
+    let py = python();
+    println!(
+        "| workload | ours | floor | ratio to floor | Python | speed-up | target |\n\
+         | --- | --- | --- | --- | --- | --- | --- |"
+    );
+    let us = |x: f64| format!("{x:.2} µs");
+    let per_s = |x: f64| format!("{:.0}k/s", x / 1e3);
+    let ratio = |x: f64| format!("{x:.2}×");
+    let none = || "—".to_owned();
 
     pin(&[0]);
     let floor_rt = 1e6 / floor(1, 1, N);
@@ -170,26 +213,95 @@ fn main() {
     for _ in 0..2000 {
         c.get().expect("get");
     }
-    let get = 1e6
-        / rate(N, || {
-            std::hint::black_box(c.get().expect("get"));
-        });
+    let get = rate(N, || {
+        std::hint::black_box(c.get().expect("get"));
+    });
+    let t = 1e6 / get;
     row(
         "small `&self` call, 1 client, pinned",
-        format!("{get:.2} µs"),
-        format!("{floor_rt:.2} µs"),
-        format!("{:.2}×", get / floor_rt),
+        us(t),
+        us(floor_rt),
+        ratio(t / floor_rt),
+        Some(get),
+        &py,
+        "small call",
         "≤ 1.3×",
     );
-    let incr = 1e6
-        / rate(N, || {
-            std::hint::black_box(c.incr(1).expect("incr"));
-        });
+    let incr = rate(N, || {
+        std::hint::black_box(c.incr(1).expect("incr"));
+    });
+    let t = 1e6 / incr;
     row(
         "`&mut self` call, 1 client, pinned",
-        format!("{incr:.2} µs"),
-        format!("{floor_rt:.2} µs"),
-        format!("{:.2}×", incr / floor_rt),
+        us(t),
+        us(floor_rt),
+        ratio(t / floor_rt),
+        Some(incr),
+        &py,
+        "mut call",
+        "—",
+    );
+    let d = mgr.dict::<String, i64>().expect("dict");
+    let key = String::from("key");
+    let dict = 2.0
+        * rate(N / 2, || {
+            d.insert(key.clone(), 1).expect("insert");
+            std::hint::black_box(d.get(&key).expect("get"));
+        });
+    row(
+        "`DictProxy<String, i64>` insert+get (calls), pinned",
+        per_s(dict),
+        none(),
+        none(),
+        Some(dict),
+        &py,
+        "dict insert+get",
+        "—",
+    );
+    let v = mgr.value(0i64).expect("value");
+    let add = rate(N, || {
+        std::hint::black_box(v.fetch_add(1).expect("fetch_add"));
+    });
+    row(
+        "`ValueProxy<i64>::fetch_add`, pinned (Python: get, set)",
+        per_s(add),
+        none(),
+        none(),
+        Some(add),
+        &py,
+        "value fetch_add",
+        "—",
+    );
+    let lock = mgr.lock().expect("lock");
+    let locks = 2.0
+        * rate(N / 2, || {
+            lock.acquire().expect("acquire");
+            lock.release().expect("release");
+        });
+    row(
+        "lock acquire+release (calls), pinned",
+        per_s(locks),
+        none(),
+        none(),
+        Some(locks),
+        &py,
+        "lock acquire+release",
+        "—",
+    );
+    let q = mgr.queue::<i64>(0).expect("queue");
+    let queue = 2.0
+        * rate(N / 2, || {
+            q.put(1).expect("put");
+            std::hint::black_box(q.get().expect("get"));
+        });
+    row(
+        "queue put+get (calls), pinned",
+        per_s(queue),
+        none(),
+        none(),
+        Some(queue),
+        &py,
+        "queue put+get",
         "—",
     );
     let mut pending = Vec::with_capacity(64);
@@ -203,18 +315,24 @@ fn main() {
             }
         });
     row(
-        "64-deep deferred `incr`, pinned",
+        "64-deep deferred `incr`, pinned (Python: plain calls)",
         format!("{:.2}M/s", deferred / 1e6),
         format!("{:.2}M/s", floor_64 / 1e6),
-        format!("{:.2}×", deferred / floor_64),
+        ratio(deferred / floor_64),
+        Some(deferred),
+        &py,
+        "mut call",
         "≥ 2M/s",
     );
     let created = rate(10_000, || drop(mgr.value(0i64).expect("create")));
     row(
         "proxy create + drop, pinned",
-        format!("{:.0}k/s", created / 1e3),
-        "—".into(),
-        "—".into(),
+        per_s(created),
+        none(),
+        none(),
+        Some(created),
+        &py,
+        "create+drop",
         "≥ 50k/s",
     );
     let data = vec![7u8; BIG];
@@ -224,10 +342,13 @@ fn main() {
         "8 MiB `Vec<u8>` argument, pinned",
         format!("{big:.2} ms"),
         format!("{floor_ms:.2} ms"),
-        format!("{:.2}×", big / floor_ms),
+        ratio(big / floor_ms),
+        None,
+        &py,
+        "8 MiB argument ms",
         "≤ 1.5×",
     );
-    drop((c, mgr));
+    drop((c, d, v, lock, q, mgr));
 
     pin(&[0, 1]);
     for clients in [2, 4] {
@@ -248,9 +369,12 @@ fn main() {
         let ours = (clients * N_MULTI) as f64 / t.elapsed().as_secs_f64();
         row(
             &format!("small call, {clients} client processes"),
-            format!("{:.0}k/s", ours / 1e3),
-            format!("{:.0}k/s", f / 1e3),
-            format!("{:.2}×", ours / f),
+            per_s(ours),
+            per_s(f),
+            ratio(ours / f),
+            Some(ours),
+            &py,
+            &format!("{clients} clients"),
             "≥ 0.7×",
         );
     }
