@@ -1,111 +1,297 @@
-//! Every refusal of `#[shared]`, each a spanned error saying what to do instead.
+//! Every refusal of `#[shared]`: each a `syn::Error` spanned at the token that
+//! is wrong, saying what is wrong and what to do instead, in one sentence.
+//! The model calls these while it is built and collects every error into one,
+//! so the user sees all of them at once.
 
+use proc_macro2::TokenStream;
+use quote::ToTokens;
 use syn::visit::Visit;
-use syn::{Generics, Signature, Type};
+use syn::{Generics, ImplItemFn, Type};
 
-/// Collects errors so the user sees all of them at once.
+use crate::model::Receiver;
+use crate::parse::{self, ImplBlock};
+
+/// Every refusal of one input, combined.
 #[derive(Default)]
 pub struct Errors(Option<syn::Error>);
 
 impl Errors {
-    pub fn push(&mut self, r: syn::Result<()>) {
-        if let Err(e) = r {
-            match &mut self.0 {
-                Some(all) => all.combine(e),
-                None => self.0 = Some(e),
-            }
+    pub fn push(&mut self, error: syn::Error) {
+        match &mut self.0 {
+            Some(all) => all.combine(error),
+            None => self.0 = Some(error),
         }
     }
 
-    pub fn finish(self) -> syn::Result<()> {
-        self.0.map_or(Ok(()), Err)
+    fn refuse(&mut self, tokens: impl ToTokens, message: &str) {
+        self.push(syn::Error::new_spanned(tokens, message));
+    }
+
+    /// `value` if nothing was refused, else every refusal.
+    pub fn finish<T>(self, value: Option<T>) -> syn::Result<T> {
+        match (self.0, value) {
+            (Some(errors), _) => Err(errors),
+            (None, Some(value)) => Ok(value),
+            // Every path that yields no value refuses something first; this
+            // only keeps a mistake in the macro from going unreported.
+            (None, None) => Err(syn::Error::new(
+                proc_macro2::Span::call_site(),
+                "#[shared] could not read this item; please report it as a bug of `manager`",
+            )),
+        }
     }
 }
 
-pub fn no_generics(g: &Generics) -> syn::Result<()> {
-    if g.params.is_empty() && g.where_clause.is_none() {
+/// `#[shared]` itself takes nothing.
+pub fn no_arguments(args: TokenStream) -> syn::Result<()> {
+    if args.is_empty() {
         Ok(())
     } else {
         Err(syn::Error::new_spanned(
-            g,
-            "a shared type cannot be generic: the manager must know its concrete type; use a concrete type or a type alias per instantiation",
+            args,
+            "#[shared] takes no arguments: write `#[shared]`",
         ))
     }
 }
 
-pub fn signature(sig: &Signature) -> syn::Result<()> {
-    let mut errors = Errors::default();
-    if let Some(a) = &sig.asyncness {
-        errors.push(Err(syn::Error::new_spanned(
-            a,
-            "shared methods cannot be `async`: they run on the manager's threads; block inside, or return a value the caller can wait on",
-        )));
+const GENERIC_TYPE: &str = "a shared type cannot be generic: the manager needs one concrete type, so declare a concrete type for each instantiation you need";
+
+/// A shared struct or enum is one concrete type.
+pub fn type_generics(generics: &Generics, errors: &mut Errors) {
+    if let Some(tokens) = generics_tokens(generics) {
+        errors.refuse(tokens, GENERIC_TYPE);
     }
-    if !sig.generics.params.is_empty() || sig.generics.where_clause.is_some() {
-        errors.push(Err(syn::Error::new_spanned(
-            &sig.generics,
-            "shared methods cannot be generic: the proxy needs one concrete signature; use concrete types",
-        )));
+}
+
+/// The impl block is the type's own, for the type's plain name; returns that name.
+pub fn impl_header<'a>(block: &ImplBlock<'a>, errors: &mut Errors) -> Option<&'a syn::Ident> {
+    let item = block.item;
+    if let Some((_, path, _)) = &item.trait_ {
+        errors.refuse(
+            path,
+            "#[shared] goes on the type's inherent impl block, not on a trait impl: remove it here",
+        );
+        return None;
+    }
+    let impl_generics = generics_tokens(&item.generics);
+    if let Some(tokens) = &impl_generics {
+        errors.refuse(tokens, GENERIC_TYPE);
+    }
+    let Some(ident) = block.self_ident else {
+        errors.refuse(
+            &item.self_ty,
+            "#[shared] goes on the impl block of a type named by its plain name, as in `impl Counter`",
+        );
+        return None;
+    };
+    if let Type::Path(p) = &*item.self_ty {
+        let args = p.path.segments.last().map(|s| &s.arguments);
+        // `impl<T> Boxed<T>` is refused once, at `<T>` after `impl`.
+        if let Some(args) = args.filter(|a| !a.is_empty() && impl_generics.is_none()) {
+            errors.refuse(args, GENERIC_TYPE);
+        }
+    }
+    Some(ident)
+}
+
+/// Names the proxy already uses, and the trait each comes from.
+const RESERVED: &[(&str, &str)] = &[
+    ("deferred", "the proxy's view for pipelined calls"),
+    ("to_token", "`manager::Proxy`"),
+    ("from_token", "`manager::Proxy`"),
+];
+
+/// What a method or constructor may be, whatever its parameters.
+pub fn exposed_fn(func: &ImplItemFn, errors: &mut Errors) {
+    let sig = &func.sig;
+    for attr in &func.attrs {
+        if attr.path().is_ident("cfg") {
+            errors.refuse(
+                attr,
+                "a shared method cannot be `#[cfg]`-gated, or client and manager could disagree on the interface: gate its body instead, or make it private",
+            );
+        }
+    }
+    if let Some(a) = &sig.asyncness {
+        errors.refuse(
+            a,
+            "a shared method cannot be `async`: it runs on a manager thread, so make it a plain `fn` that blocks where it must wait",
+        );
     }
     if let Some(u) = &sig.unsafety {
-        errors.push(Err(syn::Error::new_spanned(
+        errors.refuse(
             u,
-            "shared methods cannot be `unsafe`: a remote caller cannot uphold its contract",
-        )));
+            "a shared method cannot be `unsafe`: a remote caller cannot uphold its contract, so make it safe or private",
+        );
     }
     if let Some(abi) = &sig.abi {
-        errors.push(Err(syn::Error::new_spanned(
+        errors.refuse(
             abi,
-            "shared methods use the Rust ABI: remove the `extern`",
-        )));
+            "a shared method uses the Rust calling convention: remove the `extern`",
+        );
     }
     if let Some(v) = &sig.variadic {
-        errors.push(Err(syn::Error::new_spanned(
+        errors.refuse(
             v,
-            "shared methods cannot be variadic",
-        )));
+            "a shared method cannot be variadic: give it a fixed list of parameters",
+        );
     }
-    errors.finish()
+    if let Some(tokens) = generics_tokens(&sig.generics) {
+        errors.refuse(
+            tokens,
+            "a shared method cannot be generic: the proxy needs one concrete signature, so use concrete types",
+        );
+    }
+    let name = syn::ext::IdentExt::unraw(&sig.ident).to_string();
+    if let Some((_, owner)) = RESERVED.iter().find(|(n, _)| *n == name) {
+        errors.push(syn::Error::new_spanned(
+            &sig.ident,
+            format!(
+                "a shared method cannot be named `{name}`: the proxy already has `{name}` from {owner}, so rename the method"
+            ),
+        ));
+    }
 }
 
-/// Whether `ty` is `&Context` (or `&manager::Context`): the manager supplies it.
-pub fn is_context(ty: &Type) -> bool {
-    match ty {
-        Type::Reference(r) if r.mutability.is_none() => match &*r.elem {
-            Type::Path(p) => p
-                .path
-                .segments
-                .last()
-                .is_some_and(|s| s.ident == "Context" && s.arguments.is_empty()),
-            _ => false,
-        },
-        _ => false,
+/// A method's receiver is `&self` or `&mut self`.
+pub fn receiver(r: &syn::Receiver, self_ty: &syn::Ident, errors: &mut Errors) -> Option<Receiver> {
+    let receiver = Receiver::of(r, self_ty);
+    if receiver.is_none() {
+        errors.refuse(
+            r,
+            "a shared method takes `&self` or `&mut self`: the object stays in the manager, so it cannot be taken by value or through another pointer",
+        );
     }
+    receiver
 }
 
-/// Refuses references anywhere in an argument or return type: values cross
-/// the wire, borrows cannot.
-pub fn no_references(ty: &Type) -> syn::Result<()> {
-    struct Finder(Option<syn::Error>);
-    impl<'ast> Visit<'ast> for Finder {
+/// A type that crosses the wire, as an argument or a result: owned, concrete
+/// and nameable. Whether it is serde is left to the compiler, through the
+/// assertions the expansion spans at the type.
+pub fn wire_type(ty: &Type, errors: &mut Errors) {
+    struct Finder<'e> {
+        errors: &'e mut Errors,
+    }
+    impl<'ast> Visit<'ast> for Finder<'_> {
         fn visit_type_reference(&mut self, r: &'ast syn::TypeReference) {
-            if self.0.is_none() {
-                self.0 = Some(syn::Error::new_spanned(
+            if parse::is_context_path(&r.elem) {
+                self.errors.refuse(
                     r,
-                    "shared methods cannot take or return references: values cross process boundaries; use an owned type (String, Vec<T>, ...)",
-                ));
+                    "the manager supplies `&Context` only as the first parameter after `self` (the first of a constructor): move it there, as `ctx: &Context`",
+                );
+            } else {
+                self.errors.refuse(
+                    r,
+                    "a shared method cannot take or return a reference: values cross process boundaries, so use an owned type (`String`, `Vec<T>`, ...)",
+                );
             }
+            // One refusal per reference; references inside it are the same mistake.
         }
         fn visit_type_impl_trait(&mut self, i: &'ast syn::TypeImplTrait) {
-            if self.0.is_none() {
-                self.0 = Some(syn::Error::new_spanned(
-                    i,
-                    "shared methods cannot use `impl Trait` in signatures: name a concrete serde type",
-                ));
-            }
+            self.errors.refuse(
+                i,
+                "a shared method cannot take or return `impl Trait`: name one concrete serde type",
+            );
+        }
+        fn visit_type_never(&mut self, n: &'ast syn::TypeNever) {
+            self.errors.refuse(
+                n,
+                "a shared method cannot return `!`: every proxy call returns a `manager::Result`, so return `()`",
+            );
         }
     }
-    let mut f = Finder(None);
-    f.visit_type(ty);
-    f.0.map_or(Ok(()), Err)
+    Finder { errors }.visit_type(ty);
+}
+
+/// The tokens to point at when `generics` declares anything: the parameters,
+/// else the `where` clause.
+fn generics_tokens(generics: &Generics) -> Option<TokenStream> {
+    if !generics.params.is_empty() {
+        Some(generics.to_token_stream())
+    } else {
+        generics
+            .where_clause
+            .as_ref()
+            .map(ToTokens::to_token_stream)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use syn::parse_quote;
+
+    fn messages(errors: Errors) -> Vec<String> {
+        match errors.finish(Some(())) {
+            Ok(()) => Vec::new(),
+            Err(e) => e.into_iter().map(|e| e.to_string()).collect(),
+        }
+    }
+
+    #[test]
+    fn every_refusal_of_a_signature_is_collected() {
+        let f: ImplItemFn = parse_quote! {
+            #[cfg(unix)]
+            pub async unsafe extern "C" fn deferred<T>(&self) {}
+        };
+        let mut errors = Errors::default();
+        exposed_fn(&f, &mut errors);
+        let got = messages(errors);
+        assert_eq!(got.len(), 6, "{got:#?}");
+        assert!(got[0].contains("`#[cfg]`"));
+        assert!(got[5].contains("named `deferred`"));
+    }
+
+    #[test]
+    fn a_where_clause_alone_is_generic() {
+        let f: ImplItemFn = parse_quote! { pub fn f(&self) where Self: Sized {} };
+        let mut errors = Errors::default();
+        exposed_fn(&f, &mut errors);
+        assert_eq!(messages(errors).len(), 1);
+    }
+
+    #[test]
+    fn references_are_refused_wherever_they_hide() {
+        for ty in [
+            quote::quote!(&str),
+            quote::quote!(Vec<&'static str>),
+            quote::quote!(Option<(u8, &[u8])>),
+            quote::quote!(impl Iterator<Item = u8>),
+        ] {
+            let ty: Type = syn::parse2(ty).expect("a type");
+            let mut errors = Errors::default();
+            wire_type(&ty, &mut errors);
+            assert_eq!(messages(errors).len(), 1, "{}", ty.to_token_stream());
+        }
+        let fine: Type = parse_quote!(Result<Vec<(String, u8)>, String>);
+        let mut errors = Errors::default();
+        wire_type(&fine, &mut errors);
+        assert!(messages(errors).is_empty());
+    }
+
+    #[test]
+    fn a_misplaced_context_says_where_it_goes() {
+        let ty: Type = parse_quote!(&manager::Context);
+        let mut errors = Errors::default();
+        wire_type(&ty, &mut errors);
+        assert!(messages(errors)[0].contains("first parameter after `self`"));
+    }
+
+    #[test]
+    fn receivers_other_than_borrows_are_refused() {
+        let f: ImplItemFn = parse_quote! { fn f(self: Box<Self>) {} };
+        let Some(syn::FnArg::Receiver(r)) = f.sig.inputs.first() else {
+            panic!("a receiver");
+        };
+        let mut errors = Errors::default();
+        let self_ty: syn::Ident = parse_quote!(T);
+        assert!(receiver(r, &self_ty, &mut errors).is_none());
+        assert_eq!(messages(errors).len(), 1);
+    }
+
+    #[test]
+    fn arguments_to_the_attribute_are_refused() {
+        assert!(no_arguments(TokenStream::new()).is_ok());
+        assert!(no_arguments(quote::quote!(name = "x")).is_err());
+    }
 }

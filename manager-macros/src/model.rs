@@ -1,242 +1,458 @@
-//! The validated model of a `#[shared]` item: code generation reads only this.
+//! The validated model of a `#[shared]` item: everything code generation
+//! needs, decided once. `from_syn` refuses (through `check`) whatever the
+//! expansion could not serve; `expand` reads only this.
 
-use proc_macro2::Span;
-use syn::{FnArg, ImplItem, Item, Pat, ReturnType, Type, Visibility};
+use proc_macro2::{Span, TokenStream, TokenTree};
+use syn::ext::IdentExt;
+use syn::spanned::Spanned;
+use syn::{Attribute, Ident, Item, ItemImpl, Pat, PatType, ReturnType, Type, Visibility};
 
-use crate::check;
+use crate::check::{self, Errors};
+use crate::parse::{self, ExposedFn, ImplBlock, Input, TypeItem};
 
 /// What `#[shared]` was put on.
 pub enum SharedItem {
-    /// A struct or enum: the proxy and the `Shared` impl.
+    /// A struct or enum: its proxy and its `Shared` impl.
     Type(SharedType),
     /// Its inherent impl block: the dispatcher and the proxy's methods.
     Impl(SharedImpl),
 }
 
 pub struct SharedType {
-    pub ident: syn::Ident,
+    /// The struct or enum, emitted as written.
+    pub item: Item,
+    pub ident: Ident,
+    /// The proxy's visibility: the type's own.
     pub vis: Visibility,
 }
 
 pub struct SharedImpl {
-    pub self_ty: syn::Ident,
+    /// The impl block, emitted as written.
+    pub item: ItemImpl,
+    /// The shared type's name.
+    pub self_ty: Ident,
+    /// The user's `impl` keyword: the generated `Interface` impl carries its
+    /// span, so that a second `#[shared]` impl block is the one reported.
     pub impl_span: Span,
+    /// The proxy's methods; a method's index is its position here.
     pub methods: Vec<Method>,
+    /// The constructors; a constructor's index is its position here.
     pub constructors: Vec<Constructor>,
 }
 
-#[derive(Clone, Copy, PartialEq, Eq)]
+/// How a method borrows the object, and so how the manager locks it.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
 pub enum Receiver {
+    /// `&self`: runs concurrently with other `&self` methods.
     Ref,
+    /// `&mut self`: runs alone.
     Mut,
 }
 
-pub struct Arg {
-    pub ident: syn::Ident,
+/// A type that crosses the wire.
+pub struct WireType {
+    /// As written, with `Self` replaced by the type's name (in the proxy,
+    /// `Self` is the proxy).
     pub ty: Type,
+    /// `Vec<u8>`: encoded through `serde_bytes`, which copies it whole where
+    /// serde would move it a byte at a time. The encoding is the same.
+    pub bytes: bool,
+}
+
+pub struct Arg {
+    /// The parameter's name; a pattern that is not a plain name gets `argN`.
+    pub ident: Ident,
+    pub ty: WireType,
 }
 
 pub struct Method {
-    pub ident: syn::Ident,
+    pub ident: Ident,
     pub receiver: Receiver,
+    /// Takes `ctx: &Context` first after `self`; the manager supplies it.
     pub takes_ctx: bool,
     pub args: Vec<Arg>,
-    pub output: Option<Type>,
-    pub docs: Vec<syn::Attribute>,
+    /// `None` for `()`.
+    pub output: Option<WireType>,
+    /// The attributes the proxy's method carries too: docs, deprecation.
+    pub attrs: Vec<Attribute>,
 }
 
 pub struct Constructor {
-    pub ident: syn::Ident,
+    pub ident: Ident,
+    /// Takes `ctx: &Context` first; the manager supplies it.
     pub takes_ctx: bool,
     pub args: Vec<Arg>,
-    pub docs: Vec<syn::Attribute>,
+    /// The proxy constructor's `&Client` parameter: `client`, unless an
+    /// argument already has that name.
+    pub client: Ident,
+    pub attrs: Vec<Attribute>,
 }
 
 impl SharedItem {
     pub fn from_syn(item: &Item) -> syn::Result<SharedItem> {
-        match item {
-            Item::Struct(s) => {
-                check::no_generics(&s.generics)?;
-                Ok(SharedItem::Type(SharedType {
-                    ident: s.ident.clone(),
-                    vis: s.vis.clone(),
-                }))
-            }
-            Item::Enum(e) => {
-                check::no_generics(&e.generics)?;
-                Ok(SharedItem::Type(SharedType {
-                    ident: e.ident.clone(),
-                    vis: e.vis.clone(),
-                }))
-            }
-            Item::Impl(i) => SharedImpl::from_syn(i).map(SharedItem::Impl),
-            other => Err(syn::Error::new_spanned(
-                item_keyword(other),
-                "#[shared] goes on a struct, an enum, or its inherent impl block",
-            )),
-        }
+        let mut errors = Errors::default();
+        let model = match Input::from_syn(item)? {
+            Input::Type(t) => Some(SharedItem::Type(SharedType::from_input(&t, &mut errors))),
+            Input::Impl(b) => SharedImpl::from_input(&b, &mut errors).map(SharedItem::Impl),
+        };
+        errors.finish(model)
     }
 }
 
-/// The leading tokens of an item, to point an error at.
-fn item_keyword(item: &Item) -> proc_macro2::TokenStream {
-    use quote::ToTokens;
-    match item {
-        Item::Fn(f) => f.sig.fn_token.to_token_stream(),
-        Item::Trait(t) => t.trait_token.to_token_stream(),
-        Item::Union(u) => u.union_token.to_token_stream(),
-        Item::Mod(m) => m.mod_token.to_token_stream(),
-        Item::Const(c) => c.const_token.to_token_stream(),
-        Item::Static(s) => s.static_token.to_token_stream(),
-        Item::Type(t) => t.type_token.to_token_stream(),
-        Item::Use(u) => u.use_token.to_token_stream(),
-        other => other.to_token_stream(),
+impl SharedType {
+    fn from_input(t: &TypeItem<'_>, errors: &mut Errors) -> SharedType {
+        check::type_generics(t.generics, errors);
+        SharedType {
+            item: t.item.clone(),
+            ident: t.ident.clone(),
+            vis: t.vis.clone(),
+        }
     }
 }
 
 impl SharedImpl {
-    fn from_syn(item: &syn::ItemImpl) -> syn::Result<SharedImpl> {
-        let mut errors = check::Errors::default();
-        if let Some((_, path, _)) = &item.trait_ {
-            return Err(syn::Error::new_spanned(
-                path,
-                "#[shared] goes on the type's inherent impl block, not on a trait impl",
-            ));
-        }
-        errors.push(check::no_generics(&item.generics));
-        let self_ty = match &*item.self_ty {
-            Type::Path(p) if p.qself.is_none() && p.path.segments.len() == 1 => {
-                let seg = &p.path.segments[0];
-                if !seg.arguments.is_empty() {
-                    errors.push(Err(syn::Error::new_spanned(
-                        &seg.arguments,
-                        "a shared type cannot be generic: remove the type parameters",
-                    )));
-                }
-                seg.ident.clone()
-            }
-            other => return Err(syn::Error::new_spanned(
-                other,
-                "#[shared] impl blocks name the shared type by its plain name, e.g. `impl Counter`",
-            )),
-        };
+    fn from_input(block: &ImplBlock<'_>, errors: &mut Errors) -> Option<SharedImpl> {
+        let self_ty = check::impl_header(block, errors)?;
         let mut methods = Vec::new();
         let mut constructors = Vec::new();
-        for it in &item.items {
-            let ImplItem::Fn(f) = it else { continue };
-            if !matches!(f.vis, Visibility::Public(_)) {
-                continue;
-            }
-            let docs: Vec<_> = f
-                .attrs
-                .iter()
-                .filter(|a| a.path().is_ident("doc"))
-                .cloned()
-                .collect();
-            let sig = &f.sig;
-            let receiver = match sig.inputs.first() {
-                Some(FnArg::Receiver(r)) => Some(r),
-                _ => None,
-            };
-            let is_ctor = receiver.is_none() && returns_self(&sig.output, &self_ty);
-            if receiver.is_none() && !is_ctor {
-                // An associated function: stays server-side.
-                continue;
-            }
-            errors.push(check::signature(sig));
-            if sig.ident == "deferred" {
-                errors.push(Err(syn::Error::new_spanned(
-                    &sig.ident,
-                    "a shared method cannot be named `deferred`: the proxy uses that name for pipelined calls",
-                )));
-            }
-            let mut inputs = sig.inputs.iter().peekable();
-            let receiver = match receiver {
+        for f in &block.exposed {
+            check::exposed_fn(f.func, errors);
+            match f.receiver {
                 Some(r) => {
-                    inputs.next();
-                    if r.reference.is_none() {
-                        errors.push(Err(syn::Error::new_spanned(
-                            r,
-                            "shared methods take `&self` or `&mut self`: `self` by value would move the object out of the manager",
-                        )));
-                        continue;
-                    }
-                    Some(if r.mutability.is_some() {
-                        Receiver::Mut
-                    } else {
-                        Receiver::Ref
-                    })
-                }
-                None => None,
-            };
-            let takes_ctx =
-                matches!(inputs.peek(), Some(FnArg::Typed(t)) if check::is_context(&t.ty));
-            if takes_ctx {
-                inputs.next();
-            }
-            let mut args = Vec::new();
-            for (i, input) in inputs.enumerate() {
-                let FnArg::Typed(t) = input else { continue };
-                errors.push(check::no_references(&t.ty));
-                let ident = match &*t.pat {
-                    Pat::Ident(p) if p.subpat.is_none() => p.ident.clone(),
-                    other => {
-                        errors.push(Err(syn::Error::new_spanned(
-                            other,
-                            "shared method arguments must be plain names, like `value: T`",
-                        )));
-                        syn::Ident::new(&format!("__arg{i}"), Span::call_site())
-                    }
-                };
-                args.push(Arg {
-                    ident,
-                    ty: (*t.ty).clone(),
-                });
-            }
-            match receiver {
-                Some(receiver) => {
-                    let output = match &sig.output {
+                    let receiver = check::receiver(r, self_ty, errors);
+                    let args = args(f, self_ty, errors);
+                    let output = match &f.func.sig.output {
                         ReturnType::Default => None,
+                        ReturnType::Type(_, ty) if is_unit(ty) => None,
                         ReturnType::Type(_, ty) => {
-                            errors.push(check::no_references(ty));
-                            Some((**ty).clone())
+                            check::wire_type(ty, errors);
+                            Some(WireType::new(ty, self_ty))
                         }
                     };
-                    methods.push(Method {
-                        ident: sig.ident.clone(),
-                        receiver,
-                        takes_ctx,
+                    if let Some(receiver) = receiver {
+                        methods.push(Method {
+                            ident: f.func.sig.ident.clone(),
+                            receiver,
+                            takes_ctx: f.ctx.is_some(),
+                            args,
+                            output,
+                            attrs: proxy_attrs(&f.func.attrs),
+                        });
+                    }
+                }
+                None => {
+                    let args = args(f, self_ty, errors);
+                    constructors.push(Constructor {
+                        ident: f.func.sig.ident.clone(),
+                        takes_ctx: f.ctx.is_some(),
+                        client: unused_name("client", &args, Span::call_site()),
                         args,
-                        output,
-                        docs,
+                        attrs: proxy_attrs(&f.func.attrs),
                     });
                 }
-                None => constructors.push(Constructor {
-                    ident: sig.ident.clone(),
-                    takes_ctx,
-                    args,
-                    docs,
-                }),
             }
         }
-        errors.finish()?;
-        Ok(SharedImpl {
-            self_ty,
-            impl_span: item.impl_token.span,
+        Some(SharedImpl {
+            item: block.item.clone(),
+            self_ty: self_ty.clone(),
+            impl_span: block.item.impl_token.span,
             methods,
             constructors,
         })
     }
 }
 
-fn returns_self(output: &ReturnType, self_ty: &syn::Ident) -> bool {
-    match output {
-        ReturnType::Type(_, ty) => match &**ty {
-            Type::Path(p) => {
-                p.qself.is_none() && (p.path.is_ident("Self") || p.path.is_ident(self_ty))
+impl Receiver {
+    /// `&self` or `&mut self` (also written `self: &Self`, `self: &Counter`);
+    /// `None` for `self` by value or through another pointer.
+    pub fn of(r: &syn::Receiver, self_ty: &Ident) -> Option<Receiver> {
+        match &*r.ty {
+            Type::Reference(t) if parse::is_self_type(&t.elem, Some(self_ty)) => {
+                Some(match t.mutability {
+                    Some(_) => Receiver::Mut,
+                    None => Receiver::Ref,
+                })
             }
-            _ => false,
-        },
-        ReturnType::Default => false,
+            _ => None,
+        }
+    }
+}
+
+impl WireType {
+    fn new(ty: &Type, self_ty: &Ident) -> WireType {
+        let ty = replace_self(ty, self_ty);
+        WireType {
+            bytes: is_byte_vec(&ty),
+            ty,
+        }
+    }
+}
+
+/// Names as the wire and the fingerprint know them: without `r#`.
+pub fn name(ident: &Ident) -> String {
+    ident.unraw().to_string()
+}
+
+/// The arguments of `f` that the caller passes, each checked.
+fn args(f: &ExposedFn<'_>, self_ty: &Ident, errors: &mut Errors) -> Vec<Arg> {
+    let named: Vec<String> = f
+        .args
+        .iter()
+        .filter_map(|a| plain_name(a).map(name))
+        .collect();
+    let mut args: Vec<Arg> = Vec::with_capacity(f.args.len());
+    for (i, a) in f.args.iter().enumerate() {
+        check::wire_type(&a.ty, errors);
+        let ident = match plain_name(a) {
+            Some(ident) => ident.clone(),
+            None => {
+                // `_` or a destructuring pattern: the proxy needs a name to
+                // pass on; pick one no other parameter has.
+                let mut fresh = format!("arg{i}");
+                while named.contains(&fresh) || args.iter().any(|b| name(&b.ident) == fresh) {
+                    fresh.push('_');
+                }
+                Ident::new(&fresh, a.pat.span())
+            }
+        };
+        args.push(Arg {
+            ident,
+            ty: WireType::new(&a.ty, self_ty),
+        });
+    }
+    args
+}
+
+fn plain_name(arg: &PatType) -> Option<&Ident> {
+    match &*arg.pat {
+        Pat::Ident(p) if p.subpat.is_none() => Some(&p.ident),
+        _ => None,
+    }
+}
+
+/// `base`, or `_base`, `__base`... whichever no argument is named.
+fn unused_name(base: &str, args: &[Arg], span: Span) -> Ident {
+    let mut candidate = base.to_owned();
+    while args.iter().any(|a| name(&a.ident) == candidate) {
+        candidate.insert(0, '_');
+    }
+    Ident::new(&candidate, span)
+}
+
+/// The user's attributes that belong on the proxy's method as well.
+fn proxy_attrs(attrs: &[Attribute]) -> Vec<Attribute> {
+    attrs
+        .iter()
+        .filter(|a| a.path().is_ident("doc") || a.path().is_ident("deprecated"))
+        .cloned()
+        .collect()
+}
+
+/// `ty` with every `Self` replaced by `self_ty`, keeping the span of `Self`.
+fn replace_self(ty: &Type, self_ty: &Ident) -> Type {
+    fn walk(tokens: TokenStream, self_ty: &Ident) -> TokenStream {
+        tokens
+            .into_iter()
+            .map(|tt| match tt {
+                TokenTree::Ident(i) if i == "Self" => {
+                    let mut replaced = self_ty.clone();
+                    replaced.set_span(i.span());
+                    TokenTree::Ident(replaced)
+                }
+                TokenTree::Group(g) => {
+                    let mut replaced =
+                        proc_macro2::Group::new(g.delimiter(), walk(g.stream(), self_ty));
+                    replaced.set_span(g.span());
+                    TokenTree::Group(replaced)
+                }
+                other => other,
+            })
+            .collect()
+    }
+    let tokens = walk(quote::ToTokens::to_token_stream(ty), self_ty);
+    // Replacing one name by another keeps a type a type; should it ever not,
+    // the type as written is the better thing to show the compiler.
+    syn::parse2(tokens).unwrap_or_else(|_| ty.clone())
+}
+
+/// Whether `ty` is `()`, which a method without a return type returns too.
+fn is_unit(ty: &Type) -> bool {
+    match ty {
+        Type::Tuple(t) => t.elems.is_empty(),
+        Type::Paren(p) => is_unit(&p.elem),
+        _ => false,
+    }
+}
+
+/// Whether `ty` is `Vec<u8>`.
+fn is_byte_vec(ty: &Type) -> bool {
+    let Type::Path(p) = ty else {
+        return false;
+    };
+    let Some(last) = p.path.segments.last() else {
+        return false;
+    };
+    let syn::PathArguments::AngleBracketed(args) = &last.arguments else {
+        return false;
+    };
+    last.ident == "Vec"
+        && args.args.len() == 1
+        && matches!(
+            args.args.first(),
+            Some(syn::GenericArgument::Type(Type::Path(u))) if u.path.is_ident("u8")
+        )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use quote::ToTokens;
+    use syn::parse_quote;
+
+    fn model(item: Item) -> SharedImpl {
+        match SharedItem::from_syn(&item) {
+            Ok(SharedItem::Impl(m)) => m,
+            Ok(SharedItem::Type(_)) => panic!("an impl block"),
+            Err(e) => panic!("refused: {e}"),
+        }
+    }
+
+    fn refusals(item: Item) -> Vec<String> {
+        match SharedItem::from_syn(&item) {
+            Ok(_) => Vec::new(),
+            Err(e) => e.into_iter().map(|e| e.to_string()).collect(),
+        }
+    }
+
+    fn text(ty: &Type) -> String {
+        ty.to_token_stream().to_string()
+    }
+
+    #[test]
+    fn methods_and_constructors_are_numbered_apart_in_source_order() {
+        let m = model(parse_quote! {
+            impl Counter {
+                pub fn new(start: i64) -> Self { Counter { value: start } }
+                pub fn incr(&mut self, by: i64) -> i64 { by }
+                fn private(&self) {}
+                pub fn zero() -> Counter { Counter { value: 0 } }
+                pub fn get(&self) -> i64 { 0 }
+                pub fn helper(x: i32) -> i32 { x }
+            }
+        });
+        let methods: Vec<_> = m.methods.iter().map(|x| x.ident.to_string()).collect();
+        let ctors: Vec<_> = m.constructors.iter().map(|x| x.ident.to_string()).collect();
+        assert_eq!(methods, ["incr", "get"]);
+        assert_eq!(ctors, ["new", "zero"]);
+        assert_eq!(m.methods[0].receiver, Receiver::Mut);
+        assert_eq!(m.methods[1].receiver, Receiver::Ref);
+        assert!(m.methods[1].output.is_some());
+    }
+
+    #[test]
+    fn the_context_is_not_an_argument() {
+        let m = model(parse_quote! {
+            impl T {
+                pub fn who(&self, ctx: &manager::Context, x: u8) -> u64 { 0 }
+                pub fn make(ctx: &Context) -> Self { T }
+            }
+        });
+        assert!(m.methods[0].takes_ctx);
+        assert_eq!(m.methods[0].args.len(), 1);
+        assert!(m.constructors[0].takes_ctx);
+        assert!(m.constructors[0].args.is_empty());
+    }
+
+    #[test]
+    fn patterns_get_names_no_other_parameter_has() {
+        let m = model(parse_quote! {
+            impl T {
+                pub fn f(&self, (a, b): (i32, i32), _: u8, arg0: u8, mut c: u8) {}
+            }
+        });
+        let names: Vec<_> = m.methods[0]
+            .args
+            .iter()
+            .map(|a| a.ident.to_string())
+            .collect();
+        assert_eq!(names, ["arg0_", "arg1", "arg0", "c"]);
+    }
+
+    #[test]
+    fn self_in_a_wire_type_is_the_shared_type() {
+        let m = model(parse_quote! {
+            impl Node {
+                pub fn merge(&mut self, other: Option<Self>) -> Vec<Self> { Vec::new() }
+            }
+        });
+        assert_eq!(text(&m.methods[0].args[0].ty.ty), "Option < Node >");
+        let out = m.methods[0].output.as_ref().map(|o| text(&o.ty));
+        assert_eq!(out.as_deref(), Some("Vec < Node >"));
+    }
+
+    #[test]
+    fn byte_vectors_are_marked() {
+        let m = model(parse_quote! {
+            impl T {
+                pub fn f(&self, a: Vec<u8>, b: Vec<u16>, c: std::vec::Vec<u8>) -> Vec<u8> { a }
+            }
+        });
+        let bytes: Vec<bool> = m.methods[0].args.iter().map(|a| a.ty.bytes).collect();
+        assert_eq!(bytes, [true, false, true]);
+        assert!(m.methods[0].output.as_ref().is_some_and(|o| o.bytes));
+    }
+
+    #[test]
+    fn typed_receivers_are_read_like_the_short_forms() {
+        let m = model(parse_quote! {
+            impl T {
+                pub fn a(self: &Self) {}
+                pub fn b(self: &mut T) {}
+            }
+        });
+        assert_eq!(m.methods[0].receiver, Receiver::Ref);
+        assert_eq!(m.methods[1].receiver, Receiver::Mut);
+    }
+
+    #[test]
+    fn a_client_argument_moves_the_generated_parameter_aside() {
+        let m = model(parse_quote! {
+            impl T { pub fn new(client: String) -> Self { T } }
+        });
+        assert_eq!(m.constructors[0].client.to_string(), "_client");
+    }
+
+    #[test]
+    fn refusals_are_collected_not_stopped_at_the_first() {
+        let got = refusals(parse_quote! {
+            impl T {
+                pub async fn a(&self) {}
+                pub fn b(self) {}
+                pub fn c(&self, s: &str) -> &str { s }
+                pub fn deferred(&self) {}
+                pub fn d<X>(x: X) -> Self { T }
+            }
+        });
+        assert_eq!(got.len(), 6, "{got:#?}");
+    }
+
+    #[test]
+    fn a_generic_impl_is_refused_once() {
+        let got = refusals(parse_quote! { impl<T> Boxed<T> { pub fn get(&self) -> u8 { 0 } } });
+        assert_eq!(got.len(), 1, "{got:#?}");
+        let got = refusals(parse_quote! { impl Boxed<u8> {} });
+        assert_eq!(got.len(), 1, "{got:#?}");
+    }
+
+    #[test]
+    fn trait_impls_and_generic_types_are_refused() {
+        assert_eq!(refusals(parse_quote! { impl Clone for T {} }).len(), 1);
+        assert_eq!(refusals(parse_quote! { pub struct S<T>(T); }).len(), 1);
+        assert_eq!(
+            refusals(parse_quote! { pub enum E where u8: Copy { A } }).len(),
+            1
+        );
+        assert!(refusals(parse_quote! { pub enum E { A, B(u8) } }).is_empty());
+        assert!(refusals(parse_quote! { pub struct Unit; }).is_empty());
     }
 }

@@ -1,0 +1,239 @@
+//! The client side: the proxy type and its deferred view (from the type),
+//! and their methods and constructors (from the impl block).
+
+use proc_macro2::TokenStream;
+use quote::{quote, quote_spanned, ToTokens};
+use syn::spanned::Spanned;
+
+use super::{deferred_ident, encode_args, params, proxy_ident};
+use crate::model::{Constructor, Method, SharedImpl, SharedType};
+
+/// The proxy, its deferred view, and the traits every proxy implements.
+pub fn proxy_type(t: &SharedType) -> TokenStream {
+    let ty = &t.ident;
+    let vis = &t.vis;
+    let proxy = proxy_ident(ty);
+    let deferred = deferred_ident(ty);
+    let name = crate::model::name(ty);
+    let proxy_doc = docs(&[
+        &format!("Proxy to a [`{name}`] living in a manager."),
+        "",
+        &format!("Each shared method of `{name}` is a method here that calls the object in"),
+        "its manager and returns a [`manager::Result`]; each constructor takes the",
+        "[`manager::Client`] of the manager to create the object in. A proxy is a",
+        "value: clone it, send it to another thread, pass it to a shared method, or",
+        "hand it to another process (see [`manager::Proxy`]).",
+        "[`deferred`](Self::deferred) sends calls without waiting for their replies.",
+    ]);
+    let deferred_doc = docs(&[
+        &format!("Pipelined calls to a [`{name}`]: the methods of [`{proxy}`], each"),
+        "sending its call without waiting and returning a [`manager::Pending`] for",
+        "the reply.",
+        "",
+        "Calls sent from one thread run in the order sent, so many deferred calls",
+        "cost about one round trip.",
+    ]);
+    quote! {
+        #proxy_doc
+        #[derive(Clone)]
+        #vis struct #proxy {
+            __handle: ::manager::__private::Handle,
+        }
+
+        #deferred_doc
+        #[derive(Clone, Copy)]
+        #vis struct #deferred<'a> {
+            __handle: &'a ::manager::__private::Handle,
+        }
+
+        impl #proxy {
+            /// A view of this proxy whose methods send their calls without
+            /// waiting for the replies: `proxy.deferred().method(..)?` returns a
+            /// [`manager::Pending`], and [`wait`](manager::Pending::wait) takes
+            /// the reply.
+            pub fn deferred(&self) -> #deferred<'_> {
+                #deferred {
+                    __handle: &self.__handle,
+                }
+            }
+        }
+
+        impl ::core::fmt::Debug for #proxy {
+            fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+                f.debug_tuple(::core::stringify!(#proxy))
+                    .field(&self.__handle)
+                    .finish()
+            }
+        }
+
+        impl ::manager::__private::serde::Serialize for #proxy {
+            fn serialize<S: ::manager::__private::serde::Serializer>(
+                &self,
+                serializer: S,
+            ) -> ::core::result::Result<S::Ok, S::Error> {
+                ::manager::__private::serde::Serialize::serialize(&self.__handle, serializer)
+            }
+        }
+
+        impl<'de> ::manager::__private::serde::Deserialize<'de> for #proxy {
+            fn deserialize<D: ::manager::__private::serde::Deserializer<'de>>(
+                deserializer: D,
+            ) -> ::core::result::Result<Self, D::Error> {
+                ::manager::__private::deserialize_proxy::<Self, D>(deserializer)
+            }
+        }
+
+        impl ::manager::Proxy for #proxy {
+            const TYPE_NAME: &'static str = <#ty as ::manager::Shared>::TYPE_NAME;
+            const FINGERPRINT: u64 = <#ty as ::manager::__private::Interface>::FINGERPRINT;
+
+            fn __from_handle(handle: ::manager::__private::Handle) -> Self {
+                #proxy { __handle: handle }
+            }
+
+            fn __handle(&self) -> &::manager::__private::Handle {
+                &self.__handle
+            }
+        }
+    }
+}
+
+/// The proxy's constructors and methods, and the deferred view's methods.
+pub fn proxy_methods(m: &SharedImpl) -> TokenStream {
+    let proxy = proxy_ident(&m.self_ty);
+    let deferred = deferred_ident(&m.self_ty);
+    let ctors = m
+        .constructors
+        .iter()
+        .zip(0u32..)
+        .map(|(c, index)| constructor(m, c, index));
+    let methods = m
+        .methods
+        .iter()
+        .zip(0u32..)
+        .map(|(x, index)| method(x, index));
+    let deferred_methods = m
+        .methods
+        .iter()
+        .zip(0u32..)
+        .map(|(x, index)| deferred_method(x, index));
+    let deferred_impl = (!m.methods.is_empty()).then(|| {
+        quote! {
+            impl #deferred<'_> {
+                #(#deferred_methods)*
+            }
+        }
+    });
+    if m.constructors.is_empty() && m.methods.is_empty() {
+        return TokenStream::new();
+    }
+    quote! {
+        impl #proxy {
+            #(#ctors)*
+            #(#methods)*
+        }
+
+        #deferred_impl
+    }
+}
+
+/// `pub fn new(client: &Client, a: A) -> Result<Self>`: builds the object in
+/// the manager and returns its proxy.
+fn constructor(m: &SharedImpl, c: &Constructor, index: u32) -> TokenStream {
+    let ty = &m.self_ty;
+    let ident = &c.ident;
+    let attrs = &c.attrs;
+    let client = &c.client;
+    let params = params(&c.args);
+    let encode = encode_args(&c.args);
+    let runs_in = format!("Runs in the manager that `{client}` talks to, and returns a proxy");
+    let mut lines = vec![runs_in.as_str(), "to the new object."];
+    if attrs.iter().any(|a| a.path().is_ident("doc")) {
+        // A paragraph of its own after the user's docs.
+        lines.insert(0, "");
+    }
+    let client_doc = docs(&lines);
+    // One parameter more than the user's constructor.
+    let lint = (c.args.len() >= 7).then(|| quote!(#[allow(clippy::too_many_arguments)]));
+    quote! {
+        #(#attrs)*
+        #client_doc
+        #lint
+        pub fn #ident(#client: &::manager::Client, #(#params),*) -> ::manager::Result<Self> {
+            ::manager::__private::construct::<#ty>(#client, #index, #encode)
+        }
+    }
+}
+
+/// `pub fn incr(&self, by: i64) -> Result<i64>`: calls and waits.
+fn method(x: &Method, index: u32) -> TokenStream {
+    let ident = &x.ident;
+    let attrs = &x.attrs;
+    let params = params(&x.args);
+    let encode = encode_args(&x.args);
+    let (output, call) = match &x.output {
+        None => (quote!(()), quote!(self.__handle.call(#index, #encode))),
+        // The reply is decoded here: spanned at the return type, so that a
+        // type that is not serde is reported there.
+        Some(out) if out.bytes => (
+            out.ty.to_token_stream(),
+            quote_spanned!(out.ty.span()=> self
+                .__handle
+                .call::<::manager::__private::serde_bytes::ByteBuf>(#index, #encode)
+                .map(::manager::__private::serde_bytes::ByteBuf::into_vec)),
+        ),
+        Some(out) => {
+            let ty = &out.ty;
+            (
+                quote!(#ty),
+                quote_spanned!(ty.span()=> self.__handle.call(#index, #encode)),
+            )
+        }
+    };
+    quote! {
+        #(#attrs)*
+        pub fn #ident(&self, #(#params),*) -> ::manager::Result<#output> {
+            #call
+        }
+    }
+}
+
+/// `pub fn incr(&self, by: i64) -> Result<Pending<i64>>`: sends, does not wait.
+fn deferred_method(x: &Method, index: u32) -> TokenStream {
+    let ident = &x.ident;
+    let attrs = &x.attrs;
+    let params = params(&x.args);
+    let encode = encode_args(&x.args);
+    let (output, call) = match &x.output {
+        None => (
+            quote!(()),
+            quote!(self.__handle.call_deferred(#index, #encode)),
+        ),
+        Some(out) => {
+            let ty = &out.ty;
+            (
+                quote!(#ty),
+                quote_spanned!(ty.span()=> self.__handle.call_deferred(#index, #encode)),
+            )
+        }
+    };
+    quote! {
+        #(#attrs)*
+        pub fn #ident(&self, #(#params),*) -> ::manager::Result<::manager::Pending<#output>> {
+            #call
+        }
+    }
+}
+
+/// `#[doc = " line"]` for each line, as `///` comments expand.
+fn docs(lines: &[&str]) -> TokenStream {
+    let lines = lines.iter().map(|line| {
+        let line = if line.is_empty() {
+            String::new()
+        } else {
+            format!(" {line}")
+        };
+        quote!(#[doc = #line])
+    });
+    quote!(#(#lines)*)
+}

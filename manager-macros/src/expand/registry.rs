@@ -1,0 +1,129 @@
+//! What the program knows about a shared type: its `Shared` impl (its name
+//! on the wire), its interface fingerprint, and its entry in the link-time
+//! registry through which a spawned manager process finds it by name.
+
+use proc_macro2::TokenStream;
+use quote::{quote, ToTokens};
+
+use super::proxy_ident;
+use crate::model::{self, Arg, Receiver, SharedImpl, SharedType};
+
+/// `impl Shared for T`, and `T`'s entry in the registry of shared types.
+pub fn shared_impl(t: &SharedType) -> TokenStream {
+    let ty = &t.ident;
+    let proxy = proxy_ident(ty);
+    let type_name = type_name(ty);
+    quote! {
+        impl ::manager::Shared for #ty {
+            const TYPE_NAME: &'static str = #type_name;
+            type Proxy = #proxy;
+        }
+
+        const _: () = {
+            #[::manager::__private::linkme::distributed_slice(::manager::__private::TYPES)]
+            #[linkme(crate = ::manager::__private::linkme)]
+            static __MANAGER_TYPE_ENTRY: ::manager::__private::TypeEntry =
+                ::manager::__private::TypeEntry::of::<#ty>();
+        };
+    }
+}
+
+/// The type's full path: `module_path!()` and its name.
+fn type_name(ty: &syn::Ident) -> TokenStream {
+    let name = model::name(ty);
+    quote!(::core::concat!(::core::module_path!(), "::", #name))
+}
+
+/// The interface fingerprint: a hash of the type's full path and every
+/// method's and constructor's signature, in index order.
+pub fn fingerprint(m: &SharedImpl) -> TokenStream {
+    let type_name = type_name(&m.self_ty);
+    let signatures = signatures(m);
+    quote!(::manager::__private::fingerprint(#type_name, &[#(#signatures),*]))
+}
+
+/// `incr(&mut self, i64) -> i64` for each method, then `new(i64) -> Self`
+/// for each constructor: names, receivers, argument and result types, as
+/// written (the context the manager supplies is no part of it).
+pub fn signatures(m: &SharedImpl) -> Vec<String> {
+    let methods = m.methods.iter().map(|x| {
+        let receiver = match x.receiver {
+            Receiver::Ref => "&self",
+            Receiver::Mut => "&mut self",
+        };
+        let params: Vec<String> = std::iter::once(receiver.to_owned())
+            .chain(x.args.iter().map(arg_type))
+            .collect();
+        let output = x
+            .output
+            .as_ref()
+            .map_or_else(|| "()".to_owned(), |o| type_text(&o.ty));
+        format!(
+            "{}({}) -> {}",
+            model::name(&x.ident),
+            params.join(", "),
+            output
+        )
+    });
+    let ctors = m.constructors.iter().map(|c| {
+        let params: Vec<String> = c.args.iter().map(arg_type).collect();
+        format!("{}({}) -> Self", model::name(&c.ident), params.join(", "))
+    });
+    methods.chain(ctors).collect()
+}
+
+/// The method names, by index, for errors and logs.
+pub fn method_names(m: &SharedImpl) -> Vec<String> {
+    m.methods.iter().map(|x| model::name(&x.ident)).collect()
+}
+
+fn arg_type(a: &Arg) -> String {
+    type_text(&a.ty.ty)
+}
+
+fn type_text(ty: &syn::Type) -> String {
+    ty.to_token_stream().to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::SharedItem;
+
+    fn signatures_of(item: syn::Item) -> Vec<String> {
+        match SharedItem::from_syn(&item) {
+            Ok(SharedItem::Impl(m)) => signatures(&m),
+            _ => panic!("an accepted impl block"),
+        }
+    }
+
+    #[test]
+    fn signatures_list_methods_then_constructors() {
+        let got = signatures_of(syn::parse_quote! {
+            impl Counter {
+                pub fn new(start: i64) -> Self { Counter { value: start } }
+                pub fn incr(&mut self, by: i64) -> i64 { by }
+                pub fn who(&self, ctx: &manager::Context, x: u8) -> u64 { 0 }
+                pub fn reset(&mut self) {}
+                pub fn checked_div(&self, d: i64) -> Result<i64, String> { Ok(d) }
+            }
+        });
+        assert_eq!(
+            got,
+            [
+                "incr(&mut self, i64) -> i64",
+                "who(&self, u8) -> u64",
+                "reset(&mut self) -> ()",
+                "checked_div(&self, i64) -> Result < i64 , String >",
+                "new(i64) -> Self",
+            ]
+        );
+    }
+
+    #[test]
+    fn a_receiver_change_is_a_signature_change() {
+        let a = signatures_of(syn::parse_quote! { impl T { pub fn f(&self) {} } });
+        let b = signatures_of(syn::parse_quote! { impl T { pub fn f(&mut self) {} } });
+        assert_ne!(a, b);
+    }
+}
