@@ -199,33 +199,39 @@ impl FrameReader {
     }
 
     /// Reads a frame larger than the usual buffer straight into a buffer of
-    /// its exact size. Reserving it costs address space only: memory is
-    /// touched as bytes arrive, so a peer that announces 64 MiB and stalls
-    /// costs what it actually sent, and the buffer goes when it does.
+    /// its size, reusing (without re-zeroing) one kept from an earlier large
+    /// frame. A fresh one costs address space only until bytes arrive, so a
+    /// peer that announces 64 MiB and stalls costs what it actually sent.
     fn read_large<R: Read>(&mut self, r: &mut R, total: usize) -> std::io::Result<&[u8]> {
         let have = self.end - self.start;
-        let mut big = std::mem::take(&mut self.buf);
-        if big.capacity() >= total {
-            big.copy_within(self.start..self.end, 0);
-            big.truncate(have);
+        if self.buf.len() >= total {
+            // A buffer kept from an earlier large frame is already
+            // initialized: read into it in place, without zero-filling.
+            self.buf.copy_within(self.start..self.end, 0);
+            self.start = 0;
+            self.end = 0;
+            if let Err(e) = r.read_exact(&mut self.buf[have..total]) {
+                self.buf = Vec::new();
+                return Err(e);
+            }
         } else {
-            let mut fresh = Vec::with_capacity(total);
-            fresh.extend_from_slice(&big[self.start..self.end]);
-            big = fresh;
-        }
-        self.start = 0;
-        self.end = 0;
-        // read_to_end fills the spare capacity without zeroing it first.
-        let read = r.take((total - have) as u64).read_to_end(&mut big);
-        let complete = big.len() == total;
-        self.buf = big;
-        read?;
-        if !complete {
-            self.buf = Vec::new();
-            return Err(std::io::Error::new(
-                std::io::ErrorKind::UnexpectedEof,
-                "the stream ended inside a frame",
-            ));
+            let mut big = Vec::with_capacity(total);
+            big.extend_from_slice(&self.buf[self.start..self.end]);
+            self.start = 0;
+            self.end = 0;
+            // A fresh buffer fills as bytes arrive: a stalled peer costs
+            // what it sent, not what it announced.
+            let read = r.take((total - have) as u64).read_to_end(&mut big);
+            let complete = big.len() == total;
+            self.buf = big;
+            read?;
+            if !complete {
+                self.buf = Vec::new();
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::UnexpectedEof,
+                    "the stream ended inside a frame",
+                ));
+            }
         }
         self.start = total;
         self.end = total;
