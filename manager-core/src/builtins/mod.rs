@@ -95,10 +95,12 @@ impl Elem {
 }
 
 /// An element as a manager keeps it: its bytes, and a reference to every
-/// object they embed for as long as it is kept.
+/// object they embed for as long as it is kept. Most elements embed no
+/// proxy, so the references live out of line, only when there are some:
+/// a plain element costs 24 bytes beside its encoding.
 pub(crate) struct Stored {
-    bytes: ElemBuf,
-    held: Held,
+    bytes: Box<[u8]>,
+    held: Option<Box<Held>>,
 }
 
 struct Held {
@@ -112,6 +114,10 @@ impl Stored {
     /// that is already gone is simply not held: its proxy will report
     /// `NoSuchObject` when used.
     pub(crate) fn keep(ctx: &Context, elem: Elem) -> Stored {
+        let bytes = elem.bytes.into_vec().into_boxed_slice();
+        if elem.caps.is_empty() {
+            return Stored { bytes, held: None };
+        }
         let mut held = Held {
             state: Arc::downgrade(&ctx.server),
             own: Vec::new(),
@@ -132,20 +138,16 @@ impl Stored {
             }
         }
         Stored {
-            bytes: elem.bytes,
-            held,
+            bytes,
+            held: Some(Box::new(held)),
         }
     }
 
     /// Keeps encoded bytes that embed no proxy (an integer it computed).
-    pub(crate) fn plain(ctx: &Context, bytes: Vec<u8>) -> Stored {
+    pub(crate) fn plain(_ctx: &Context, bytes: Vec<u8>) -> Stored {
         Stored {
-            bytes: ElemBuf::from(bytes),
-            held: Held {
-                state: Arc::downgrade(&ctx.server),
-                own: Vec::new(),
-                foreign: Vec::new(),
-            },
+            bytes: bytes.into_boxed_slice(),
+            held: None,
         }
     }
 
@@ -159,15 +161,18 @@ impl Stored {
     /// reply's capability list.
     pub(crate) fn write(&self, out: &mut Encoder<'_>) {
         out.put_raw(&self.bytes);
-        if let Some(state) = self.held.state.upgrade() {
-            for &object in &self.held.own {
+        let Some(held) = &self.held else {
+            return;
+        };
+        if let Some(state) = held.state.upgrade() {
+            for &object in &held.own {
                 note(Cap {
                     address: state.address.clone(),
                     object,
                 });
             }
         }
-        for h in &self.held.foreign {
+        for h in &held.foreign {
             note(Cap {
                 address: h.address().clone(),
                 object: h.object(),
