@@ -320,3 +320,36 @@ fn a_client_reconnects_to_a_restarted_manager_with_a_new_session() {
     drop((fresh, old));
     second.shutdown().unwrap();
 }
+
+#[test]
+fn connections_past_the_handshake_cap_are_closed_at_once() {
+    let mgr = Manager::builder()
+        .max_handshakes(4)
+        .handshake_timeout(Duration::from_secs(20))
+        .spawn_thread()
+        .unwrap();
+    let path = mgr.address().local_path().unwrap().to_owned();
+    let mut silent: Vec<UnixStream> = (0..10)
+        .map(|_| UnixStream::connect(&path).unwrap())
+        .collect();
+    // Four hold a handshake slot for the (long) deadline; the rest are closed
+    // before a byte is read, long before that deadline.
+    let started = Instant::now();
+    let mut closed = 0;
+    for s in &mut silent {
+        s.set_read_timeout(Some(Duration::from_millis(500)))
+            .unwrap();
+        if matches!(s.read(&mut [0u8; 1]), Ok(0)) {
+            closed += 1;
+        }
+    }
+    assert!(closed >= 6, "only {closed} of 10 were closed");
+    assert!(started.elapsed() < Duration::from_secs(10));
+    drop(silent);
+    // Once the silent peers leave, a proper client is served.
+    assert!(eventually(Duration::from_secs(5), || Client::connect(
+        mgr.address(),
+        mgr.auth_key()
+    )
+    .is_ok()));
+}

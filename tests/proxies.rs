@@ -358,3 +358,41 @@ fn lists_of_proxies_and_lists_of_lists_work_and_count_exactly() {
     drop((counters, nested, last));
     assert_eq!(objects(&mgr), base);
 }
+
+#[test]
+fn dropping_a_client_ends_its_session_while_threads_that_used_it_live_on() {
+    let mgr = manager();
+    let before = mgr.stats().unwrap();
+    let other = Client::connect(mgr.address(), mgr.auth_key()).unwrap();
+    let (used, wait_used) = std::sync::mpsc::channel();
+    let (release, parked) = std::sync::mpsc::channel::<()>();
+    // A thread calls through the client (opening its own connection, kept in
+    // that thread's storage) and stays alive after letting the client go.
+    let worker = std::thread::spawn({
+        let other = other.clone();
+        move || {
+            other.ping().unwrap();
+            drop(other);
+            used.send(()).unwrap();
+            let _ = parked.recv();
+        }
+    });
+    wait_used.recv().unwrap();
+    let during = mgr.stats().unwrap();
+    assert_eq!(during.sessions, before.sessions + 1);
+    assert_eq!(
+        during.connections,
+        before.connections + 2,
+        "main + the thread's"
+    );
+    drop(other);
+    assert!(
+        eventually(Duration::from_secs(5), || {
+            let s = mgr.stats().unwrap();
+            s.sessions == before.sessions && s.connections == before.connections
+        }),
+        "the session and both its connections ended with the client, not the thread"
+    );
+    release.send(()).unwrap();
+    worker.join().unwrap();
+}
