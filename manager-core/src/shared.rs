@@ -94,11 +94,7 @@ impl<T: Shared> Object for UserObject<T> {
         T::FINGERPRINT
     }
     fn method_name(&self, method: u32) -> &'static str {
-        usize::try_from(method)
-            .ok()
-            .and_then(|m| T::METHODS.get(m))
-            .copied()
-            .unwrap_or("<unknown method>")
+        method_name(T::METHODS, method)
     }
     #[inline]
     fn call(
@@ -110,6 +106,16 @@ impl<T: Shared> Object for UserObject<T> {
     ) -> Result<()> {
         T::__call(&self.state, ctx, method, args, out)
     }
+}
+
+/// The name of method `method` in a type's `methods` table, for errors
+/// and logs: user types and built-ins alike.
+pub(crate) fn method_name(methods: &[&'static str], method: u32) -> &'static str {
+    usize::try_from(method)
+        .ok()
+        .and_then(|m| methods.get(m))
+        .copied()
+        .unwrap_or("<unknown method>")
 }
 
 /// How a manager constructs objects of one type.

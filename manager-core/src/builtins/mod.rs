@@ -252,11 +252,7 @@ pub(crate) fn builtin_entries() -> HashMap<&'static str, TypeEntry> {
 
 /// The name of method `m` of `B`, for errors and logs.
 pub(crate) fn method_name<B: Builtin>(m: u32) -> &'static str {
-    usize::try_from(m)
-        .ok()
-        .and_then(|m| B::METHODS.get(m))
-        .copied()
-        .unwrap_or("<unknown method>")
+    crate::shared::method_name(B::METHODS, m)
 }
 
 /// The error for a method index `B` does not have.
