@@ -36,9 +36,9 @@ pub use stats::Stats;
 /// The built-in shared types' proxies.
 pub mod types {
     pub use crate::builtins::{
-        BarrierProxy, ConditionProxy, DictProxy, EventProxy, FetchAdd, JoinableQueueProxy,
-        ListProxy, LockGuard, LockProxy, NamespaceProxy, QueueProxy, RLockProxy, SemaphoreProxy,
-        ValueProxy,
+        BarrierProxy, ConditionProxy, Deferred, DictProxy, EventProxy, FetchAdd,
+        JoinableQueueProxy, ListProxy, LockGuard, LockProxy, NamespaceProxy, QueueProxy,
+        RLockProxy, SemaphoreProxy, ValueProxy,
     };
 }
 pub use types::*;

@@ -5,7 +5,8 @@ use std::sync::{Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 use crate::builtins::{
-    builtin_object, create, no_such_method, plain_proxy, take_deadline, take_usize, Builtin,
+    builtin_object, create, no_such_method, plain_proxy, proxy_methods, take_deadline, take_usize,
+    Builtin,
 };
 use crate::client::Client;
 use crate::context::Context;
@@ -242,65 +243,53 @@ pub struct BarrierProxy {
 
 plain_proxy!(BarrierProxy, BarrierObject);
 
-impl BarrierProxy {
+proxy_methods! {
+    impl[] BarrierProxy;
+
     /// Waits until `parties` callers wait; returns this caller's index
     /// (Python: `barrier.wait()`).
     ///
     /// # Errors
     /// `Error::BrokenBarrier` if the barrier is or becomes broken.
-    pub fn wait(&self) -> Result<usize> {
-        self.handle.call(m::WAIT, |_| Ok(()))
-    }
+    pub fn wait(&self) -> usize = |h| { h.call(m::WAIT, |_| Ok(())) }
 
     /// Like [`BarrierProxy::wait`], for at most `timeout`; a timeout breaks
     /// the barrier (Python: `barrier.wait(t)`).
     ///
     /// # Errors
     /// `Error::BrokenBarrier` on timeout or if the barrier is broken.
-    pub fn wait_timeout(&self, timeout: Duration) -> Result<usize> {
-        self.handle.call(m::WAIT_TIMEOUT, |a| a.put(&timeout))
-    }
+    pub fn wait_timeout(&self, timeout: Duration) -> usize = |h| { h.call(m::WAIT_TIMEOUT, |a| a.put(&timeout)) }
 
     /// Returns the barrier to its initial state; current waiters get
     /// `BrokenBarrier` (Python: `barrier.reset()`).
     ///
     /// # Errors
     /// Connection errors.
-    pub fn reset(&self) -> Result<()> {
-        self.handle.call(m::RESET, |_| Ok(()))
-    }
+    pub fn reset(&self) -> () = |h| { h.call(m::RESET, |_| Ok(())) }
 
     /// Breaks the barrier (Python: `barrier.abort()`).
     ///
     /// # Errors
     /// Connection errors.
-    pub fn abort(&self) -> Result<()> {
-        self.handle.call(m::ABORT, |_| Ok(()))
-    }
+    pub fn abort(&self) -> () = |h| { h.call(m::ABORT, |_| Ok(())) }
 
     /// How many callers it takes to pass (Python: `barrier.parties`).
     ///
     /// # Errors
     /// Connection errors.
-    pub fn parties(&self) -> Result<usize> {
-        self.handle.call(m::PARTIES, |_| Ok(()))
-    }
+    pub fn parties(&self) -> usize = |h| { h.call(m::PARTIES, |_| Ok(())) }
 
     /// How many callers wait now (Python: `barrier.n_waiting`).
     ///
     /// # Errors
     /// Connection errors.
-    pub fn n_waiting(&self) -> Result<usize> {
-        self.handle.call(m::N_WAITING, |_| Ok(()))
-    }
+    pub fn n_waiting(&self) -> usize = |h| { h.call(m::N_WAITING, |_| Ok(())) }
 
     /// Whether it is broken (Python: `barrier.broken`).
     ///
     /// # Errors
     /// Connection errors.
-    pub fn is_broken(&self) -> Result<bool> {
-        self.handle.call(m::IS_BROKEN, |_| Ok(()))
-    }
+    pub fn is_broken(&self) -> bool = |h| { h.call(m::IS_BROKEN, |_| Ok(())) }
 }
 
 impl Client {

@@ -6,7 +6,7 @@ use std::sync::{Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use crate::builtins::{
-    builtin_object, create, no_such_method, plain_proxy, take_deadline, Builtin,
+    builtin_object, create, no_such_method, plain_proxy, proxy_methods, take_deadline, Builtin,
 };
 use crate::client::Client;
 use crate::context::Context;
@@ -276,75 +276,61 @@ pub struct ConditionProxy {
 
 plain_proxy!(ConditionProxy, ConditionObject);
 
-impl ConditionProxy {
+proxy_methods! {
+    impl[] ConditionProxy;
+
     /// Acquires the condition's lock; the owner may acquire it again
     /// (Python: `cond.acquire()`).
     ///
     /// # Errors
     /// Connection errors.
-    pub fn acquire(&self) -> Result<()> {
-        self.handle.call(m::ACQUIRE, |_| Ok(()))
-    }
+    pub fn acquire(&self) -> () = |h| { h.call(m::ACQUIRE, |_| Ok(())) }
 
     /// Acquires the condition's lock if it is free now, or already this
     /// client thread's (Python: `cond.acquire(blocking=False)`).
     ///
     /// # Errors
     /// Connection errors.
-    pub fn try_acquire(&self) -> Result<bool> {
-        self.handle.call(m::TRY_ACQUIRE, |_| Ok(()))
-    }
+    pub fn try_acquire(&self) -> bool = |h| { h.call(m::TRY_ACQUIRE, |_| Ok(())) }
 
     /// Acquires the condition's lock, waiting at most `timeout`
     /// (Python: `cond.acquire(timeout=t)`).
     ///
     /// # Errors
     /// Connection errors.
-    pub fn acquire_timeout(&self, timeout: Duration) -> Result<bool> {
-        self.handle.call(m::ACQUIRE_TIMEOUT, |a| a.put(&timeout))
-    }
+    pub fn acquire_timeout(&self, timeout: Duration) -> bool = |h| { h.call(m::ACQUIRE_TIMEOUT, |a| a.put(&timeout)) }
 
     /// Releases one level of the lock (Python: `cond.release()`).
     ///
     /// # Errors
     /// `Error::NotHeld` if this client thread does not hold it.
-    pub fn release(&self) -> Result<()> {
-        self.handle.call(m::RELEASE, |_| Ok(()))
-    }
+    pub fn release(&self) -> () = |h| { h.call(m::RELEASE, |_| Ok(())) }
 
     /// Releases the lock, waits to be notified, and re-acquires it
     /// (Python: `cond.wait()`).
     ///
     /// # Errors
     /// `Error::NotHeld` if this client thread does not hold the lock.
-    pub fn wait(&self) -> Result<()> {
-        self.handle.call(m::WAIT, |_| Ok(()))
-    }
+    pub fn wait(&self) -> () = |h| { h.call(m::WAIT, |_| Ok(())) }
 
     /// Like [`ConditionProxy::wait`], for at most `timeout`; whether it was
     /// notified (Python: `cond.wait(t)`). The lock is re-acquired either way.
     ///
     /// # Errors
     /// `Error::NotHeld` if this client thread does not hold the lock.
-    pub fn wait_timeout(&self, timeout: Duration) -> Result<bool> {
-        self.handle.call(m::WAIT_TIMEOUT, |a| a.put(&timeout))
-    }
+    pub fn wait_timeout(&self, timeout: Duration) -> bool = |h| { h.call(m::WAIT_TIMEOUT, |a| a.put(&timeout)) }
 
     /// Wakes the longest waiter (Python: `cond.notify()`).
     ///
     /// # Errors
     /// `Error::NotHeld` if this client thread does not hold the lock.
-    pub fn notify(&self) -> Result<()> {
-        self.handle.call(m::NOTIFY, |_| Ok(()))
-    }
+    pub fn notify(&self) -> () = |h| { h.call(m::NOTIFY, |_| Ok(())) }
 
     /// Wakes every waiter (Python: `cond.notify_all()`).
     ///
     /// # Errors
     /// `Error::NotHeld` if this client thread does not hold the lock.
-    pub fn notify_all(&self) -> Result<()> {
-        self.handle.call(m::NOTIFY_ALL, |_| Ok(()))
-    }
+    pub fn notify_all(&self) -> () = |h| { h.call(m::NOTIFY_ALL, |_| Ok(())) }
 }
 
 impl Client {

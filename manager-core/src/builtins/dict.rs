@@ -10,8 +10,8 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use crate::builtins::{
-    builtin_object, builtin_proxy, create, no_such_method, read, write, write_option, write_seq,
-    Builtin, Elem, ElemBuf, Stored,
+    builtin_object, builtin_proxy, create, no_such_method, proxy_methods, read, write,
+    write_option, write_seq, Builtin, Elem, ElemBuf, Stored,
 };
 use crate::caps::capturing;
 use crate::client::Client;
@@ -203,21 +203,17 @@ pub struct DictProxy<K, V> {
 
 builtin_proxy!(DictProxy<K, V>, DictObject);
 
-impl<K: Serialize + DeserializeOwned, V: Serialize + DeserializeOwned> DictProxy<K, V> {
-    /// A key to look up: its bytes only. A lookup holds no reference to
-    /// the proxies a key may embed, so they are kept out of any capture.
-    fn key(key: &K) -> Result<ElemBuf> {
-        capturing(false, || to_vec(key)).0.map(ElemBuf::from)
-    }
+proxy_methods! {
+    impl[K: Serialize + DeserializeOwned, V: Serialize + DeserializeOwned] DictProxy<K, V>;
 
     /// Sets `key` to `value` and returns the previous value (Python: `d[k] = v`).
     ///
     /// # Errors
     /// Connection errors.
-    pub fn insert(&self, key: K, value: V) -> Result<Option<V>> {
-        let k = Elem::for_handle(&self.handle, &key)?;
-        let v = Elem::for_handle(&self.handle, &value)?;
-        self.handle.call(m::INSERT, |a| {
+    pub fn insert(&self, key: K, value: V) -> Option<V> = |h| {
+        let k = h.elem(&key)?;
+        let v = h.elem(&value)?;
+        h.call(m::INSERT, |a| {
             a.put(&k)?;
             a.put(&v)
         })
@@ -227,82 +223,70 @@ impl<K: Serialize + DeserializeOwned, V: Serialize + DeserializeOwned> DictProxy
     ///
     /// # Errors
     /// Connection errors.
-    pub fn get(&self, key: &K) -> Result<Option<V>> {
-        let k = Self::key(key)?;
-        self.handle.call(m::GET, |a| a.put(&k))
+    pub fn get(&self, key: &K) -> Option<V> = |h| {
+        let k = lookup_key(key)?;
+        h.call(m::GET, |a| a.put(&k))
     }
 
     /// Removes `key` and returns its value (Python: `d.pop(k, None)`).
     ///
     /// # Errors
     /// Connection errors.
-    pub fn remove(&self, key: &K) -> Result<Option<V>> {
-        let k = Self::key(key)?;
-        self.handle.call(m::REMOVE, |a| a.put(&k))
+    pub fn remove(&self, key: &K) -> Option<V> = |h| {
+        let k = lookup_key(key)?;
+        h.call(m::REMOVE, |a| a.put(&k))
     }
 
     /// Whether `key` is present (Python: `k in d`).
     ///
     /// # Errors
     /// Connection errors.
-    pub fn contains_key(&self, key: &K) -> Result<bool> {
-        let k = Self::key(key)?;
-        self.handle.call(m::CONTAINS_KEY, |a| a.put(&k))
+    pub fn contains_key(&self, key: &K) -> bool = |h| {
+        let k = lookup_key(key)?;
+        h.call(m::CONTAINS_KEY, |a| a.put(&k))
     }
 
     /// The number of entries (Python: `len(d)`).
     ///
     /// # Errors
     /// Connection errors.
-    pub fn len(&self) -> Result<usize> {
-        self.handle.call(m::LEN, |_| Ok(()))
-    }
+    pub fn len(&self) -> usize = |h| { h.call(m::LEN, |_| Ok(())) }
 
     /// Whether there are no entries (Python: `not d`).
     ///
     /// # Errors
     /// Connection errors.
-    pub fn is_empty(&self) -> Result<bool> {
-        self.handle.call(m::IS_EMPTY, |_| Ok(()))
-    }
+    pub fn is_empty(&self) -> bool = |h| { h.call(m::IS_EMPTY, |_| Ok(())) }
 
     /// The keys in insertion order (Python: `list(d.keys())`).
     ///
     /// # Errors
     /// Connection errors.
-    pub fn keys(&self) -> Result<Vec<K>> {
-        self.handle.call(m::KEYS, |_| Ok(()))
-    }
+    pub fn keys(&self) -> Vec<K> = |h| { h.call(m::KEYS, |_| Ok(())) }
 
     /// The values in insertion order (Python: `list(d.values())`).
     ///
     /// # Errors
     /// Connection errors.
-    pub fn values(&self) -> Result<Vec<V>> {
-        self.handle.call(m::VALUES, |_| Ok(()))
-    }
+    pub fn values(&self) -> Vec<V> = |h| { h.call(m::VALUES, |_| Ok(())) }
 
     /// The entries in insertion order (Python: `list(d.items())`).
     ///
     /// # Errors
     /// Connection errors.
-    pub fn items(&self) -> Result<Vec<(K, V)>> {
-        self.handle.call(m::ITEMS, |_| Ok(()))
-    }
+    pub fn items(&self) -> Vec<(K, V)> = |h| { h.call(m::ITEMS, |_| Ok(())) }
 
     /// Removes every entry (Python: `d.clear()`).
     ///
     /// # Errors
     /// Connection errors.
-    pub fn clear(&self) -> Result<()> {
-        self.handle.call(m::CLEAR, |_| Ok(()))
-    }
+    pub fn clear(&self) -> () = |h| { h.call(m::CLEAR, |_| Ok(())) }
 
     /// Sets every pair, in one call (Python: `d.update(pairs)`).
     ///
     /// # Errors
     /// Connection errors.
-    pub fn update(&self, pairs: impl IntoIterator<Item = (K, V)>) -> Result<()> {
+    pub fn update(&self, pairs: impl IntoIterator<Item = (K, V)>) -> () = |h| {
         // The pairs (and any proxies in them) live until the manager holds
         // them: a proxy dropped sooner could free its object on the way.
         let pairs: Vec<(K, V)> = pairs.into_iter().collect();
@@ -310,13 +294,19 @@ impl<K: Serialize + DeserializeOwned, V: Serialize + DeserializeOwned> DictProxy
             .iter()
             .map(|(k, v)| {
                 Ok((
-                    Elem::for_handle(&self.handle, k)?,
-                    Elem::for_handle(&self.handle, v)?,
+                    h.elem(k)?,
+                    h.elem(v)?,
                 ))
             })
             .collect::<Result<Vec<_>>>()?;
-        self.handle.call(m::UPDATE, |a| a.put(&es))
+        h.call(m::UPDATE, |a| a.put(&es))
     }
+}
+
+/// A key to look up: its bytes only. A lookup holds no reference to the
+/// proxies a key may embed, so they are kept out of any capture.
+fn lookup_key<K: Serialize>(key: &K) -> Result<ElemBuf> {
+    capturing(false, || to_vec(key)).0.map(ElemBuf::from)
 }
 
 impl Client {

@@ -4,7 +4,7 @@ use std::sync::{Condvar, Mutex};
 use std::time::Duration;
 
 use crate::builtins::{
-    builtin_object, create, no_such_method, plain_proxy, take_deadline, Builtin,
+    builtin_object, create, no_such_method, plain_proxy, proxy_methods, take_deadline, Builtin,
 };
 use crate::client::Client;
 use crate::context::Context;
@@ -106,46 +106,38 @@ pub struct EventProxy {
 
 plain_proxy!(EventProxy, EventObject);
 
-impl EventProxy {
+proxy_methods! {
+    impl[] EventProxy;
+
     /// Sets the flag and wakes every waiter (Python: `event.set()`).
     ///
     /// # Errors
     /// Connection errors.
-    pub fn set(&self) -> Result<()> {
-        self.handle.call(m::SET, |_| Ok(()))
-    }
+    pub fn set(&self) -> () = |h| { h.call(m::SET, |_| Ok(())) }
 
     /// Clears the flag (Python: `event.clear()`).
     ///
     /// # Errors
     /// Connection errors.
-    pub fn clear(&self) -> Result<()> {
-        self.handle.call(m::CLEAR, |_| Ok(()))
-    }
+    pub fn clear(&self) -> () = |h| { h.call(m::CLEAR, |_| Ok(())) }
 
     /// Whether the flag is set (Python: `event.is_set()`).
     ///
     /// # Errors
     /// Connection errors.
-    pub fn is_set(&self) -> Result<bool> {
-        self.handle.call(m::IS_SET, |_| Ok(()))
-    }
+    pub fn is_set(&self) -> bool = |h| { h.call(m::IS_SET, |_| Ok(())) }
 
     /// Waits until the flag is set (Python: `event.wait()`).
     ///
     /// # Errors
     /// Connection errors.
-    pub fn wait(&self) -> Result<()> {
-        self.handle.call(m::WAIT, |_| Ok(()))
-    }
+    pub fn wait(&self) -> () = |h| { h.call(m::WAIT, |_| Ok(())) }
 
     /// Waits at most `timeout`; whether the flag is set (Python: `event.wait(t)`).
     ///
     /// # Errors
     /// Connection errors.
-    pub fn wait_timeout(&self, timeout: Duration) -> Result<bool> {
-        self.handle.call(m::WAIT_TIMEOUT, |a| a.put(&timeout))
-    }
+    pub fn wait_timeout(&self, timeout: Duration) -> bool = |h| { h.call(m::WAIT_TIMEOUT, |a| a.put(&timeout)) }
 }
 
 impl Client {

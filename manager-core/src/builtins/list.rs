@@ -7,8 +7,8 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use crate::builtins::{
-    builtin_object, builtin_proxy, create, no_such_method, read, take_usize, write, write_option,
-    write_seq, Builtin, Elem, Stored,
+    builtin_object, builtin_proxy, create, no_such_method, proxy_methods, read, take_usize, write,
+    write_option, write_seq, Builtin, Elem, Stored,
 };
 use crate::client::Client;
 use crate::context::Context;
@@ -177,43 +177,37 @@ pub struct ListProxy<T> {
 
 builtin_proxy!(ListProxy<T>, ListObject);
 
-impl<T: Serialize + DeserializeOwned> ListProxy<T> {
-    fn elem(&self, value: &T) -> Result<Elem> {
-        Elem::for_handle(&self.handle, value)
-    }
+proxy_methods! {
+    impl[T: Serialize + DeserializeOwned] ListProxy<T>;
 
     /// Appends `value` (Python: `list.append(x)`).
     ///
     /// # Errors
     /// Connection errors.
-    pub fn push(&self, value: T) -> Result<()> {
-        let e = self.elem(&value)?;
-        self.handle.call(m::PUSH, |a| a.put(&e))
+    pub fn push(&self, value: T) -> () = |h| {
+        let e = h.elem(&value)?;
+        h.call(m::PUSH, |a| a.put(&e))
     }
 
     /// Removes and returns the last element, `None` if empty (Python: `list.pop()`).
     ///
     /// # Errors
     /// Connection errors; `Error::Protocol` if the element is not a `T`.
-    pub fn pop(&self) -> Result<Option<T>> {
-        self.handle.call(m::POP, |_| Ok(()))
-    }
+    pub fn pop(&self) -> Option<T> = |h| { h.call(m::POP, |_| Ok(())) }
 
     /// The element at `index`, `None` past the end (Python: `list[i]`).
     ///
     /// # Errors
     /// Connection errors.
-    pub fn get(&self, index: usize) -> Result<Option<T>> {
-        self.handle.call(m::GET, |a| a.put(&(index as u64)))
-    }
+    pub fn get(&self, index: usize) -> Option<T> = |h| { h.call(m::GET, |a| a.put(&(index as u64))) }
 
     /// Replaces the element at `index` (Python: `list[i] = x`).
     ///
     /// # Errors
     /// `Error::IndexOutOfRange` past the end.
-    pub fn set(&self, index: usize, value: T) -> Result<()> {
-        let e = self.elem(&value)?;
-        self.handle.call(m::SET, |a| {
+    pub fn set(&self, index: usize, value: T) -> () = |h| {
+        let e = h.elem(&value)?;
+        h.call(m::SET, |a| {
             a.put(&(index as u64))?;
             a.put(&e)
         })
@@ -223,9 +217,9 @@ impl<T: Serialize + DeserializeOwned> ListProxy<T> {
     ///
     /// # Errors
     /// `Error::IndexOutOfRange` if `index > len`.
-    pub fn insert(&self, index: usize, value: T) -> Result<()> {
-        let e = self.elem(&value)?;
-        self.handle.call(m::INSERT, |a| {
+    pub fn insert(&self, index: usize, value: T) -> () = |h| {
+        let e = h.elem(&value)?;
+        h.call(m::INSERT, |a| {
             a.put(&(index as u64))?;
             a.put(&e)
         })
@@ -235,56 +229,46 @@ impl<T: Serialize + DeserializeOwned> ListProxy<T> {
     ///
     /// # Errors
     /// `Error::IndexOutOfRange` past the end.
-    pub fn remove(&self, index: usize) -> Result<T> {
-        self.handle.call(m::REMOVE, |a| a.put(&(index as u64)))
-    }
+    pub fn remove(&self, index: usize) -> T = |h| { h.call(m::REMOVE, |a| a.put(&(index as u64))) }
 
     /// The number of elements (Python: `len(list)`).
     ///
     /// # Errors
     /// Connection errors.
-    pub fn len(&self) -> Result<usize> {
-        self.handle.call(m::LEN, |_| Ok(()))
-    }
+    pub fn len(&self) -> usize = |h| { h.call(m::LEN, |_| Ok(())) }
 
     /// Whether the list is empty (Python: `not list`).
     ///
     /// # Errors
     /// Connection errors.
-    pub fn is_empty(&self) -> Result<bool> {
-        self.handle.call(m::IS_EMPTY, |_| Ok(()))
-    }
+    pub fn is_empty(&self) -> bool = |h| { h.call(m::IS_EMPTY, |_| Ok(())) }
 
     /// Appends every value, in one call (Python: `list.extend(xs)`).
     ///
     /// # Errors
     /// Connection errors.
-    pub fn extend(&self, values: impl IntoIterator<Item = T>) -> Result<()> {
+    pub fn extend(&self, values: impl IntoIterator<Item = T>) -> () = |h| {
         // The values (and any proxies in them) live until the manager holds
         // them: a proxy dropped sooner could free its object on the way.
         let values: Vec<T> = values.into_iter().collect();
         let es = values
             .iter()
-            .map(|v| self.elem(v))
+            .map(|v| h.elem(v))
             .collect::<Result<Vec<_>>>()?;
-        self.handle.call(m::EXTEND, |a| a.put(&es))
+        h.call(m::EXTEND, |a| a.put(&es))
     }
 
     /// Removes every element (Python: `list.clear()`).
     ///
     /// # Errors
     /// Connection errors.
-    pub fn clear(&self) -> Result<()> {
-        self.handle.call(m::CLEAR, |_| Ok(()))
-    }
+    pub fn clear(&self) -> () = |h| { h.call(m::CLEAR, |_| Ok(())) }
 
     /// A copy of every element (Python: `list[:]`).
     ///
     /// # Errors
     /// Connection errors.
-    pub fn to_vec(&self) -> Result<Vec<T>> {
-        self.handle.call(m::TO_VEC, |_| Ok(()))
-    }
+    pub fn to_vec(&self) -> Vec<T> = |h| { h.call(m::TO_VEC, |_| Ok(())) }
 }
 
 impl Client {

@@ -6,7 +6,7 @@ use std::sync::{Condvar, Mutex};
 use std::time::Duration;
 
 use crate::builtins::{
-    builtin_object, create, no_such_method, plain_proxy, take_deadline, Builtin,
+    builtin_object, create, no_such_method, plain_proxy, proxy_methods, take_deadline, Builtin,
 };
 use crate::client::Client;
 use crate::context::Context;
@@ -243,51 +243,53 @@ impl std::fmt::Debug for LockGuard<'_> {
     }
 }
 
+/// The methods both lock proxies have.
 macro_rules! lock_proxy_methods {
-    () => {
-        /// Acquires the lock, waiting as long as it takes (Python: `lock.acquire()`).
-        ///
-        /// # Errors
-        /// Connection errors.
-        pub fn acquire(&self) -> Result<()> {
-            self.handle.call(m::ACQUIRE, |_| Ok(()))
+    ($proxy:ident) => {
+        proxy_methods! {
+            impl[] $proxy;
+
+            /// Acquires the lock, waiting as long as it takes (Python: `lock.acquire()`).
+            ///
+            /// # Errors
+            /// Connection errors.
+            pub fn acquire(&self) -> () = |h| { h.call(m::ACQUIRE, |_| Ok(())) }
+
+            /// Acquires the lock if it is free now (Python: `lock.acquire(blocking=False)`).
+            ///
+            /// # Errors
+            /// Connection errors.
+            pub fn try_acquire(&self) -> bool = |h| { h.call(m::TRY_ACQUIRE, |_| Ok(())) }
+
+            /// Acquires the lock, waiting at most `timeout` (Python: `lock.acquire(timeout=t)`).
+            ///
+            /// # Errors
+            /// Connection errors.
+            pub fn acquire_timeout(&self, timeout: Duration) -> bool = |h| {
+                h.call(m::ACQUIRE_TIMEOUT, |a| a.put(&timeout))
+            }
+
+            /// Releases the lock (Python: `lock.release()`).
+            ///
+            /// # Errors
+            /// `Error::NotHeld` if it is not held (by this client thread, for an RLock).
+            pub fn release(&self) -> () = |h| { h.call(m::RELEASE, |_| Ok(())) }
         }
 
-        /// Acquires the lock if it is free now (Python: `lock.acquire(blocking=False)`).
-        ///
-        /// # Errors
-        /// Connection errors.
-        pub fn try_acquire(&self) -> Result<bool> {
-            self.handle.call(m::TRY_ACQUIRE, |_| Ok(()))
-        }
-
-        /// Acquires the lock, waiting at most `timeout` (Python: `lock.acquire(timeout=t)`).
-        ///
-        /// # Errors
-        /// Connection errors.
-        pub fn acquire_timeout(&self, timeout: Duration) -> Result<bool> {
-            self.handle.call(m::ACQUIRE_TIMEOUT, |a| a.put(&timeout))
-        }
-
-        /// Releases the lock (Python: `lock.release()`).
-        ///
-        /// # Errors
-        /// `Error::NotHeld` if it is not held (by this client thread, for an RLock).
-        pub fn release(&self) -> Result<()> {
-            self.handle.call(m::RELEASE, |_| Ok(()))
-        }
-
-        /// Acquires the lock and returns a guard that releases it when
-        /// dropped (Python: `with lock:`).
-        ///
-        /// # Errors
-        /// Connection errors.
-        pub fn lock(&self) -> Result<LockGuard<'_>> {
-            self.acquire()?;
-            Ok(LockGuard {
-                handle: &self.handle,
-                _not_send: std::marker::PhantomData,
-            })
+        impl $proxy {
+            /// Acquires the lock and returns a guard that releases it when
+            /// dropped (Python: `with lock:`). No deferred form: the guard
+            /// is for the thread that waited.
+            ///
+            /// # Errors
+            /// Connection errors.
+            pub fn lock(&self) -> Result<LockGuard<'_>> {
+                self.acquire()?;
+                Ok(LockGuard {
+                    handle: &self.handle,
+                    _not_send: std::marker::PhantomData,
+                })
+            }
         }
     };
 }
@@ -319,9 +321,7 @@ pub struct LockProxy {
 
 plain_proxy!(LockProxy, LockObject);
 
-impl LockProxy {
-    lock_proxy_methods!();
-}
+lock_proxy_methods!(LockProxy);
 
 /// Proxy to a reentrant lock (Python's `threading.RLock` through a manager),
 /// from [`Client::rlock`]: the owning client thread may acquire it again, and
@@ -345,9 +345,7 @@ pub struct RLockProxy {
 
 plain_proxy!(RLockProxy, RLockObject);
 
-impl RLockProxy {
-    lock_proxy_methods!();
-}
+lock_proxy_methods!(RLockProxy);
 
 impl Client {
     /// A new lock (Python: `manager.Lock()`).

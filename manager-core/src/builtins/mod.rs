@@ -29,7 +29,7 @@ use serde::Deserialize;
 
 use crate::address::Address;
 use crate::caps::{capturing, note, Cap};
-use crate::client::Client;
+use crate::client::{Client, Pending};
 use crate::context::Context;
 use crate::error::{Error, Result};
 use crate::proxy::Handle;
@@ -47,6 +47,8 @@ pub use namespace::NamespaceProxy;
 pub use queue::{JoinableQueueProxy, QueueProxy};
 pub use semaphore::SemaphoreProxy;
 pub use value::{FetchAdd, ValueProxy};
+
+// `Deferred` is defined below, beside `proxy_methods!`.
 
 /// Encoded bytes, travelling length-prefixed.
 pub(crate) type ElemBuf = serde_bytes::ByteBuf;
@@ -310,6 +312,145 @@ macro_rules! builtin_proxy {
     };
 }
 pub(crate) use builtin_proxy;
+
+/// Pipelined calls to a built-in object: the methods of proxy `P`, each
+/// sending its call without waiting and returning a [`Pending`] for the
+/// reply. From the proxy's `deferred()`.
+///
+/// Calls sent from one thread run in the manager in the order sent, so many
+/// deferred calls cost about one round trip; replies may be taken in any
+/// order. A call that blocks in the manager (a queue's `get`, a lock's
+/// `acquire`) holds up the calls sent after it on the same thread, as a
+/// plain call would.
+///
+/// ```
+/// # fn main() -> manager::Result<()> {
+/// let mgr = manager::Manager::builder().spawn_thread()?;
+/// let scores = mgr.dict::<String, u32>()?;
+/// let sent: Vec<_> = (0..100)
+///     .map(|i| scores.deferred().insert(format!("p{i}"), i))
+///     .collect::<manager::Result<_>>()?;
+/// let len = scores.deferred().len()?;
+/// for p in sent {
+///     assert_eq!(p.wait()?, None); // each key was new
+/// }
+/// assert_eq!(len.wait()?, 100);
+/// # Ok(()) }
+/// ```
+pub struct Deferred<'a, P> {
+    proxy: &'a P,
+}
+
+impl<P> Clone for Deferred<'_, P> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+
+impl<P> Copy for Deferred<'_, P> {}
+
+impl<P: std::fmt::Debug> std::fmt::Debug for Deferred<'_, P> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_tuple("Deferred").field(self.proxy).finish()
+    }
+}
+
+/// How a built-in proxy method sends its call: [`Now`] waits for the reply,
+/// [`Later`] returns a [`Pending`]. [`proxy_methods!`] writes each method's
+/// body once and runs it with either.
+pub(crate) struct Now<'a>(pub(crate) &'a Handle);
+
+/// See [`Now`].
+pub(crate) struct Later<'a>(pub(crate) &'a Handle);
+
+impl Now<'_> {
+    #[inline]
+    pub(crate) fn call<R: DeserializeOwned>(
+        &self,
+        method: u32,
+        args: impl FnOnce(&mut Encoder<'_>) -> Result<()>,
+    ) -> Result<R> {
+        self.0.call(method, args)
+    }
+
+    /// Encodes an element for this object's manager.
+    pub(crate) fn elem<T: Serialize + ?Sized>(&self, value: &T) -> Result<Elem> {
+        Elem::for_handle(self.0, value)
+    }
+}
+
+impl Later<'_> {
+    #[inline]
+    pub(crate) fn call<R: DeserializeOwned>(
+        &self,
+        method: u32,
+        args: impl FnOnce(&mut Encoder<'_>) -> Result<()>,
+    ) -> Result<Pending<R>> {
+        self.0.call_deferred(method, args)
+    }
+
+    /// Encodes an element for this object's manager.
+    pub(crate) fn elem<T: Serialize + ?Sized>(&self, value: &T) -> Result<Elem> {
+        Elem::for_handle(self.0, value)
+    }
+}
+
+/// Defines a built-in proxy's methods once for both ways of calling: on the
+/// proxy, waiting for the reply, and on its [`Deferred`] view, returning a
+/// [`Pending`]. Each body is written against `|h|`, which is a [`Now`] in
+/// the first and a [`Later`] in the second; it must end in `h.call(..)`.
+/// Method generics go in brackets: `pub fn get[T: Bound](&self) -> T`.
+macro_rules! proxy_methods {
+    (impl[$($g:tt)*] $proxy:ident $(<$($pg:ident),*>)?; $($rest:tt)*) => {
+        impl<$($g)*> $proxy $(<$($pg),*>)? {
+            /// A view of this proxy whose methods send their calls without
+            /// waiting for the replies: `proxy.deferred().method(..)?` returns
+            /// a [`Pending`](crate::Pending), and
+            /// [`wait`](crate::Pending::wait) takes the reply.
+            pub fn deferred(&self) -> crate::builtins::Deferred<'_, Self> {
+                crate::builtins::Deferred { proxy: self }
+            }
+        }
+        crate::builtins::proxy_methods!(more impl[$($g)*] $proxy $(<$($pg),*>)?; $($rest)*);
+    };
+    // Methods with bounds of their own, beside a `proxy_methods!` above.
+    (
+        more impl[$($g:tt)*] $proxy:ident $(<$($pg:ident),*>)?;
+        $(
+            $(#[$meta:meta])*
+            pub fn $name:ident $([$($mg:tt)*])? (&self $(, $arg:ident : $ty:ty)* $(,)?) -> $ret:ty
+                = |$h:ident| $body:block
+        )*
+    ) => {
+        impl<$($g)*> $proxy $(<$($pg),*>)? {
+            $(
+                $(#[$meta])*
+                pub fn $name $(<$($mg)*>)? (&self $(, $arg: $ty)*) -> crate::error::Result<$ret> {
+                    let $h = crate::builtins::Now(&self.handle);
+                    $body
+                }
+            )*
+        }
+
+        impl<$($g)*> crate::builtins::Deferred<'_, $proxy $(<$($pg),*>)?> {
+            $(
+                #[doc = concat!("Sends [`", stringify!($name), "`](", stringify!($proxy),
+                    "::", stringify!($name), ") without waiting for its reply.")]
+                ///
+                /// # Errors
+                /// Connection errors, and the argument's encoding errors;
+                /// the call's own errors come from [`Pending::wait`](crate::Pending::wait).
+                pub fn $name $(<$($mg)*>)? (&self $(, $arg: $ty)*)
+                    -> crate::error::Result<crate::client::Pending<$ret>>
+                {
+                    let $h = crate::builtins::Later(&self.proxy.handle);
+                    $body
+                }
+            )*
+        }
+    };
+}
+pub(crate) use proxy_methods;
 
 // Helpers the built-in types share.
 

@@ -12,7 +12,8 @@ use serde::de::DeserializeOwned;
 use serde::{ser, Serialize};
 
 use crate::builtins::{
-    builtin_object, create, no_such_method, plain_proxy, read, write, Builtin, Elem, Stored,
+    builtin_object, create, no_such_method, plain_proxy, proxy_methods, read, write, Builtin, Elem,
+    Stored,
 };
 use crate::caps::capturing;
 use crate::client::Client;
@@ -137,13 +138,43 @@ pub struct NamespaceProxy {
 
 plain_proxy!(NamespaceProxy, NamespaceObject);
 
+proxy_methods! {
+    impl[] NamespaceProxy;
+
+    /// Sets the value named `name`, of any type (Python: `ns.name = x`).
+    ///
+    /// # Errors
+    /// Connection errors.
+    pub fn set[T: Serialize](&self, name: &str, value: T) -> () = |h| {
+        let shape = shape(&value)?;
+        let e = h.elem(&value)?;
+        h.call(m::SET, |a| {
+            a.put(name)?;
+            a.put(&shape)?;
+            a.put(&e)
+        })
+    }
+
+    /// Removes `name`; whether it was there (Python: `del ns.name`).
+    ///
+    /// # Errors
+    /// Connection errors.
+    pub fn remove(&self, name: &str) -> bool = |h| { h.call(m::REMOVE, |a| a.put(name)) }
+
+    /// The names, in the order they were first set (Python: `vars(ns).keys()`).
+    ///
+    /// # Errors
+    /// Connection errors.
+    pub fn names(&self) -> Vec<String> = |h| { h.call(m::NAMES, |_| Ok(())) }
+}
+
 impl NamespaceProxy {
     /// The value named `name`, `None` if there is none (Python: `ns.name`,
     /// or `getattr(ns, name, None)`).
     ///
     /// # Errors
     /// `Error::Protocol` if the value was set as another type than `T`;
-    /// connection errors.
+    /// connection errors. (No deferred form: the type check runs on the reply.)
     pub fn get<T: Serialize + DeserializeOwned>(&self, name: &str) -> Result<Option<T>> {
         let got: Option<(u64, T)> = self.handle.call(m::GET, |a| a.put(name))?;
         let Some((stored, value)) = got else {
@@ -156,36 +187,6 @@ impl NamespaceProxy {
             )));
         }
         Ok(Some(value))
-    }
-
-    /// Sets the value named `name`, of any type (Python: `ns.name = x`).
-    ///
-    /// # Errors
-    /// Connection errors.
-    pub fn set<T: Serialize>(&self, name: &str, value: T) -> Result<()> {
-        let shape = shape(&value)?;
-        let e = Elem::for_handle(&self.handle, &value)?;
-        self.handle.call(m::SET, |a| {
-            a.put(name)?;
-            a.put(&shape)?;
-            a.put(&e)
-        })
-    }
-
-    /// Removes `name`; whether it was there (Python: `del ns.name`).
-    ///
-    /// # Errors
-    /// Connection errors.
-    pub fn remove(&self, name: &str) -> Result<bool> {
-        self.handle.call(m::REMOVE, |a| a.put(name))
-    }
-
-    /// The names, in the order they were first set (Python: `vars(ns).keys()`).
-    ///
-    /// # Errors
-    /// Connection errors.
-    pub fn names(&self) -> Result<Vec<String>> {
-        self.handle.call(m::NAMES, |_| Ok(()))
     }
 }
 

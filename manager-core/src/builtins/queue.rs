@@ -10,8 +10,8 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use crate::builtins::{
-    builtin_object, builtin_proxy, create, no_such_method, take_deadline, take_usize, write_option,
-    Builtin, Elem, Stored,
+    builtin_object, builtin_proxy, create, no_such_method, proxy_methods, take_deadline,
+    take_usize, write_option, Builtin, Elem, Stored,
 };
 use crate::client::Client;
 use crate::context::Context;
@@ -301,88 +301,78 @@ impl JoinableQueueObject {
 
 /// The methods both queue proxies have.
 macro_rules! queue_methods {
-    () => {
-        fn elem(&self, value: &T) -> Result<Elem> {
-            Elem::for_handle(&self.handle, value)
-        }
+    ($proxy:ident) => {
+        proxy_methods! {
+            impl[T: Serialize + DeserializeOwned] $proxy<T>;
 
-        /// Puts `item`, waiting while the queue is full (Python: `q.put(x)`).
-        ///
-        /// # Errors
-        /// Connection errors.
-        pub fn put(&self, item: T) -> Result<()> {
-            let e = self.elem(&item)?;
-            self.handle.call(m::PUT, |a| a.put(&e))
-        }
+            /// Puts `item`, waiting while the queue is full (Python: `q.put(x)`).
+            ///
+            /// # Errors
+            /// Connection errors.
+            pub fn put(&self, item: T) -> () = |h| {
+                let e = h.elem(&item)?;
+                h.call(m::PUT, |a| a.put(&e))
+            }
 
-        /// Puts `item`, waiting at most `timeout` for room; `false` (and the
-        /// item dropped) if there was none (Python: `q.put(x, timeout=t)`).
-        ///
-        /// # Errors
-        /// Connection errors.
-        pub fn put_timeout(&self, item: T, timeout: Duration) -> Result<bool> {
-            let e = self.elem(&item)?;
-            self.handle.call(m::PUT_TIMEOUT, |a| {
-                a.put(&e)?;
-                a.put(&timeout)
-            })
-        }
+            /// Puts `item`, waiting at most `timeout` for room; `false` (and the
+            /// item dropped) if there was none (Python: `q.put(x, timeout=t)`).
+            ///
+            /// # Errors
+            /// Connection errors.
+            pub fn put_timeout(&self, item: T, timeout: Duration) -> bool = |h| {
+                let e = h.elem(&item)?;
+                h.call(m::PUT_TIMEOUT, |a| {
+                    a.put(&e)?;
+                    a.put(&timeout)
+                })
+            }
 
-        /// Puts `item` if there is room now (Python: `q.put_nowait(x)`).
-        ///
-        /// # Errors
-        /// Connection errors.
-        pub fn try_put(&self, item: T) -> Result<bool> {
-            let e = self.elem(&item)?;
-            self.handle.call(m::TRY_PUT, |a| a.put(&e))
-        }
+            /// Puts `item` if there is room now (Python: `q.put_nowait(x)`).
+            ///
+            /// # Errors
+            /// Connection errors.
+            pub fn try_put(&self, item: T) -> bool = |h| {
+                let e = h.elem(&item)?;
+                h.call(m::TRY_PUT, |a| a.put(&e))
+            }
 
-        /// Takes the oldest item, waiting for one (Python: `q.get()`).
-        ///
-        /// # Errors
-        /// Connection errors.
-        pub fn get(&self) -> Result<T> {
-            self.handle.call(m::GET, |_| Ok(()))
-        }
+            /// Takes the oldest item, waiting for one (Python: `q.get()`).
+            ///
+            /// # Errors
+            /// Connection errors.
+            pub fn get(&self) -> T = |h| { h.call(m::GET, |_| Ok(())) }
 
-        /// Takes the oldest item, waiting at most `timeout` (Python: `q.get(timeout=t)`).
-        ///
-        /// # Errors
-        /// Connection errors.
-        pub fn get_timeout(&self, timeout: Duration) -> Result<Option<T>> {
-            self.handle.call(m::GET_TIMEOUT, |a| a.put(&timeout))
-        }
+            /// Takes the oldest item, waiting at most `timeout` (Python: `q.get(timeout=t)`).
+            ///
+            /// # Errors
+            /// Connection errors.
+            pub fn get_timeout(&self, timeout: Duration) -> Option<T> = |h| {
+                h.call(m::GET_TIMEOUT, |a| a.put(&timeout))
+            }
 
-        /// Takes the oldest item if there is one now (Python: `q.get_nowait()`).
-        ///
-        /// # Errors
-        /// Connection errors.
-        pub fn try_get(&self) -> Result<Option<T>> {
-            self.handle.call(m::TRY_GET, |_| Ok(()))
-        }
+            /// Takes the oldest item if there is one now (Python: `q.get_nowait()`).
+            ///
+            /// # Errors
+            /// Connection errors.
+            pub fn try_get(&self) -> Option<T> = |h| { h.call(m::TRY_GET, |_| Ok(())) }
 
-        /// The number of items (Python: `q.qsize()`).
-        ///
-        /// # Errors
-        /// Connection errors.
-        pub fn len(&self) -> Result<usize> {
-            self.handle.call(m::LEN, |_| Ok(()))
-        }
+            /// The number of items (Python: `q.qsize()`).
+            ///
+            /// # Errors
+            /// Connection errors.
+            pub fn len(&self) -> usize = |h| { h.call(m::LEN, |_| Ok(())) }
 
-        /// Whether the queue is empty (Python: `q.empty()`).
-        ///
-        /// # Errors
-        /// Connection errors.
-        pub fn is_empty(&self) -> Result<bool> {
-            self.handle.call(m::IS_EMPTY, |_| Ok(()))
-        }
+            /// Whether the queue is empty (Python: `q.empty()`).
+            ///
+            /// # Errors
+            /// Connection errors.
+            pub fn is_empty(&self) -> bool = |h| { h.call(m::IS_EMPTY, |_| Ok(())) }
 
-        /// Whether a bounded queue is full (Python: `q.full()`).
-        ///
-        /// # Errors
-        /// Connection errors.
-        pub fn is_full(&self) -> Result<bool> {
-            self.handle.call(m::IS_FULL, |_| Ok(()))
+            /// Whether a bounded queue is full (Python: `q.full()`).
+            ///
+            /// # Errors
+            /// Connection errors.
+            pub fn is_full(&self) -> bool = |h| { h.call(m::IS_FULL, |_| Ok(())) }
         }
     };
 }
@@ -411,9 +401,7 @@ pub struct QueueProxy<T> {
 
 builtin_proxy!(QueueProxy<T>, QueueObject);
 
-impl<T: Serialize + DeserializeOwned> QueueProxy<T> {
-    queue_methods!();
-}
+queue_methods!(QueueProxy);
 
 /// Proxy to a joinable queue (Python's `multiprocessing.JoinableQueue`),
 /// from [`Client::joinable_queue`]: a queue whose consumers mark each item
@@ -437,24 +425,22 @@ pub struct JoinableQueueProxy<T> {
 
 builtin_proxy!(JoinableQueueProxy<T>, JoinableQueueObject);
 
-impl<T: Serialize + DeserializeOwned> JoinableQueueProxy<T> {
-    queue_methods!();
+queue_methods!(JoinableQueueProxy);
+
+proxy_methods! {
+    more impl[T: Serialize + DeserializeOwned] JoinableQueueProxy<T>;
 
     /// Marks one item taken with `get` as done (Python: `q.task_done()`).
     ///
     /// # Errors
     /// `Error::TaskDoneTooOften` if called more times than items were put.
-    pub fn task_done(&self) -> Result<()> {
-        self.handle.call(m::TASK_DONE, |_| Ok(()))
-    }
+    pub fn task_done(&self) -> () = |h| { h.call(m::TASK_DONE, |_| Ok(())) }
 
     /// Waits until every item put has been marked done (Python: `q.join()`).
     ///
     /// # Errors
     /// Connection errors.
-    pub fn join(&self) -> Result<()> {
-        self.handle.call(m::JOIN, |_| Ok(()))
-    }
+    pub fn join(&self) -> () = |h| { h.call(m::JOIN, |_| Ok(())) }
 }
 
 impl Client {

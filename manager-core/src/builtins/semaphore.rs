@@ -7,7 +7,8 @@ use std::sync::{Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 use crate::builtins::{
-    builtin_object, create, no_such_method, plain_proxy, take_deadline, take_usize, Builtin,
+    builtin_object, create, no_such_method, plain_proxy, proxy_methods, take_deadline, take_usize,
+    Builtin,
 };
 use crate::client::Client;
 use crate::context::Context;
@@ -180,38 +181,32 @@ pub struct SemaphoreProxy {
 
 plain_proxy!(SemaphoreProxy, SemaphoreObject);
 
-impl SemaphoreProxy {
+proxy_methods! {
+    impl[] SemaphoreProxy;
+
     /// Takes a permit, waiting for one (Python: `sem.acquire()`).
     ///
     /// # Errors
     /// Connection errors.
-    pub fn acquire(&self) -> Result<()> {
-        self.handle.call(m::ACQUIRE, |_| Ok(()))
-    }
+    pub fn acquire(&self) -> () = |h| { h.call(m::ACQUIRE, |_| Ok(())) }
 
     /// Takes a permit if one is free now (Python: `sem.acquire(blocking=False)`).
     ///
     /// # Errors
     /// Connection errors.
-    pub fn try_acquire(&self) -> Result<bool> {
-        self.handle.call(m::TRY_ACQUIRE, |_| Ok(()))
-    }
+    pub fn try_acquire(&self) -> bool = |h| { h.call(m::TRY_ACQUIRE, |_| Ok(())) }
 
     /// Takes a permit, waiting at most `timeout` (Python: `sem.acquire(timeout=t)`).
     ///
     /// # Errors
     /// Connection errors.
-    pub fn acquire_timeout(&self, timeout: Duration) -> Result<bool> {
-        self.handle.call(m::ACQUIRE_TIMEOUT, |a| a.put(&timeout))
-    }
+    pub fn acquire_timeout(&self, timeout: Duration) -> bool = |h| { h.call(m::ACQUIRE_TIMEOUT, |a| a.put(&timeout)) }
 
     /// Gives a permit back (Python: `sem.release()`).
     ///
     /// # Errors
     /// `Error::NotHeld` for a bounded semaphore already at its initial value.
-    pub fn release(&self) -> Result<()> {
-        self.handle.call(m::RELEASE, |_| Ok(()))
-    }
+    pub fn release(&self) -> () = |h| { h.call(m::RELEASE, |_| Ok(())) }
 }
 
 impl Client {

@@ -8,7 +8,8 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use crate::builtins::{
-    builtin_proxy, create, decode, method_name, no_such_method, Builtin, Elem, ElemBuf, Stored,
+    builtin_proxy, create, decode, method_name, no_such_method, proxy_methods, Builtin, Elem,
+    ElemBuf, Stored,
 };
 use crate::client::Client;
 use crate::context::Context;
@@ -174,31 +175,31 @@ pub struct ValueProxy<T> {
 
 builtin_proxy!(ValueProxy<T>, ValueObject);
 
-impl<T: Serialize + DeserializeOwned> ValueProxy<T> {
+proxy_methods! {
+    impl[T: Serialize + DeserializeOwned] ValueProxy<T>;
+
     /// The value (Python: `value.value`).
     ///
     /// # Errors
     /// Connection errors; `Error::Protocol` if the value is not a `T`.
-    pub fn get(&self) -> Result<T> {
-        self.handle.call(m::GET, |_| Ok(()))
-    }
+    pub fn get(&self) -> T = |h| { h.call(m::GET, |_| Ok(())) }
 
     /// Replaces the value (Python: `value.value = x`).
     ///
     /// # Errors
     /// Connection errors.
-    pub fn set(&self, value: T) -> Result<()> {
-        let e = Elem::for_handle(&self.handle, &value)?;
-        self.handle.call(m::SET, |a| a.put(&e))
+    pub fn set(&self, value: T) -> () = |h| {
+        let e = h.elem(&value)?;
+        h.call(m::SET, |a| a.put(&e))
     }
 
     /// Replaces the value and returns the previous one.
     ///
     /// # Errors
     /// Connection errors.
-    pub fn swap(&self, value: T) -> Result<T> {
-        let e = Elem::for_handle(&self.handle, &value)?;
-        self.handle.call(m::SWAP, |a| a.put(&e))
+    pub fn swap(&self, value: T) -> T = |h| {
+        let e = h.elem(&value)?;
+        h.call(m::SWAP, |a| a.put(&e))
     }
 
     /// Stores `new` if the value is `current`: `Ok(previous)` on success,
@@ -206,26 +207,28 @@ impl<T: Serialize + DeserializeOwned> ValueProxy<T> {
     ///
     /// # Errors
     /// Connection errors.
-    pub fn compare_exchange(&self, current: T, new: T) -> Result<std::result::Result<T, T>> {
-        let c = Elem::for_handle(&self.handle, &current)?;
-        let n = Elem::for_handle(&self.handle, &new)?;
-        self.handle.call(m::COMPARE_EXCHANGE, |a| {
+    pub fn compare_exchange(&self, current: T, new: T) -> std::result::Result<T, T> = |h| {
+        let c = h.elem(&current)?;
+        let n = h.elem(&new)?;
+        h.call(m::COMPARE_EXCHANGE, |a| {
             a.put(&c)?;
             a.put(&n)
         })
     }
 }
 
-impl<T: Serialize + DeserializeOwned + FetchAdd> ValueProxy<T> {
+proxy_methods! {
+    more impl[T: Serialize + DeserializeOwned + FetchAdd] ValueProxy<T>;
+
     /// Adds `delta` (wrapping) and returns the previous value.
     ///
     /// # Errors
     /// Connection errors; `Error::Protocol` if the stored value is not a `T`.
-    pub fn fetch_add(&self, delta: T) -> Result<T> {
+    pub fn fetch_add(&self, delta: T) -> T = |h| {
         // An integer's encoding fits on the stack: no allocation per call.
         let mut tmp = [0u8; 24];
         let d = postcard::to_slice(&delta, &mut tmp)?;
-        self.handle.call(m::FETCH_ADD, |a| {
+        h.call(m::FETCH_ADD, |a| {
             a.put(&T::KIND)?;
             a.put(serde_bytes::Bytes::new(d))
         })
