@@ -276,3 +276,41 @@ fn containers_need_no_registration_and_show_in_stats() {
         assert_eq!(mgr.stats().unwrap().objects, base.objects);
     });
 }
+
+#[test]
+fn dict_entries_of_every_size_round_trip() {
+    // Short entries live inline in the manager and longer ones apart: the
+    // sizes around that boundary, mixed in one dict, replaced and removed.
+    bounded(|| {
+        let mgr = Manager::builder().spawn_thread().unwrap();
+        let d = mgr.dict::<String, String>().unwrap();
+        let pair = |k: usize, v: usize| ("k".repeat(k), "v".repeat(v));
+        let sizes: Vec<(usize, usize)> =
+            (0..28).flat_map(|k| (0..28).map(move |v| (k, v))).collect();
+        for &(k, v) in &sizes {
+            let (key, value) = pair(k, v);
+            // The same key with every value length: the last one stays.
+            d.insert(key, value).unwrap();
+        }
+        assert_eq!(d.len().unwrap(), 28);
+        for k in 0..28 {
+            let (key, value) = pair(k, 27);
+            assert_eq!(d.get(&key).unwrap(), Some(value));
+            // Replacing a long value with a short one and back.
+            assert_eq!(
+                d.insert(key.clone(), String::new()).unwrap(),
+                Some("v".repeat(27))
+            );
+            assert_eq!(
+                d.insert(key.clone(), "v".repeat(k)).unwrap(),
+                Some(String::new())
+            );
+        }
+        for k in (0..28).step_by(2) {
+            assert_eq!(d.remove(&"k".repeat(k)).unwrap(), Some("v".repeat(k)));
+        }
+        let items = d.items().unwrap();
+        let expected: Vec<_> = (1..28).step_by(2).map(|k| pair(k, k)).collect();
+        assert_eq!(items, expected, "insertion order survives removals");
+    });
+}

@@ -5,13 +5,13 @@ use std::hash::{Hash, Hasher};
 use std::marker::PhantomData;
 use std::sync::RwLock;
 
-use indexmap::IndexMap;
+use indexmap::IndexSet;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use crate::builtins::{
-    builtin_object, builtin_proxy, create, no_such_method, proxy_methods, read, write,
-    write_option, write_seq, Builtin, Elem, ElemBuf, Stored,
+    builtin_object, builtin_proxy, create, no_such_method, proxy_methods, read, write, Builtin,
+    Elem, ElemBuf, Stored,
 };
 use crate::caps::capturing;
 use crate::client::Client;
@@ -20,31 +20,105 @@ use crate::error::Result;
 use crate::proxy::Handle;
 use crate::wire::codec::{to_vec, Decoder, Encoder};
 
-/// A key, compared and hashed by its encoding: equal values encode equally.
-struct Key(Stored);
+/// A key and its value, compared and hashed by the key's encoding (equal
+/// values encode equally).
+///
+/// A dict of many small entries is the common case, so a short pair that
+/// embeds no proxy lives inline, in the set's own table: 24 bytes and no
+/// allocation. Any other pair takes one allocation.
+enum Entry {
+    Inline {
+        key_len: u8,
+        len: u8,
+        bytes: [u8; INLINE],
+    },
+    Boxed(Box<(Stored, Stored)>),
+}
 
-impl Hash for Key {
+/// The most bytes of key and value together that an entry keeps inline.
+const INLINE: usize = 21;
+
+const _: () = assert!(std::mem::size_of::<Entry>() == 24);
+
+impl Entry {
+    fn new(ctx: &Context, key: Elem, value: Elem) -> Entry {
+        let len = key.bytes().len() + value.bytes().len();
+        if len <= INLINE && !key.embeds_proxies() && !value.embeds_proxies() {
+            let mut bytes = [0; INLINE];
+            bytes[..key.bytes().len()].copy_from_slice(key.bytes());
+            bytes[key.bytes().len()..len].copy_from_slice(value.bytes());
+            // Both lengths are at most INLINE, which fits in a u8.
+            return Entry::Inline {
+                key_len: key.bytes().len() as u8,
+                len: len as u8,
+                bytes,
+            };
+        }
+        Entry::Boxed(Box::new((Stored::keep(ctx, key), Stored::keep(ctx, value))))
+    }
+
+    fn key(&self) -> &[u8] {
+        match self {
+            Entry::Inline { key_len, bytes, .. } => &bytes[..usize::from(*key_len)],
+            Entry::Boxed(b) => b.0.bytes(),
+        }
+    }
+
+    /// Writes the key as (part of) a result; see [`Stored::write`].
+    fn write_key(&self, out: &mut Encoder<'_>) {
+        match self {
+            Entry::Inline { .. } => out.put_raw(self.key()),
+            Entry::Boxed(b) => b.0.write(out),
+        }
+    }
+
+    /// Writes the value as (part of) a result; see [`Stored::write`].
+    fn write_value(&self, out: &mut Encoder<'_>) {
+        match self {
+            Entry::Inline {
+                key_len,
+                len,
+                bytes,
+            } => out.put_raw(&bytes[usize::from(*key_len)..usize::from(*len)]),
+            Entry::Boxed(b) => b.1.write(out),
+        }
+    }
+}
+
+/// `Some(value)` or `None`, as `write_option` writes it.
+fn write_value_option(out: &mut Encoder<'_>, entry: Option<&Entry>) {
+    match entry {
+        None => out.put_raw(&[0]),
+        Some(e) => {
+            out.put_raw(&[1]);
+            e.write_value(out);
+        }
+    }
+}
+
+impl Hash for Entry {
     fn hash<H: Hasher>(&self, state: &mut H) {
-        self.0.bytes().hash(state);
+        self.key().hash(state);
     }
 }
 
-impl PartialEq for Key {
-    fn eq(&self, other: &Key) -> bool {
-        self.0.bytes() == other.0.bytes()
+impl PartialEq for Entry {
+    fn eq(&self, other: &Entry) -> bool {
+        self.key() == other.key()
     }
 }
 
-impl Eq for Key {}
+impl Eq for Entry {}
 
-impl Borrow<[u8]> for Key {
+/// Lookups by a key's encoding.
+impl Borrow<[u8]> for Entry {
     fn borrow(&self) -> &[u8] {
-        self.0.bytes()
+        self.key()
     }
 }
 
 pub(crate) struct DictObject {
-    map: RwLock<IndexMap<Key, Stored>>,
+    map: RwLock<IndexSet<Entry>>,
 }
 
 mod m {
@@ -79,7 +153,7 @@ impl Builtin for DictObject {
 
     fn construct(_ctx: &Context, _args: &mut Decoder<'_>) -> Result<Self> {
         Ok(DictObject {
-            map: RwLock::new(IndexMap::new()),
+            map: RwLock::new(IndexSet::new()),
         })
     }
 }
@@ -100,29 +174,30 @@ impl DictObject {
                 let k: Elem = args.take()?;
                 let v: Elem = args.take()?;
                 args.finish()?;
-                let (k, v) = (Stored::keep(ctx, k), Stored::keep(ctx, v));
-                // Python keeps the first key object and its position.
-                let old = write(map).insert(Key(k), v);
-                write_option(out, old.as_ref());
+                let entry = Entry::new(ctx, k, v);
+                // The position stays the first insertion's, as in Python.
+                // The key is replaced too, by one that encodes the same.
+                let (_, old) = write(map).replace_full(entry);
+                write_value_option(out, old.as_ref());
                 Ok(())
             }
             m::GET => {
                 let k: ElemBuf = args.take()?;
                 args.finish()?;
-                write_option(out, read(map).get(&k[..]));
+                write_value_option(out, read(map).get(&k[..]));
                 Ok(())
             }
             m::REMOVE => {
                 let k: ElemBuf = args.take()?;
                 args.finish()?;
-                let old = write(map).shift_remove(&k[..]);
-                write_option(out, old.as_ref());
+                let old = write(map).shift_take(&k[..]);
+                write_value_option(out, old.as_ref());
                 Ok(())
             }
             m::CONTAINS_KEY => {
                 let k: ElemBuf = args.take()?;
                 args.finish()?;
-                out.put(&read(map).contains_key(&k[..]))
+                out.put(&read(map).contains(&k[..]))
             }
             m::LEN => {
                 args.finish()?;
@@ -134,19 +209,25 @@ impl DictObject {
             }
             m::KEYS => {
                 args.finish()?;
-                write_seq(out, read(map).keys().map(|k| &k.0))
+                let map = read(map);
+                out.put(&map.len())?;
+                map.iter().for_each(|e| e.write_key(out));
+                Ok(())
             }
             m::VALUES => {
                 args.finish()?;
-                write_seq(out, read(map).values())
+                let map = read(map);
+                out.put(&map.len())?;
+                map.iter().for_each(|e| e.write_value(out));
+                Ok(())
             }
             m::ITEMS => {
                 args.finish()?;
                 let map = read(map);
                 out.put(&map.len())?;
-                for (k, v) in map.iter() {
-                    k.0.write(out);
-                    v.write(out);
+                for e in map.iter() {
+                    e.write_key(out);
+                    e.write_value(out);
                 }
                 Ok(())
             }
@@ -161,12 +242,12 @@ impl DictObject {
                 args.finish()?;
                 let kept: Vec<_> = pairs
                     .into_iter()
-                    .map(|(k, v)| (Key(Stored::keep(ctx, k)), Stored::keep(ctx, v)))
+                    .map(|(k, v)| Entry::new(ctx, k, v))
                     .collect();
                 let old: Vec<_> = {
                     let mut map = write(map);
                     kept.into_iter()
-                        .filter_map(|(k, v)| map.insert(k, v))
+                        .filter_map(|e| map.replace_full(e).1)
                         .collect()
                 };
                 drop(old);

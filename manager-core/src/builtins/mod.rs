@@ -74,6 +74,11 @@ impl Elem {
         &self.bytes
     }
 
+    /// Whether the value holds proxies, which its keeper must hold too.
+    pub(crate) fn embeds_proxies(&self) -> bool {
+        !self.caps.is_empty()
+    }
+
     /// Encodes `value` for the manager at `manager`, recording the proxies
     /// it embeds.
     pub(crate) fn encode<T: Serialize + ?Sized>(manager: &Address, value: &T) -> Result<Elem> {
