@@ -78,6 +78,19 @@ fn reply_error(s: &mut UnixStream) -> Option<String> {
     }
 }
 
+/// A frame whose body is `before`, `blob` and `after`, with its prefix
+/// saying that `blob` travels out of line at offset `at` of the body.
+fn blob_frame(before: &[u8], blob: &[u8], after: &[u8], at: u32) -> Vec<u8> {
+    let len = (before.len() + blob.len() + after.len()) as u32 | 1 << 31;
+    let mut f = len.to_le_bytes().to_vec();
+    f.extend_from_slice(&at.to_le_bytes());
+    f.extend_from_slice(&(blob.len() as u32).to_le_bytes());
+    f.extend_from_slice(before);
+    f.extend_from_slice(blob);
+    f.extend_from_slice(after);
+    f
+}
+
 fn threads_of_this_process() -> usize {
     std::fs::read_dir("/proc/self/task").unwrap().count()
 }
@@ -143,6 +156,47 @@ fn bad_frames_after_the_handshake_get_errors_and_the_manager_goes_on() {
             <= threads_before + 2),
         "connection threads did not exit"
     );
+}
+
+#[test]
+fn byte_strings_out_of_line_that_lie_are_refused_and_the_manager_goes_on() {
+    let key = b"hostile-blob-key";
+    let mgr = Manager::builder()
+        .auth_key(AuthKey::from_bytes(key))
+        .spawn_thread()
+        .unwrap();
+    let blob = vec![1u8; 100_000];
+    // A ping (control method 8) takes no argument: a byte string beside it
+    // is an error for that call, and the connection goes on.
+    let header = postcard::to_allocvec(&(0u8, 1u64, 0u64, 8u32)).unwrap();
+    let len_prefix = postcard::to_allocvec(&blob.len()).unwrap();
+    let mut before = header.clone();
+    before.extend_from_slice(&len_prefix);
+    let mut s = authenticated(&mgr, key);
+    s.write_all(&blob_frame(&before, &blob, &[], before.len() as u32))
+        .unwrap();
+    assert!(reply_error(&mut s)
+        .unwrap()
+        .contains("not where an argument takes one"));
+    s.write_all(&call(2, 0, 8, &[])).unwrap();
+    assert_eq!(reply_error(&mut s), None, "the connection still works");
+
+    // Inside the header, past the frame, empty, or announced and never
+    // sent: the connection is closed; nothing else is.
+    let cases = vec![
+        blob_frame(&before, &blob, &[], 1),
+        blob_frame(&before, &blob, &[], u32::MAX - 4),
+        blob_frame(&before, &[], &[], before.len() as u32),
+        blob_frame(&before, &blob, &[], before.len() as u32)[..5000].to_vec(),
+    ];
+    for bad in cases {
+        let mut s = authenticated(&mgr, key);
+        s.write_all(&bad).unwrap();
+        let _ = s.shutdown(std::net::Shutdown::Write);
+        let mut rest = Vec::new();
+        let _ = s.read_to_end(&mut rest);
+        served_promptly(&mgr);
+    }
 }
 
 #[test]

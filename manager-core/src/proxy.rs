@@ -198,6 +198,20 @@ impl Handle {
         self.client()?.call(self.inner.object, method, args)
     }
 
+    /// [`Handle::call`] for a call with a long byte-string argument `blob`,
+    /// which `args` encodes with [`Encoder::put_bytes`]: it is written to the
+    /// socket from `blob` itself instead of copied into the frame.
+    #[inline]
+    pub fn call_with_bytes<R: DeserializeOwned>(
+        &self,
+        method: u32,
+        blob: &[u8],
+        args: impl FnOnce(&mut Encoder<'_>) -> Result<()>,
+    ) -> Result<R> {
+        self.client()?
+            .call_with(self.inner.object, method, Some(blob), args)
+    }
+
     /// Sends a call without waiting for its result.
     #[inline]
     pub fn call_deferred<R: DeserializeOwned>(

@@ -1,7 +1,7 @@
 //! One authenticated connection and its call/reply bookkeeping.
 
 use std::collections::{HashMap, HashSet};
-use std::io::Write;
+use std::io::{IoSlice, Write};
 use std::time::Duration;
 
 use serde::de::DeserializeOwned;
@@ -13,7 +13,9 @@ use crate::client::Client;
 use crate::error::{Error, Result, WireError};
 use crate::transport::Socket;
 use crate::wire::codec::{from_slice, Encoder};
-use crate::wire::frame::{read_error, receive, send, FrameReader, FrameWriter, DEFAULT_MAX_FRAME};
+use crate::wire::frame::{
+    read_error, receive, send, FrameReader, FrameWriter, BESIDE_BLOB_MAX, DEFAULT_MAX_FRAME,
+};
 use crate::wire::message::{
     split_caps, Challenge, Hello, Proof, Request, Response, Welcome, MAGIC, PROTOCOL_VERSION,
 };
@@ -147,38 +149,89 @@ impl Link {
         deferred: bool,
         args: impl FnOnce(&mut Encoder<'_>) -> Result<()>,
     ) -> Result<u64> {
+        self.send_with(object, method, deferred, None, args)
+    }
+
+    /// [`Link::send`], where `args` may leave `blob`, one of the arguments'
+    /// byte strings, out of the frame buffer (see [`Encoder::put_bytes`]):
+    /// it is then written from where it is, around the rest of the frame.
+    pub(crate) fn send_with(
+        &mut self,
+        object: u64,
+        method: u32,
+        deferred: bool,
+        blob: Option<&[u8]>,
+        args: impl FnOnce(&mut Encoder<'_>) -> Result<()>,
+    ) -> Result<u64> {
         if let Some(why) = &self.broken {
             return Err(Error::ConnectionLost(why.clone()));
         }
         let seq = self.next_seq;
-        let (encoded, caps) = capturing(false, || args(&mut self.writer.begin()));
-        encoded?;
+        let writer = &mut self.writer;
+        let (encoded, caps) = capturing(false, || {
+            let mut e = writer.begin();
+            if let (Some(b), false) = (blob, deferred) {
+                e.allow_blob(b);
+            }
+            args(&mut e)?;
+            Ok::<_, Error>(e.blob())
+        });
+        let mark = encoded?;
         let own: Vec<u64> = caps
             .into_iter()
             .filter(|c| c.address == self.address)
             .map(|c| c.object)
             .collect();
-        if own.is_empty() {
-            let header = Request::Call {
-                seq,
-                object,
-                method,
-            };
-            self.writer.finish(&header, self.max_frame)?;
-        } else {
+        let mut caps_len = 0;
+        if !own.is_empty() {
             let mut p = self.writer.payload();
             let before = p.len();
             p.put(&own)?;
-            let caps_len = (p.len() - before) as u32;
-            let header = Request::CallCaps {
+            caps_len = (p.len() - before) as u32;
+        }
+        let blob = match (mark, blob) {
+            (Some(m), Some(b)) if m.is(b) => Some((m.at, b)),
+            (Some(_), _) => {
+                return Err(Error::protocol(
+                    "an argument left out of line is not the one the call names",
+                ))
+            }
+            (None, _) => None,
+        };
+        let blob = match blob {
+            Some((at, b)) if self.writer.payload_len() + MAX_BESIDE_SLACK > BESIDE_BLOB_MAX => {
+                // Too much else in the frame for the manager to hold beside
+                // the byte string: it goes inline after all.
+                self.writer.insert_at(at, b);
+                None
+            }
+            blob => blob,
+        };
+        let header = if caps_len == 0 {
+            Request::Call {
+                seq,
+                object,
+                method,
+            }
+        } else {
+            Request::CallCaps {
                 seq,
                 object,
                 method,
                 caps_len,
-            };
-            self.writer.finish(&header, self.max_frame)?;
-        }
+            }
+        };
+        self.writer
+            .finish_with(&header, self.max_frame, blob.map(|(at, b)| (at, b.len())))?;
         self.next_seq += 1;
+        if let Some((at, b)) = blob {
+            self.flush()?;
+            let (before, after) = self.writer.frame_around(at);
+            if let Err(e) = write_all_vectored(&self.socket, &mut [before, b, after]) {
+                return Err(self.fail(Error::lost(e)));
+            }
+            return Ok(seq);
+        }
         if deferred || !self.unsent.is_empty() {
             self.unsent.extend_from_slice(self.writer.frame());
             if !deferred || self.unsent.len() >= UNSENT_LIMIT {
@@ -311,16 +364,17 @@ impl Link {
         }
     }
 
-    /// Sends a call and waits for its reply.
+    /// Sends a call and waits for its reply; `blob` as in [`Link::send_with`].
     #[inline]
     pub(crate) fn call<R: DeserializeOwned>(
         &mut self,
         client: &Client,
         object: u64,
         method: u32,
+        blob: Option<&[u8]>,
         args: impl FnOnce(&mut Encoder<'_>) -> Result<()>,
     ) -> Result<R> {
-        let seq = self.send(object, method, false, args)?;
+        let seq = self.send_with(object, method, false, blob, args)?;
         self.wait(seq, client)
     }
 
@@ -340,6 +394,45 @@ impl Link {
             }
         }
     }
+}
+
+/// Room for the header and prefix of a frame, beside its payload.
+const MAX_BESIDE_SLACK: usize = 64;
+
+/// Writes `bufs` whole, in as few vectored writes as the socket allows.
+fn write_all_vectored(socket: &Socket, bufs: &mut [&[u8]]) -> std::io::Result<()> {
+    let mut first = 0;
+    while first < bufs.len() {
+        if bufs[first].is_empty() {
+            first += 1;
+            continue;
+        }
+        let slices: Vec<IoSlice<'_>> = bufs[first..].iter().map(|b| IoSlice::new(b)).collect();
+        match (&*socket).write_vectored(&slices) {
+            Ok(0) => {
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::WriteZero,
+                    "the socket took no bytes",
+                ))
+            }
+            Ok(mut n) => {
+                // Skip what was written: whole buffers, then part of one.
+                while n > 0 && first < bufs.len() {
+                    let b = bufs[first];
+                    if n >= b.len() {
+                        n -= b.len();
+                        first += 1;
+                    } else {
+                        bufs[first] = &b[n..];
+                        n = 0;
+                    }
+                }
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
 }
 
 impl Drop for Link {

@@ -13,7 +13,7 @@ use crate::caps::capturing;
 use crate::context::Context;
 use crate::error::{Error, Result};
 use crate::server::ServerState;
-use crate::wire::codec::Encoder;
+use crate::wire::codec::{Decoder, Encoder};
 
 /// This thread's connection id with one manager.
 struct LocalConn {
@@ -90,7 +90,7 @@ pub(crate) fn call(
         &ctx,
         object,
         method,
-        &input,
+        Decoder::new(&input),
         &own,
         &mut Encoder::new(&mut out),
     )?;

@@ -183,8 +183,21 @@ impl Client {
         method: u32,
         args: impl FnOnce(&mut Encoder<'_>) -> Result<()>,
     ) -> Result<R> {
+        self.call_with(object, method, None, args)
+    }
+
+    /// [`Client::call`], where `args` may leave `blob`, a long byte string
+    /// it encodes with [`Encoder::put_bytes`], to be written from where it is.
+    #[inline]
+    pub(crate) fn call_with<R: DeserializeOwned>(
+        &self,
+        object: u64,
+        method: u32,
+        blob: Option<&[u8]>,
+        args: impl FnOnce(&mut Encoder<'_>) -> Result<()>,
+    ) -> Result<R> {
         match &self.inner.transport {
-            Transport::Remote(_) => self.with_link(|l| l.call(self, object, method, args)),
+            Transport::Remote(_) => self.with_link(|l| l.call(self, object, method, blob, args)),
             Transport::Local(state) => {
                 let (out, caps) = local::call(state, self.session(), object, method, args)?;
                 self.adopt_local(&out, caps)

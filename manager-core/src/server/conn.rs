@@ -1,6 +1,6 @@
 //! One connection: the handshake, then calls in order until the peer leaves.
 
-use std::io::{Read, Write};
+use std::io::Write;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
@@ -9,9 +9,9 @@ use crate::context::{Caller, Context};
 use crate::error::{Error, Result};
 use crate::server::{control, ServerState};
 use crate::transport::Socket;
-use crate::wire::codec::from_slice;
+use crate::wire::codec::{from_slice, Decoder};
 use crate::wire::frame::{
-    read_error, receive, send, FrameReader, FrameWriter, HANDSHAKE_MAX_FRAME,
+    read_error, receive, send, Blob, FrameReader, FrameWriter, ReadFresh, HANDSHAKE_MAX_FRAME,
 };
 use crate::wire::message::{
     split_caps, Challenge, Hello, Proof, Request, Response, Welcome, CONTROL, MAGIC,
@@ -49,6 +49,7 @@ pub(super) fn serve(state: Arc<ServerState>, socket: Socket, conn: u64) {
     }
     tracing::debug!(session = format_args!("{session:016x}"), "connection open");
     reader.set_max(state.config.limits.max_frame);
+    reader.allow_blobs();
     let ctx = Context {
         server: Arc::clone(&state),
         session,
@@ -81,20 +82,21 @@ pub(super) fn serve(state: Arc<ServerState>, socket: Socket, conn: u64) {
 pub(crate) fn calls(
     state: &ServerState,
     ctx: &Context,
-    mut input: impl Read,
+    mut input: impl ReadFresh,
     mut output: impl Write,
     reader: &mut FrameReader,
     writer: &mut FrameWriter,
 ) -> Result<()> {
     let max = state.config.limits.max_frame;
     loop {
-        let body = match reader.next(&mut input) {
-            Ok(Some(body)) => body,
+        let (body, blob) = match reader.next_with_blob(&mut input) {
+            Ok(Some(frame)) => frame,
             Ok(None) => return Ok(()),
             Err(e) => return Err(read_error(e)),
         };
         let (request, payload) = postcard::take_from_bytes::<Request>(body)
             .map_err(|e| Error::Protocol(format!("malformed request: {e}")))?;
+        let header_len = body.len() - payload.len();
         let (seq, object, method, args, arg_caps) = match request {
             Request::Call {
                 seq,
@@ -114,6 +116,18 @@ pub(crate) fn calls(
                 state.table.release(ctx.session, object);
                 continue;
             }
+        };
+        let args = match blob {
+            None => Decoder::new(args),
+            // The byte string's offset in the arguments, which follow the header.
+            Some(Blob { at, bytes }) => match at.checked_sub(header_len) {
+                Some(at) if at <= args.len() => Decoder::with_blob(args, at, bytes),
+                _ => {
+                    return Err(Error::protocol(
+                        "a byte string out of line outside the arguments",
+                    ))
+                }
+            },
         };
         {
             {

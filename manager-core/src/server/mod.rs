@@ -112,12 +112,12 @@ impl ServerState {
         ctx: &Context,
         object: u64,
         method: u32,
-        args: &[u8],
+        args: Decoder<'_>,
         arg_caps: &[u64],
         out: &mut Encoder<'_>,
     ) -> Result<crate::caps::ReplyCaps> {
         let session = ctx.session;
-        let mut run = move || {
+        let run = move || {
             capturing_reply(&ctx.server, session, || {
                 self.dispatch(ctx, object, method, args, out)
             })
@@ -164,10 +164,9 @@ impl ServerState {
         ctx: &Context,
         object: u64,
         method: u32,
-        payload: &[u8],
+        mut args: Decoder<'_>,
         out: &mut Encoder<'_>,
     ) -> Result<()> {
-        let mut args = Decoder::new(payload);
         if object == CONTROL {
             return catch(
                 || control::call(self, ctx, method, &mut args, out),
@@ -403,6 +402,7 @@ impl FuzzHarness {
         };
         let mut output = Vec::new();
         let mut reader = crate::wire::frame::FrameReader::new(self.state.config.limits.max_frame);
+        reader.allow_blobs();
         let mut writer = crate::wire::frame::FrameWriter::new();
         let _ = conn::calls(
             &self.state,

@@ -71,14 +71,18 @@ impl Socket {
         }
     }
 
+    fn raw_fd(&self) -> std::os::fd::RawFd {
+        match self {
+            Socket::Unix(s) => s.as_fd().as_raw_fd(),
+            Socket::Tcp(s) => s.as_fd().as_raw_fd(),
+        }
+    }
+
     /// Whether the peer has closed its end (or the socket failed), without
     /// consuming anything it sent. Used to cancel blocked calls of a client
     /// that went away.
     pub(crate) fn peer_gone(&self) -> bool {
-        let fd = match self {
-            Socket::Unix(s) => s.as_fd().as_raw_fd(),
-            Socket::Tcp(s) => s.as_fd().as_raw_fd(),
-        };
+        let fd = self.raw_fd();
         let mut p = libc::pollfd {
             fd,
             events: libc::POLLRDHUP,
@@ -87,6 +91,25 @@ impl Socket {
         // SAFETY: one valid pollfd, zero timeout.
         let n = unsafe { libc::poll(&mut p, 1, 0) };
         n > 0 && p.revents & (libc::POLLRDHUP | libc::POLLHUP | libc::POLLERR | libc::POLLNVAL) != 0
+    }
+}
+
+impl crate::wire::frame::ReadFresh for &Socket {
+    fn read_append(&mut self, buf: &mut Vec<u8>, n: usize) -> io::Result<usize> {
+        buf.reserve(n);
+        let spare = buf.spare_capacity_mut();
+        let want = n.min(spare.len());
+        // SAFETY: `recv` writes at most `want` bytes into the spare capacity,
+        // which is valid for writes of that many bytes; exactly the `k` it
+        // reports are initialized before the length covers them.
+        let k = unsafe { libc::recv(self.raw_fd(), spare.as_mut_ptr().cast(), want, 0) };
+        if k < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        let k = k as usize;
+        // SAFETY: `k <= want` bytes past the length were just initialized.
+        unsafe { buf.set_len(buf.len() + k) };
+        Ok(k)
     }
 }
 
@@ -106,6 +129,14 @@ impl Write for &Socket {
         match *self {
             Socket::Unix(s) => (&mut &*s).write(buf),
             Socket::Tcp(s) => (&mut &*s).write(buf),
+        }
+    }
+
+    #[inline]
+    fn write_vectored(&mut self, bufs: &[io::IoSlice<'_>]) -> io::Result<usize> {
+        match *self {
+            Socket::Unix(s) => (&mut &*s).write_vectored(bufs),
+            Socket::Tcp(s) => (&mut &*s).write_vectored(bufs),
         }
     }
 

@@ -11,6 +11,40 @@ use crate::error::{Error, Result};
 /// Writes postcard values at the end of a byte buffer.
 pub struct Encoder<'a> {
     buf: &'a mut Vec<u8>,
+    blob: BlobSlot,
+}
+
+/// Byte strings at least this long may travel out of line: written from the
+/// caller's own memory and read into their own allocation (see
+/// [`Encoder::put_bytes`]).
+pub(crate) const BLOB_MIN: usize = 64 * 1024;
+
+/// Whether an encoder may leave one byte string out of its buffer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum BlobSlot {
+    /// Everything goes into the buffer.
+    Inline,
+    /// The byte string at `ptr`, of `len` bytes, may stay out if long.
+    Open { ptr: usize, len: usize },
+    /// A byte string of `len` bytes at `ptr` belongs at `at` in the buffer
+    /// (its length prefix is already there).
+    Taken { at: usize, ptr: usize, len: usize },
+}
+
+/// Where a byte string left out of an encoder's buffer belongs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct BlobMark {
+    /// Its offset in the buffer.
+    pub(crate) at: usize,
+    ptr: usize,
+    len: usize,
+}
+
+impl BlobMark {
+    /// Whether `bytes` is the very slice the mark was made for.
+    pub(crate) fn is(&self, bytes: &[u8]) -> bool {
+        self.ptr == bytes.as_ptr() as usize && self.len == bytes.len()
+    }
 }
 
 struct VecFlavor<'a>(&'a mut Vec<u8>);
@@ -38,7 +72,51 @@ impl postcard::ser_flavors::Flavor for VecFlavor<'_> {
 impl<'a> Encoder<'a> {
     /// An encoder that appends to `buf`.
     pub fn new(buf: &'a mut Vec<u8>) -> Self {
-        Encoder { buf }
+        Encoder {
+            buf,
+            blob: BlobSlot::Inline,
+        }
+    }
+
+    /// Lets `bytes`, if long, stay out of the buffer when it is given to
+    /// [`Encoder::put_bytes`]; [`Encoder::blob`] then says where it belongs.
+    pub(crate) fn allow_blob(&mut self, bytes: &[u8]) {
+        self.blob = BlobSlot::Open {
+            ptr: bytes.as_ptr() as usize,
+            len: bytes.len(),
+        };
+    }
+
+    /// Where the byte string left out of the buffer belongs, if one was.
+    pub(crate) fn blob(&self) -> Option<BlobMark> {
+        match self.blob {
+            BlobSlot::Taken { at, ptr, len } => Some(BlobMark { at, ptr, len }),
+            _ => None,
+        }
+    }
+
+    /// Appends a byte string, encoded as `serde_bytes` encodes it (its
+    /// length, then its bytes). For a long argument of a call, the bytes may
+    /// be written to the socket from `bytes` itself instead of copied here.
+    ///
+    /// # Errors
+    /// None in practice; the signature matches [`Encoder::put`].
+    #[inline]
+    pub fn put_bytes(&mut self, bytes: &[u8]) -> Result<()> {
+        let this = BlobSlot::Open {
+            ptr: bytes.as_ptr() as usize,
+            len: bytes.len(),
+        };
+        if self.blob == this && bytes.len() >= BLOB_MIN {
+            self.put(&bytes.len())?;
+            self.blob = BlobSlot::Taken {
+                at: self.buf.len(),
+                ptr: bytes.as_ptr() as usize,
+                len: bytes.len(),
+            };
+            return Ok(());
+        }
+        self.put(serde_bytes::Bytes::new(bytes))
     }
 
     /// Appends one value.
@@ -69,12 +147,52 @@ impl<'a> Encoder<'a> {
 /// Reads postcard values from the front of a byte slice.
 pub struct Decoder<'a> {
     rest: &'a [u8],
+    /// A byte string that arrived out of line, and the offset in the
+    /// original bytes where it belongs.
+    blob: Option<(usize, Vec<u8>)>,
+    /// The length of the original bytes: offsets are measured from their start.
+    len: usize,
 }
 
 impl<'a> Decoder<'a> {
     /// A decoder over `bytes`.
     pub fn new(bytes: &'a [u8]) -> Self {
-        Decoder { rest: bytes }
+        Decoder {
+            rest: bytes,
+            blob: None,
+            len: bytes.len(),
+        }
+    }
+
+    /// A decoder over `bytes`, which lack one byte string: `blob` belongs at
+    /// offset `at` (after its length prefix).
+    pub(crate) fn with_blob(bytes: &'a [u8], at: usize, blob: Vec<u8>) -> Self {
+        Decoder {
+            rest: bytes,
+            blob: Some((at, blob)),
+            len: bytes.len(),
+        }
+    }
+
+    /// Takes the next value, a byte string encoded by [`Encoder::put_bytes`]
+    /// (or as `serde_bytes` encodes one). A long one that arrived out of
+    /// line is handed over without a copy.
+    ///
+    /// # Errors
+    /// `Error::Protocol` if the bytes do not hold a byte string.
+    #[inline]
+    pub fn take_bytes(&mut self) -> Result<Vec<u8>> {
+        if let Some((at, blob)) = &self.blob {
+            let (len, rest) = postcard::take_from_bytes::<usize>(self.rest)
+                .map_err(|e| Error::Protocol(format!("malformed argument or result: {e}")))?;
+            if self.len - rest.len() == *at && len == blob.len() {
+                self.rest = rest;
+                if let Some((_, blob)) = self.blob.take() {
+                    return Ok(blob);
+                }
+            }
+        }
+        Ok(self.take::<serde_bytes::ByteBuf>()?.into_vec())
     }
 
     /// Takes the next value.
@@ -101,7 +219,11 @@ impl<'a> Decoder<'a> {
     /// `Error::Protocol` if bytes remain.
     #[inline]
     pub fn finish(&self) -> Result<()> {
-        if self.rest.is_empty() {
+        if self.blob.is_some() {
+            Err(Error::Protocol(
+                "a byte string sent out of line is not where an argument takes one".into(),
+            ))
+        } else if self.rest.is_empty() {
             Ok(())
         } else {
             Err(Error::Protocol(format!(
@@ -153,5 +275,27 @@ mod tests {
             from_slice::<String>(&[200]),
             Err(Error::Protocol(_))
         ));
+    }
+
+    #[test]
+    fn a_byte_string_out_of_line_is_handed_over_where_it_belongs() {
+        let mut buf = Vec::new();
+        let mut e = Encoder::new(&mut buf);
+        e.put(&1u8).unwrap();
+        e.put_bytes(&[3, 3]).unwrap();
+        e.put(&4usize).unwrap(); // the length prefix of the missing byte string
+        let at = e.len();
+        e.put(&5u8).unwrap();
+        let blob = vec![9u8; 4];
+        let mut d = Decoder::with_blob(&buf, at, blob.clone());
+        assert_eq!(d.take::<u8>().unwrap(), 1);
+        assert_eq!(d.take_bytes().unwrap(), [3, 3], "an inline one before it");
+        assert_eq!(d.take_bytes().unwrap(), blob);
+        assert_eq!(d.take::<u8>().unwrap(), 5);
+        d.finish().unwrap();
+        // One that no argument takes is an error, not a silent loss.
+        let mut d = Decoder::with_blob(&buf, at, blob);
+        assert_eq!(d.take::<u8>().unwrap(), 1);
+        assert!(matches!(d.finish(), Err(Error::Protocol(_))));
     }
 }

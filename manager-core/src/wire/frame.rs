@@ -1,5 +1,12 @@
 //! Length-prefixed frames: a little-endian `u32` body length, then the body.
 //!
+//! A call whose argument is a long byte string sends it out of line: the
+//! length's top bit ([`BLOB_FLAG`]) says that two more `u32`s follow, the
+//! byte string's offset in the body and its length. The body's bytes are the
+//! same either way; the writer takes the byte string from the caller's
+//! memory (a vectored write) and the reader puts it in an allocation of its
+//! own, which the method receives as its `Vec<u8>` without a copy.
+//!
 //! A body is a postcard-encoded message header followed by its payload. The
 //! writer builds the payload first in a reused buffer and slots the header in
 //! front of it afterwards, so a call costs no copy of its arguments and one
@@ -18,7 +25,16 @@ pub const DEFAULT_MAX_FRAME: usize = 64 * 1024 * 1024;
 
 /// Room reserved in front of a payload for the length prefix and a header.
 const MAX_HEADER: usize = 32;
-const ROOM: usize = 4 + MAX_HEADER;
+const ROOM: usize = BLOB_PREFIX + MAX_HEADER;
+/// Set in a frame's length when a byte string travels out of line.
+pub(crate) const BLOB_FLAG: u32 = 1 << 31;
+/// A frame's prefix when it carries a byte string out of line: the length
+/// (with [`BLOB_FLAG`]), the byte string's offset in the body, its length.
+const BLOB_PREFIX: usize = 12;
+/// At most this much of a frame travels beside an out-of-line byte string
+/// (its prefix, header and other arguments), so that a reader can hold it
+/// in its usual buffer.
+pub(crate) const BESIDE_BLOB_MAX: usize = INITIAL;
 /// Buffers grown past this by a large frame shrink back once it is handled;
 /// below it they are kept, so a connection that moves large values does
 /// not pay for fresh memory (page faults) on every call.
@@ -69,23 +85,65 @@ impl FrameWriter {
     /// `Error::Protocol` if the frame would exceed `max` bytes.
     #[inline]
     pub(crate) fn finish<H: Serialize>(&mut self, header: &H, max: usize) -> Result<()> {
+        self.finish_with(header, max, None)
+    }
+
+    /// [`FrameWriter::finish`] for a payload that lacks `blob_len` bytes at
+    /// offset `blob_at` of the buffer, to be written from elsewhere: the
+    /// frame is then [`FrameWriter::frame_around`] that byte string.
+    pub(crate) fn finish_with<H: Serialize>(
+        &mut self,
+        header: &H,
+        max: usize,
+        blob: Option<(usize, usize)>,
+    ) -> Result<()> {
         let mut tmp = [0u8; MAX_HEADER];
         let h = postcard::to_slice(header, &mut tmp)
             .map_err(|e| Error::Protocol(format!("cannot encode a message header: {e}")))?;
         let hl = h.len();
-        let body = self.payload_len() + hl;
+        let blob_len = blob.map_or(0, |(_, len)| len);
+        let body = self.payload_len() + hl + blob_len;
         if body > max {
             return Err(Error::Protocol(format!(
                 "a message of {body} bytes exceeds the maximum frame size of {max} bytes"
             )));
         }
         let len = u32::try_from(body)
-            .map_err(|_| Error::Protocol(format!("a message of {body} bytes is too large")))?;
-        let start = ROOM - hl - 4;
-        self.buf[start..start + 4].copy_from_slice(&len.to_le_bytes());
-        self.buf[start + 4..ROOM].copy_from_slice(h);
+            .ok()
+            .filter(|l| l & BLOB_FLAG == 0)
+            .ok_or_else(|| Error::Protocol(format!("a message of {body} bytes is too large")))?;
+        let start = match blob {
+            None => {
+                let start = ROOM - hl - 4;
+                self.buf[start..start + 4].copy_from_slice(&len.to_le_bytes());
+                start
+            }
+            Some((at, blob_len)) => {
+                let start = ROOM - hl - BLOB_PREFIX;
+                // Offsets in the body, which begins with the header.
+                let at = u32::try_from(at - ROOM + hl).map_err(|_| Error::protocol("offset"))?;
+                let blob_len = u32::try_from(blob_len).map_err(|_| Error::protocol("length"))?;
+                self.buf[start..start + 4].copy_from_slice(&(len | BLOB_FLAG).to_le_bytes());
+                self.buf[start + 4..start + 8].copy_from_slice(&at.to_le_bytes());
+                self.buf[start + 8..start + 12].copy_from_slice(&blob_len.to_le_bytes());
+                start
+            }
+        };
+        self.buf[ROOM - hl..ROOM].copy_from_slice(h);
         self.start = start;
         Ok(())
+    }
+
+    /// The bytes of the frame last finished with an out-of-line byte string
+    /// at `at`: what goes before it and what goes after it.
+    pub(crate) fn frame_around(&self, at: usize) -> (&[u8], &[u8]) {
+        (&self.buf[self.start..at], &self.buf[at..])
+    }
+
+    /// Puts `bytes` into the payload at offset `at` of the buffer: an
+    /// out-of-line byte string that goes inline after all.
+    pub(crate) fn insert_at(&mut self, at: usize, bytes: &[u8]) {
+        self.buf.splice(at..at, bytes.iter().copied());
     }
 
     /// The frame last finished.
@@ -106,12 +164,38 @@ impl FrameWriter {
     }
 }
 
+/// A byte stream that can append to a vector without initializing its
+/// spare capacity first: a long byte string arriving out of line is read
+/// once, not zeroed and then read.
+pub(crate) trait ReadFresh: Read {
+    /// Appends at most `n` bytes to `buf` and returns how many; 0 at the
+    /// end of the stream. The default reads through a buffer on the stack.
+    fn read_append(&mut self, buf: &mut Vec<u8>, n: usize) -> std::io::Result<usize> {
+        let mut tmp = [0u8; 8192];
+        let k = self.read(&mut tmp[..n.min(8192)])?;
+        buf.extend_from_slice(&tmp[..k]);
+        Ok(k)
+    }
+}
+
+impl ReadFresh for &[u8] {}
+
 /// Reads frames, buffering whatever the socket delivers.
 pub(crate) struct FrameReader {
     buf: Vec<u8>,
     start: usize,
     end: usize,
     max: usize,
+    /// Whether frames may carry a byte string out of line (calls to a manager).
+    blobs: bool,
+}
+
+/// A byte string that arrived out of line, and the offset in its frame's
+/// body where it belongs.
+#[derive(Debug)]
+pub(crate) struct Blob {
+    pub(crate) at: usize,
+    pub(crate) bytes: Vec<u8>,
 }
 
 impl FrameReader {
@@ -121,11 +205,18 @@ impl FrameReader {
             start: 0,
             end: 0,
             max,
+            blobs: false,
         }
     }
 
     pub(crate) fn set_max(&mut self, max: usize) {
         self.max = max;
+    }
+
+    /// Accepts frames with a byte string out of line, from
+    /// [`FrameReader::next_with_blob`]; other frames are refused with one.
+    pub(crate) fn allow_blobs(&mut self) {
+        self.blobs = true;
     }
 
     /// Whether a whole frame is already buffered: more requests are waiting.
@@ -136,7 +227,9 @@ impl FrameReader {
         }
         let mut len = [0u8; 4];
         len.copy_from_slice(&self.buf[self.start..self.start + 4]);
-        avail >= 4 + u32::from_le_bytes(len) as usize
+        let len = u32::from_le_bytes(len);
+        // A frame with a byte string out of line is never wholly buffered.
+        len & BLOB_FLAG == 0 && avail >= 4 + len as usize
     }
 
     /// The next frame's body; `Ok(None)` on end of stream between frames.
@@ -144,7 +237,20 @@ impl FrameReader {
     /// # Errors
     /// `Error::Protocol` for a length over the maximum (before allocating it)
     /// or a stream that ends inside a frame; the I/O error otherwise.
-    pub(crate) fn next<R: Read>(&mut self, r: &mut R) -> std::io::Result<Option<&[u8]>> {
+    pub(crate) fn next<R: ReadFresh>(&mut self, r: &mut R) -> std::io::Result<Option<&[u8]>> {
+        Ok(self.next_with_blob(r)?.map(|(body, _)| body))
+    }
+
+    /// The next frame's body, and the byte string it carries out of line
+    /// if it has one (only after [`FrameReader::allow_blobs`]).
+    ///
+    /// # Errors
+    /// As [`FrameReader::next`]; also `InvalidData` for a malformed or
+    /// unexpected out-of-line byte string.
+    pub(crate) fn next_with_blob<R: ReadFresh>(
+        &mut self,
+        r: &mut R,
+    ) -> std::io::Result<Option<(&[u8], Option<Blob>)>> {
         if self.start == self.end {
             self.start = 0;
             self.end = 0;
@@ -157,7 +263,13 @@ impl FrameReader {
             if avail >= 4 {
                 let mut len = [0u8; 4];
                 len.copy_from_slice(&self.buf[self.start..self.start + 4]);
-                let len = u32::from_le_bytes(len) as usize;
+                let len = u32::from_le_bytes(len);
+                if len & BLOB_FLAG != 0 {
+                    return self
+                        .read_blob_frame(r, (len & !BLOB_FLAG) as usize)
+                        .map(Some);
+                }
+                let len = len as usize;
                 if len > self.max {
                     return Err(std::io::Error::new(
                         std::io::ErrorKind::InvalidData,
@@ -168,10 +280,10 @@ impl FrameReader {
                 if avail >= total {
                     let body = self.start + 4..self.start + total;
                     self.start += total;
-                    return Ok(Some(&self.buf[body]));
+                    return Ok(Some((&self.buf[body], None)));
                 }
                 if total > INITIAL {
-                    return self.read_large(r, total).map(Some);
+                    return self.read_large(r, total).map(|body| Some((body, None)));
                 }
                 if self.start + total > self.buf.len() {
                     self.compact();
@@ -238,6 +350,95 @@ impl FrameReader {
         Ok(&self.buf[4..total])
     }
 
+    /// Reads a frame of `len` body bytes whose prefix says that a byte
+    /// string travels out of line: the bytes beside it into the usual
+    /// buffer, the byte string straight into an allocation of its own.
+    fn read_blob_frame<R: ReadFresh>(
+        &mut self,
+        r: &mut R,
+        len: usize,
+    ) -> std::io::Result<(&[u8], Option<Blob>)> {
+        let invalid = |why: &str| std::io::Error::new(std::io::ErrorKind::InvalidData, why);
+        if !self.blobs {
+            return Err(invalid(
+                "a frame with a byte string out of line, where none may be",
+            ));
+        }
+        if len > self.max {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                FrameTooLarge { len, max: self.max },
+            ));
+        }
+        if self.start + BESIDE_BLOB_MAX > self.buf.len() {
+            self.compact();
+        }
+        self.fill(r, BLOB_PREFIX)?;
+        let word = |i: usize| {
+            let mut w = [0u8; 4];
+            w.copy_from_slice(&self.buf[self.start + i..self.start + i + 4]);
+            u32::from_le_bytes(w) as usize
+        };
+        let (at, blob_len) = (word(4), word(8));
+        if blob_len == 0 || at.checked_add(blob_len).map_or(true, |e| e > len) {
+            return Err(invalid(
+                "a byte string out of line that does not fit its frame",
+            ));
+        }
+        let beside = BLOB_PREFIX + len - blob_len;
+        if beside > BESIDE_BLOB_MAX {
+            return Err(invalid("too many bytes beside a byte string out of line"));
+        }
+        // The bytes before the byte string.
+        self.fill(r, BLOB_PREFIX + at)?;
+        // The byte string: what is buffered already, then the rest straight
+        // from the stream. What followed it in the buffer moves up to where
+        // it began.
+        let from = self.start + BLOB_PREFIX + at;
+        let buffered = (self.end - from).min(blob_len);
+        let mut bytes = Vec::with_capacity(blob_len);
+        bytes.extend_from_slice(&self.buf[from..from + buffered]);
+        self.buf.copy_within(from + buffered..self.end, from);
+        self.end -= buffered;
+        while bytes.len() < blob_len {
+            let missing = blob_len - bytes.len();
+            match r.read_append(&mut bytes, missing) {
+                Ok(0) => {
+                    return Err(std::io::Error::new(
+                        std::io::ErrorKind::UnexpectedEof,
+                        "the stream ended inside a frame",
+                    ))
+                }
+                Ok(_) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        // The bytes after it.
+        self.fill(r, beside)?;
+        let body = self.start + BLOB_PREFIX..self.start + beside;
+        self.start += beside;
+        Ok((&self.buf[body], Some(Blob { at, bytes })))
+    }
+
+    /// Reads until `n` bytes from `start` are buffered; the buffer has room.
+    fn fill<R: Read>(&mut self, r: &mut R, n: usize) -> std::io::Result<()> {
+        while self.end - self.start < n {
+            match r.read(&mut self.buf[self.end..]) {
+                Ok(0) => {
+                    return Err(std::io::Error::new(
+                        std::io::ErrorKind::UnexpectedEof,
+                        "the stream ended inside a frame",
+                    ))
+                }
+                Ok(k) => self.end += k,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    }
+
     fn compact(&mut self) {
         self.buf.copy_within(self.start..self.end, 0);
         self.end -= self.start;
@@ -260,7 +461,7 @@ pub(crate) fn send<T: Serialize, W: Write>(
 }
 
 /// Receives one handshake message.
-pub(crate) fn receive<T: serde::de::DeserializeOwned, R: Read>(
+pub(crate) fn receive<T: serde::de::DeserializeOwned, R: ReadFresh>(
     reader: &mut FrameReader,
     mut r: R,
 ) -> Result<T> {
@@ -308,12 +509,15 @@ pub(crate) fn read_error(e: std::io::Error) -> Error {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::wire::codec::BLOB_MIN;
 
     /// A reader that hands out at most `chunk` bytes per read.
     struct Trickle<'a> {
         data: &'a [u8],
         chunk: usize,
     }
+
+    impl ReadFresh for Trickle<'_> {}
 
     impl Read for Trickle<'_> {
         fn read(&mut self, out: &mut [u8]) -> std::io::Result<usize> {
@@ -407,5 +611,105 @@ mod tests {
         let mut w = FrameWriter::new();
         w.begin().put_raw(&[0; 100]);
         assert!(matches!(w.finish(&1u8, 50), Err(Error::Protocol(_))));
+    }
+
+    /// A frame whose payload is `before`, then `blob` out of line, then
+    /// `after`: the bytes a client writes.
+    fn blob_frame(before: &[u8], blob: &[u8], after: &[u8]) -> Vec<u8> {
+        let mut w = FrameWriter::new();
+        let mut e = w.begin();
+        e.allow_blob(blob);
+        e.put_raw(before);
+        e.put_bytes(blob).unwrap();
+        e.put_raw(after);
+        let mark = e.blob().expect("a long byte string stays out");
+        assert!(mark.is(blob));
+        w.finish_with(&7u8, DEFAULT_MAX_FRAME, Some((mark.at, blob.len())))
+            .unwrap();
+        let (head, tail) = w.frame_around(mark.at);
+        [head, blob, tail].concat()
+    }
+
+    #[test]
+    fn byte_strings_out_of_line_arrive_in_their_own_vector() {
+        let blob: Vec<u8> = (0..BLOB_MIN * 3).map(|i| (i % 251) as u8).collect();
+        let mut data = frames(&[vec![1, 2]]);
+        data.extend(blob_frame(&[9, 9], &blob, &[3, 4, 5]));
+        data.extend(frames(&[vec![6]]));
+        data.extend(blob_frame(&[], &blob[..BLOB_MIN], &[]));
+        for chunk in [7, 4096, 100_000, usize::MAX] {
+            let mut r = FrameReader::new(DEFAULT_MAX_FRAME);
+            r.allow_blobs();
+            let mut src = Trickle { data: &data, chunk };
+            let (body, b) = r.next_with_blob(&mut src).unwrap().unwrap();
+            assert_eq!((body, b.is_none()), (&[7, 1, 2][..], true));
+            let (body, b) = r.next_with_blob(&mut src).unwrap().unwrap();
+            let b = b.expect("out of line");
+            // The body lacks the byte string but keeps its length prefix.
+            let mut len = Vec::new();
+            crate::wire::codec::Encoder::new(&mut len)
+                .put(&blob.len())
+                .unwrap();
+            assert_eq!(body, [&[7, 9, 9][..], &len, &[3, 4, 5]].concat());
+            assert_eq!(b.at, 3 + len.len());
+            assert_eq!(b.bytes, blob, "chunk {chunk}");
+            let (body, b) = r.next_with_blob(&mut src).unwrap().unwrap();
+            assert_eq!((body, b.is_none()), (&[7, 6][..], true));
+            let (_, b) = r.next_with_blob(&mut src).unwrap().unwrap();
+            assert_eq!(b.expect("out of line").bytes, &blob[..BLOB_MIN]);
+            assert!(r.next_with_blob(&mut src).unwrap().is_none());
+        }
+    }
+
+    #[test]
+    fn short_byte_strings_stay_inline_and_encode_as_serde_bytes() {
+        let mut w = FrameWriter::new();
+        let mut e = w.begin();
+        let short = [1, 2, 3];
+        e.allow_blob(&short);
+        e.put_bytes(&short).unwrap();
+        assert!(e.blob().is_none());
+        let mut plain = Vec::new();
+        crate::wire::codec::Encoder::new(&mut plain)
+            .put(serde_bytes::Bytes::new(&[1, 2, 3]))
+            .unwrap();
+        assert_eq!(&w.buf[ROOM..], &plain[..]);
+    }
+
+    #[test]
+    fn malformed_or_unexpected_out_of_line_frames_are_refused() {
+        let blob = vec![5u8; BLOB_MIN];
+        let good = blob_frame(&[1], &blob, &[2]);
+        let read = |data: &[u8], allow: bool| {
+            let mut r = FrameReader::new(DEFAULT_MAX_FRAME);
+            if allow {
+                r.allow_blobs();
+            }
+            r.next_with_blob(&mut &data[..]).map(|f| f.is_some())
+        };
+        assert!(read(&good, true).unwrap());
+        // Not where they may be (a client reading replies, a handshake).
+        assert!(read(&good, false).is_err());
+        // The stream ends inside the byte string.
+        assert!(read(&good[..good.len() - 10], true).is_err());
+        let with = |at: u32, len: u32| {
+            let mut d = good.clone();
+            d[4..8].copy_from_slice(&at.to_le_bytes());
+            d[8..12].copy_from_slice(&len.to_le_bytes());
+            d
+        };
+        // Empty, or reaching past the end of the frame.
+        assert!(read(&with(2, 0), true).is_err());
+        assert!(read(&with(10, BLOB_MIN as u32), true).is_err());
+        assert!(read(&with(u32::MAX, 2), true).is_err());
+        // Too much beside it for the reader's buffer.
+        let mut big = good.clone();
+        let body = (BESIDE_BLOB_MAX + BLOB_MIN) as u32 | BLOB_FLAG;
+        big[0..4].copy_from_slice(&body.to_le_bytes());
+        assert!(read(&big, true).is_err());
+        // Over the maximum frame size.
+        let mut r = FrameReader::new(1024);
+        r.allow_blobs();
+        assert!(r.next_with_blob(&mut &good[..]).is_err());
     }
 }

@@ -94,7 +94,7 @@ fn put(enc: &Ident, value: &Ident, ty: &WireType) -> TokenStream {
     let (enc, value) = (at_type(enc), at_type(value));
     let span = Span::mixed_site().located_at(span);
     if ty.bytes {
-        quote_spanned!(span=> #enc.put(::manager::__private::serde_bytes::Bytes::new(&#value)))
+        quote_spanned!(span=> #enc.put_bytes(&#value))
     } else {
         quote_spanned!(span=> #enc.put(&#value))
     }
@@ -108,8 +108,7 @@ fn decode_args(args: &[Arg]) -> TokenStream {
         let (ident, ty) = (&a.ident, &a.ty.ty);
         let span = ty.span();
         if a.ty.bytes {
-            quote_spanned!(span=> let #ident: #ty =
-                #dec.take::<::manager::__private::serde_bytes::ByteBuf>()?.into_vec();)
+            quote_spanned!(span=> let #ident: #ty = #dec.take_bytes()?;)
         } else {
             quote_spanned!(span=> let #ident: #ty = #dec.take()?;)
         }

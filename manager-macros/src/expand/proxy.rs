@@ -171,22 +171,40 @@ fn method(x: &Method, index: u32) -> TokenStream {
     let attrs = &x.attrs;
     let params = params(&x.args);
     let encode = encode_args(&x.args);
+    // A `Vec<u8>` argument (the first) is written from where it is.
+    let (callee, args) = match x.args.iter().find(|a| a.ty.bytes) {
+        Some(a) => {
+            let bytes = &a.ident;
+            ("call_with_bytes", quote!(#index, &#bytes, #encode))
+        }
+        None => ("call", quote!(#index, #encode)),
+    };
+    // Spanned like the code around it, where the compiler reports the
+    // result type's missing serde bound.
+    let callee = |span| syn::Ident::new(callee, span);
     let (output, call) = match &x.output {
-        None => (quote!(()), quote!(self.__handle.call(#index, #encode))),
+        None => {
+            let callee = callee(proc_macro2::Span::call_site());
+            (quote!(()), quote!(self.__handle.#callee(#args)))
+        }
         // The reply is decoded here: spanned at the return type, so that a
         // type that is not serde is reported there.
-        Some(out) if out.bytes => (
-            out.ty.to_token_stream(),
-            quote_spanned!(out.ty.span()=> self
-                .__handle
-                .call::<::manager::__private::serde_bytes::ByteBuf>(#index, #encode)
-                .map(::manager::__private::serde_bytes::ByteBuf::into_vec)),
-        ),
+        Some(out) if out.bytes => {
+            let callee = callee(out.ty.span());
+            (
+                out.ty.to_token_stream(),
+                quote_spanned!(out.ty.span()=> self
+                    .__handle
+                    .#callee::<::manager::__private::serde_bytes::ByteBuf>(#args)
+                    .map(::manager::__private::serde_bytes::ByteBuf::into_vec)),
+            )
+        }
         Some(out) => {
             let ty = &out.ty;
+            let callee = callee(ty.span());
             (
                 quote!(#ty),
-                quote_spanned!(ty.span()=> self.__handle.call(#index, #encode)),
+                quote_spanned!(ty.span()=> self.__handle.#callee(#args)),
             )
         }
     };
