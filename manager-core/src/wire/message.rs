@@ -11,7 +11,7 @@ use crate::error::{Error, Result, WireError};
 /// Sent first by a client; names the protocol so a stray peer is refused early.
 pub(crate) const MAGIC: [u8; 8] = *b"manager\0";
 /// Bumped on any incompatible change to the messages below.
-pub(crate) const PROTOCOL_VERSION: u32 = 1;
+pub(crate) const PROTOCOL_VERSION: u32 = 2;
 
 /// Client → server: who we are and a fresh nonce.
 #[derive(Debug, Serialize, Deserialize)]
