@@ -145,6 +145,11 @@ awk -F'\t' -v pyfile="$py" '
                 }
                 floor_cell = fl[i] == "-" ? "—" : sprintf("%.2f µs", fl[i])
                 ratio_cell = ratio[i] == "-" ? "—" : sprintf("%.2f×", ratio[i])
+                if (op[i] ~ /clients$/ && fl[i] != "-") {
+                    # Aggregate rows: calls/s, and their share of the floor calls/s.
+                    floor_cell = sprintf("%.2f µs (%s/s)", fl[i], si(1e6 / fl[i]))
+                    ratio_cell = sprintf("%.2f× its calls/s", ratio[i])
+                }
                 tv = target[i] == "" ? "—" : target[i] " " (verdict[i] == "met" ? "✓" : verdict[i] == "MISSED" ? "✗" : "(n/a)")
                 gsub(/<=/, "≤ ", tv); gsub(/>=/, "≥ ", tv)
                 gsub(/\|/, "\\|", what); gsub(/</, "\\&lt;", what)

@@ -130,6 +130,17 @@ fn a_byte_string_over_the_frame_limit_is_refused_before_it_is_sent() {
             matches!(r, Err(Error::Protocol(ref m)) if m.contains("maximum")),
             "{r:?}"
         );
+        // Too much else beside it to travel out of line: it goes inline.
+        let trailer = "t".repeat(40_000);
+        let got = store.put(2, pattern(300_000, 3), trailer.clone()).unwrap();
+        assert_eq!(
+            got,
+            (
+                300_000,
+                checksum(&pattern(300_000, 3)),
+                format!("2:{trailer}")
+            )
+        );
         // The connection is unharmed.
         let ok = store.put(1, vec![1; 500_000], String::new()).unwrap();
         assert_eq!(ok.0, 500_000);

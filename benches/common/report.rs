@@ -185,7 +185,12 @@ pub fn summarize(condition: &str, rows: &[Row]) {
                     .as_ref()
                     .and_then(|(k, mult)| estimate(k).map(|f| f * mult));
                 let rate = row.calls as f64 * 1e9 / ns;
-                let ratio = floor_ns.map(|f| ns / f);
+                // Time against the floor's time; for an aggregate target,
+                // calls/s against the floor's calls/s.
+                let ratio = floor_ns.map(|f| match row.target.goal {
+                    Goal::ThroughputShare(_) => f / ns,
+                    _ => ns / f,
+                });
                 (
                     Some(ns / 1e3),
                     Some(rate),
@@ -203,7 +208,7 @@ pub fn summarize(condition: &str, rows: &[Row]) {
             Goal::None => None,
             _ if !applies => None,
             Goal::TimeRatio(max) => ratio.map(|r| r <= max),
-            Goal::ThroughputShare(min) => ratio.map(|r| 1.0 / r >= min),
+            Goal::ThroughputShare(min) => ratio.map(|r| r >= min),
             Goal::MinRate(min) => Some(value >= min),
             Goal::MaxBytesPerEntry(max) => Some(value <= max),
         };

@@ -372,6 +372,9 @@ impl FrameReader {
         }
         if self.start + BESIDE_BLOB_MAX > self.buf.len() {
             self.compact();
+            if self.buf.len() < BESIDE_BLOB_MAX {
+                self.buf.resize(BESIDE_BLOB_MAX, 0);
+            }
         }
         self.fill(r, BLOB_PREFIX)?;
         let word = |i: usize| {
