@@ -91,6 +91,17 @@ fn blob_frame(before: &[u8], blob: &[u8], after: &[u8], at: u32) -> Vec<u8> {
     f
 }
 
+/// Sends `bad` on a connection of its own, reads until the manager hangs
+/// up, and checks that a proper client is still served at once.
+fn closes_only_its_connection(mgr: &Manager, key: &[u8], bad: &[u8]) {
+    let mut s = authenticated(mgr, key);
+    s.write_all(bad).unwrap();
+    let _ = s.shutdown(std::net::Shutdown::Write);
+    let mut rest = Vec::new();
+    let _ = s.read_to_end(&mut rest);
+    served_promptly(mgr);
+}
+
 fn threads_of_this_process() -> usize {
     std::fs::read_dir("/proc/self/task").unwrap().count()
 }
@@ -143,12 +154,7 @@ fn bad_frames_after_the_handshake_get_errors_and_the_manager_goes_on() {
         u32::MAX.to_le_bytes().to_vec(),
     ];
     for bad in cases {
-        let mut s = authenticated(&mgr, key);
-        s.write_all(&bad).unwrap();
-        let _ = s.shutdown(std::net::Shutdown::Write);
-        let mut rest = Vec::new();
-        let _ = s.read_to_end(&mut rest);
-        served_promptly(&mgr);
+        closes_only_its_connection(&mgr, key, &bad);
     }
     assert_eq!(value.get().unwrap(), 5);
     assert!(
@@ -190,12 +196,7 @@ fn byte_strings_out_of_line_that_lie_are_refused_and_the_manager_goes_on() {
         blob_frame(&before, &blob, &[], before.len() as u32)[..5000].to_vec(),
     ];
     for bad in cases {
-        let mut s = authenticated(&mgr, key);
-        s.write_all(&bad).unwrap();
-        let _ = s.shutdown(std::net::Shutdown::Write);
-        let mut rest = Vec::new();
-        let _ = s.read_to_end(&mut rest);
-        served_promptly(&mgr);
+        closes_only_its_connection(&mgr, key, &bad);
     }
 }
 
