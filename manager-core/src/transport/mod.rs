@@ -64,11 +64,36 @@ impl Socket {
     /// The peer, for logs.
     pub(crate) fn peer(&self) -> String {
         match self {
-            Socket::Unix(_) => "local peer".to_owned(),
+            Socket::Unix(_) => self.peer_credentials().map_or_else(
+                || "local peer".to_owned(),
+                |(pid, uid)| format!("local peer pid {pid} uid {uid}"),
+            ),
             Socket::Tcp(s) => s
                 .peer_addr()
                 .map_or_else(|_| "tcp peer".to_owned(), |a| a.to_string()),
         }
+    }
+
+    /// The process id and user id of a local peer, as the kernel saw them
+    /// when it connected (`SO_PEERCRED`).
+    fn peer_credentials(&self) -> Option<(i32, u32)> {
+        let mut cred = libc::ucred {
+            pid: 0,
+            uid: 0,
+            gid: 0,
+        };
+        let mut len = std::mem::size_of::<libc::ucred>() as libc::socklen_t;
+        // SAFETY: `cred` and `len` are valid for writes of the sizes given.
+        let r = unsafe {
+            libc::getsockopt(
+                self.raw_fd(),
+                libc::SOL_SOCKET,
+                libc::SO_PEERCRED,
+                (&mut cred as *mut libc::ucred).cast(),
+                &mut len,
+            )
+        };
+        (r == 0).then_some((cred.pid, cred.uid))
     }
 
     fn raw_fd(&self) -> std::os::fd::RawFd {
