@@ -102,13 +102,22 @@ impl Elem {
 }
 
 /// An element as a manager keeps it: its bytes, and a reference to every
-/// object they embed for as long as it is kept. Most elements embed no
-/// proxy, so the references live out of line, only when there are some:
-/// a plain element costs 24 bytes beside its encoding.
-pub(crate) struct Stored {
-    bytes: Box<[u8]>,
-    held: Option<Box<Held>>,
+/// object they embed for as long as it is kept. Most elements are short and
+/// embed no proxy, so those live in place (24 bytes, no allocation); longer
+/// ones take one allocation, and references live out of line, only when
+/// there are some.
+pub(crate) struct Stored(Repr);
+
+enum Repr {
+    Inline { len: u8, bytes: [u8; STORED_INLINE] },
+    Boxed(Box<[u8]>),
+    Holding(Box<(Box<[u8]>, Held)>),
 }
+
+/// The longest encoding a [`Stored`] keeps in place.
+const STORED_INLINE: usize = 22;
+
+const _: () = assert!(std::mem::size_of::<Stored>() == 24);
 
 struct Held {
     state: Weak<ServerState>,
@@ -121,9 +130,8 @@ impl Stored {
     /// that is already gone is simply not held: its proxy will report
     /// `NoSuchObject` when used.
     pub(crate) fn keep(ctx: &Context, elem: Elem) -> Stored {
-        let bytes = elem.bytes.into_vec().into_boxed_slice();
         if elem.caps.is_empty() {
-            return Stored { bytes, held: None };
+            return Stored::plain(&elem.bytes);
         }
         let mut held = Held {
             state: Arc::downgrade(&ctx.server),
@@ -144,33 +152,40 @@ impl Stored {
                 },
             }
         }
-        Stored {
-            bytes,
-            held: Some(Box::new(held)),
-        }
+        let bytes = elem.bytes.into_vec().into_boxed_slice();
+        Stored(Repr::Holding(Box::new((bytes, held))))
     }
 
     /// Keeps encoded bytes that embed no proxy (an integer it computed).
-    pub(crate) fn plain(_ctx: &Context, bytes: Vec<u8>) -> Stored {
-        Stored {
-            bytes: bytes.into_boxed_slice(),
-            held: None,
+    pub(crate) fn plain(bytes: &[u8]) -> Stored {
+        match u8::try_from(bytes.len()) {
+            Ok(len) if bytes.len() <= STORED_INLINE => {
+                let mut inline = [0; STORED_INLINE];
+                inline[..bytes.len()].copy_from_slice(bytes);
+                Stored(Repr::Inline { len, bytes: inline })
+            }
+            _ => Stored(Repr::Boxed(bytes.into())),
         }
     }
 
     /// The encoded value.
     pub(crate) fn bytes(&self) -> &[u8] {
-        &self.bytes
+        match &self.0 {
+            Repr::Inline { len, bytes } => &bytes[..usize::from(*len)],
+            Repr::Boxed(b) => b,
+            Repr::Holding(h) => &h.0,
+        }
     }
 
     /// Writes the element, raw, as (part of) a result: the caller decodes it
     /// as a `T` inside its result, and the objects it embeds travel in the
     /// reply's capability list.
     pub(crate) fn write(&self, out: &mut Encoder<'_>) {
-        out.put_raw(&self.bytes);
-        let Some(held) = &self.held else {
+        out.put_raw(self.bytes());
+        let Repr::Holding(h) = &self.0 else {
             return;
         };
+        let held = &h.1;
         if let Some(state) = held.state.upgrade() {
             for &object in &held.own {
                 note(Cap {

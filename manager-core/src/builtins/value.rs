@@ -9,14 +9,14 @@ use serde::Serialize;
 
 use crate::builtins::{
     builtin_proxy, create, decode, method_name, no_such_method, proxy_methods, Builtin, Elem,
-    ElemBuf, Stored,
+    Stored,
 };
 use crate::client::Client;
 use crate::context::Context;
 use crate::error::{Error, Result};
 use crate::proxy::Handle;
 use crate::shared::Object;
-use crate::wire::codec::{to_vec, Decoder, Encoder};
+use crate::wire::codec::{Decoder, Encoder};
 
 pub(crate) struct ValueObject {
     value: RwLock<Stored>,
@@ -105,11 +105,12 @@ impl Object for ValueObject {
             }
             m::FETCH_ADD => {
                 let kind: u8 = args.take()?;
-                let delta: ElemBuf = args.take()?;
+                let delta = args.take_byte_slice()?;
                 args.finish()?;
                 let mut v = write(value);
-                let next = add_encoded(kind, v.bytes(), &delta)?;
-                let old = std::mem::replace(&mut *v, Stored::plain(ctx, next));
+                let mut sum = [0u8; 24];
+                let next = add_encoded(kind, v.bytes(), delta, &mut sum)?;
+                let old = std::mem::replace(&mut *v, Stored::plain(next));
                 old.write(out);
                 Ok(())
             }
@@ -123,12 +124,16 @@ fn write(v: &RwLock<Stored>) -> std::sync::RwLockWriteGuard<'_, Stored> {
 }
 
 /// `a + b` for two encoded integers of kind `kind`, wrapping like the
-/// atomics' `fetch_add`.
-fn add_encoded(kind: u8, a: &[u8], b: &[u8]) -> Result<Vec<u8>> {
+/// atomics' `fetch_add`, encoded into `out` (an integer's encoding fits in
+/// 24 bytes: no allocation).
+fn add_encoded<'o>(kind: u8, a: &[u8], b: &[u8], out: &'o mut [u8; 24]) -> Result<&'o [u8]> {
     macro_rules! kinds {
         ($($k:literal => $t:ty),*) => {
             match kind {
-                $($k => to_vec(&decode::<$t>(a)?.wrapping_add(decode::<$t>(b)?)),)*
+                $($k => Ok(&*postcard::to_slice(
+                    &decode::<$t>(a)?.wrapping_add(decode::<$t>(b)?),
+                    out,
+                )?),)*
                 _ => Err(Error::Protocol(format!("fetch_add of unknown integer kind {kind}"))),
             }
         };

@@ -207,6 +207,23 @@ impl<'a> Decoder<'a> {
         Ok(value)
     }
 
+    /// Takes the next value, a byte string, borrowed from the input.
+    ///
+    /// # Errors
+    /// `Error::Protocol` if the bytes do not hold a byte string.
+    pub(crate) fn take_byte_slice(&mut self) -> Result<&'a [u8]> {
+        let (len, rest) = postcard::take_from_bytes::<usize>(self.rest)
+            .map_err(|e| Error::Protocol(format!("malformed argument or result: {e}")))?;
+        if len > rest.len() {
+            return Err(Error::Protocol(
+                "a byte string longer than its message".into(),
+            ));
+        }
+        let (bytes, rest) = rest.split_at(len);
+        self.rest = rest;
+        Ok(bytes)
+    }
+
     /// The bytes not read yet.
     pub fn rest(&self) -> &'a [u8] {
         self.rest
