@@ -314,3 +314,29 @@ fn dict_entries_of_every_size_round_trip() {
         assert_eq!(items, expected, "insertion order survives removals");
     });
 }
+
+#[test]
+fn list_elements_of_every_size_round_trip() {
+    // Short elements live in place in the manager and longer ones apart:
+    // the sizes around that boundary, pushed, replaced and read back.
+    bounded(|| {
+        let mgr = Manager::builder().spawn_thread().unwrap();
+        let l = mgr.list::<String>().unwrap();
+        let all: Vec<String> = (0..40).map(|n| "x".repeat(n)).collect();
+        l.extend(all.clone()).unwrap();
+        assert_eq!(l.to_vec().unwrap(), all);
+        for n in 0..40 {
+            let longer = "y".repeat(40 - n);
+            l.set(n, longer.clone()).unwrap();
+            assert_eq!(l.get(n).unwrap(), Some(longer));
+        }
+        let v = mgr.value(String::new()).unwrap();
+        let mut previous = String::new();
+        for n in [0, 21, 22, 23, 100, 3] {
+            let next = "z".repeat(n);
+            assert_eq!(v.swap(next.clone()).unwrap(), previous);
+            previous = next;
+        }
+        assert_eq!(v.get().unwrap(), previous);
+    });
+}

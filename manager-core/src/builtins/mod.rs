@@ -131,7 +131,11 @@ impl Stored {
     /// `NoSuchObject` when used.
     pub(crate) fn keep(ctx: &Context, elem: Elem) -> Stored {
         if elem.caps.is_empty() {
-            return Stored::plain(&elem.bytes);
+            if elem.bytes.len() <= STORED_INLINE {
+                return Stored::plain(&elem.bytes);
+            }
+            // The decoded vector becomes the box: no copy.
+            return Stored(Repr::Boxed(elem.bytes.into_vec().into_boxed_slice()));
         }
         let mut held = Held {
             state: Arc::downgrade(&ctx.server),
