@@ -10,8 +10,8 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use crate::builtins::{
-    builtin_object, builtin_proxy, create, no_such_method, proxy_methods, read, write, Builtin,
-    Elem, ElemBuf, Stored,
+    builtin_object, builtin_proxy, create, no_such_method, proxy_methods, read, write,
+    write_option_with, Builtin, Elem, ElemBuf, Stored,
 };
 use crate::caps::capturing;
 use crate::client::Client;
@@ -81,17 +81,6 @@ impl Entry {
                 bytes,
             } => out.put_raw(&bytes[usize::from(*key_len)..usize::from(*len)]),
             Entry::Boxed(b) => b.1.write(out),
-        }
-    }
-}
-
-/// `Some(value)` or `None`, as `write_option` writes it.
-fn write_value_option(out: &mut Encoder<'_>, entry: Option<&Entry>) {
-    match entry {
-        None => out.put_raw(&[0]),
-        Some(e) => {
-            out.put_raw(&[1]);
-            e.write_value(out);
         }
     }
 }
@@ -178,20 +167,20 @@ impl DictObject {
                 // The position stays the first insertion's, as in Python.
                 // The key is replaced too, by one that encodes the same.
                 let (_, old) = write(map).replace_full(entry);
-                write_value_option(out, old.as_ref());
+                write_option_with(out, old.as_ref(), Entry::write_value);
                 Ok(())
             }
             m::GET => {
                 let k: ElemBuf = args.take()?;
                 args.finish()?;
-                write_value_option(out, read(map).get(&k[..]));
+                write_option_with(out, read(map).get(&k[..]), Entry::write_value);
                 Ok(())
             }
             m::REMOVE => {
                 let k: ElemBuf = args.take()?;
                 args.finish()?;
                 let old = write(map).shift_take(&k[..]);
-                write_value_option(out, old.as_ref());
+                write_option_with(out, old.as_ref(), Entry::write_value);
                 Ok(())
             }
             m::CONTAINS_KEY => {

@@ -559,11 +559,20 @@ pub(crate) use plain_proxy;
 
 /// Writes `Option<T>` as postcard does: `0`, or `1` and the element.
 pub(crate) fn write_option(out: &mut Encoder<'_>, value: Option<&Stored>) {
+    write_option_with(out, value, Stored::write);
+}
+
+/// [`write_option`] for anything `write` writes as a `T`.
+pub(crate) fn write_option_with<V>(
+    out: &mut Encoder<'_>,
+    value: Option<V>,
+    write: impl FnOnce(V, &mut Encoder<'_>),
+) {
     match value {
         None => out.put_raw(&[0]),
         Some(v) => {
             out.put_raw(&[1]);
-            v.write(out);
+            write(v, out);
         }
     }
 }

@@ -189,15 +189,8 @@ impl Link {
             p.put(&own)?;
             caps_len = (p.len() - before) as u32;
         }
-        let blob = match (mark, blob) {
-            (Some(m), Some(b)) if m.is(b) => Some((m.at, b)),
-            (Some(_), _) => {
-                return Err(Error::protocol(
-                    "an argument left out of line is not the one the call names",
-                ))
-            }
-            (None, _) => None,
-        };
+        // The encoder leaves out only the slice it was allowed: `blob`.
+        let blob = mark.zip(blob);
         let blob = match blob {
             Some((at, b)) if self.writer.payload_len() + MAX_BESIDE_SLACK > BESIDE_BLOB_MAX => {
                 // Too much else in the frame for the manager to hold beside

@@ -26,25 +26,9 @@ enum BlobSlot {
     Inline,
     /// The byte string at `ptr`, of `len` bytes, may stay out if long.
     Open { ptr: usize, len: usize },
-    /// A byte string of `len` bytes at `ptr` belongs at `at` in the buffer
-    /// (its length prefix is already there).
-    Taken { at: usize, ptr: usize, len: usize },
-}
-
-/// Where a byte string left out of an encoder's buffer belongs.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) struct BlobMark {
-    /// Its offset in the buffer.
-    pub(crate) at: usize,
-    ptr: usize,
-    len: usize,
-}
-
-impl BlobMark {
-    /// Whether `bytes` is the very slice the mark was made for.
-    pub(crate) fn is(&self, bytes: &[u8]) -> bool {
-        self.ptr == bytes.as_ptr() as usize && self.len == bytes.len()
-    }
+    /// The allowed byte string belongs at `at` in the buffer (its length
+    /// prefix is already there).
+    Taken { at: usize },
 }
 
 struct VecFlavor<'a>(&'a mut Vec<u8>);
@@ -87,10 +71,11 @@ impl<'a> Encoder<'a> {
         };
     }
 
-    /// Where the byte string left out of the buffer belongs, if one was.
-    pub(crate) fn blob(&self) -> Option<BlobMark> {
+    /// Where the byte string given to [`Encoder::allow_blob`] belongs in the
+    /// buffer, if it was left out.
+    pub(crate) fn blob(&self) -> Option<usize> {
         match self.blob {
-            BlobSlot::Taken { at, ptr, len } => Some(BlobMark { at, ptr, len }),
+            BlobSlot::Taken { at } => Some(at),
             _ => None,
         }
     }
@@ -109,11 +94,7 @@ impl<'a> Encoder<'a> {
         };
         if self.blob == this && bytes.len() >= BLOB_MIN {
             self.put(&bytes.len())?;
-            self.blob = BlobSlot::Taken {
-                at: self.buf.len(),
-                ptr: bytes.as_ptr() as usize,
-                len: bytes.len(),
-            };
+            self.blob = BlobSlot::Taken { at: self.buf.len() };
             return Ok(());
         }
         self.put(serde_bytes::Bytes::new(bytes))
@@ -192,7 +173,7 @@ impl<'a> Decoder<'a> {
                 }
             }
         }
-        Ok(self.take::<serde_bytes::ByteBuf>()?.into_vec())
+        Ok(self.take_byte_slice()?.to_vec())
     }
 
     /// Takes the next value.
