@@ -14,7 +14,7 @@ use manager::{AuthKey, Client, Error, Manager};
 use sha2::Sha256;
 
 const MAGIC: [u8; 8] = *b"manager\0";
-const VERSION: u32 = 2;
+const VERSION: u32 = 3;
 
 fn frame(body: &[u8]) -> Vec<u8> {
     let mut f = (body.len() as u32).to_le_bytes().to_vec();

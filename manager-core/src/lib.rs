@@ -30,7 +30,7 @@ pub use context::Context;
 pub use error::{Error, Result};
 pub use manager::{Manager, ManagerBuilder};
 pub use proxy::Proxy;
-pub use shared::{Object, Shared};
+pub use shared::{End, Object, Shared};
 pub use stats::Stats;
 
 /// The built-in shared types' proxies.

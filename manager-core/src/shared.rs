@@ -77,8 +77,27 @@ pub trait Object: Send + Sync + 'static {
         args: &mut Decoder<'_>,
         out: &mut Encoder<'_>,
     ) -> Result<()>;
-    /// The connection `conn` closed: release whatever it holds (locks, permits).
-    fn disconnected(&self, _conn: u64) {}
+    /// The connection `conn` ended, as `end` says: settle what it holds
+    /// (locks, permits, items taken and not finished) by DESIGN's rule:
+    /// after a normal end the state stays as Python would leave it, after an
+    /// abnormal one the connection's holds are undone.
+    fn disconnected(&self, _conn: u64, _end: End) {}
+}
+
+/// How a connection ended.
+///
+/// ```
+/// use manager::End;
+/// assert_ne!(End::Normal, End::Abnormal);
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum End {
+    /// The client said goodbye first: its `Client` was dropped, its thread
+    /// ended, or its process returned from `main` or called `exit`.
+    Normal,
+    /// No goodbye: the process crashed or was killed, a panic unwound
+    /// through the client, or the network or the peer went away.
+    Abnormal,
 }
 
 /// A `#[shared]` value behind its reader-writer lock.

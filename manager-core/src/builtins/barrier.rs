@@ -13,6 +13,7 @@ use crate::context::Context;
 use crate::error::{Error, Result};
 use crate::proxy::Handle;
 use crate::server::lock;
+use crate::shared::End;
 use crate::wire::codec::{Decoder, Encoder};
 
 struct State {
@@ -206,9 +207,9 @@ impl BarrierObject {
         s.outcome(generation).map(|()| index)
     }
 
-    /// Connection `conn` closed: if it was waiting (its call could not see
-    /// it go), the barrier breaks.
-    fn release_all(&self, conn: u64) {
+    /// Connection `conn` ended, either way: if it was waiting (its call
+    /// could not see it go), the barrier breaks.
+    fn release_all(&self, conn: u64, _end: End) {
         let mut s = lock(&self.state);
         if s.waiters.contains(&conn) {
             s.leave_and_break(conn);

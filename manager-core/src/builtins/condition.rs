@@ -13,6 +13,7 @@ use crate::context::Context;
 use crate::error::{Error, Result};
 use crate::proxy::Handle;
 use crate::server::lock;
+use crate::shared::End;
 use crate::wire::codec::{Decoder, Encoder};
 
 #[derive(Default)]
@@ -235,8 +236,9 @@ impl ConditionObject {
         Ok(notified)
     }
 
-    /// Connection `conn` closed: if it holds the lock, the lock is free.
-    fn release_all(&self, conn: u64) {
+    /// Connection `conn` ended, either way: if it holds the lock (at any
+    /// level), the lock is free, since nobody else could release it.
+    fn release_all(&self, conn: u64, _end: End) {
         let mut s = lock(&self.state);
         if s.owner == Some(conn) {
             s.owner = None;

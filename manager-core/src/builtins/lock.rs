@@ -1,6 +1,7 @@
 //! `Lock` and `RLock` (Python's `threading.Lock` and `RLock` through a
 //! manager). The owner is the calling connection: one client thread. When a
-//! connection closes, the locks it holds are released and waiters wake.
+//! connection ends abnormally, the locks it holds are released and waiters
+//! wake; after a normal end a plain Lock stays held, as in Python.
 
 use std::sync::{Condvar, Mutex};
 use std::time::Duration;
@@ -13,6 +14,7 @@ use crate::context::Context;
 use crate::error::{Error, Result};
 use crate::proxy::Handle;
 use crate::server::lock as guard;
+use crate::shared::End;
 use crate::wire::codec::{Decoder, Encoder};
 
 #[derive(Default)]
@@ -138,9 +140,14 @@ impl Core {
         Ok(true)
     }
 
-    /// Connection `conn` closed: if it holds the lock (at any level), the
-    /// lock is free again.
-    fn release_all(&self, conn: u64) {
+    /// Connection `conn` ended. An RLock it holds (at any level) is free
+    /// again either way: nobody else could release it. A plain Lock stays
+    /// held after a normal end, as in Python, where any client may release
+    /// it; after an abnormal one it is freed.
+    fn release_all(&self, conn: u64, end: End) {
+        if !self.reentrant && end == End::Normal {
+            return;
+        }
         let mut s = guard(&self.state);
         if s.holder == Some(conn) {
             s.holder = None;
@@ -182,8 +189,8 @@ macro_rules! lock_object {
                 }
             }
 
-            fn release_all(&self, conn: u64) {
-                self.0.release_all(conn)
+            fn release_all(&self, conn: u64, end: End) {
+                self.0.release_all(conn, end)
             }
         }
     };

@@ -481,15 +481,15 @@ pub(crate) use proxy_methods;
 /// Implements [`Object`] for a built-in: its name, fingerprint and method
 /// names come from [`Builtin`], calls go to its inherent
 /// `dispatch(&self, ctx, method, args, out)`, and with `disconnected`, a
-/// closed connection goes to its inherent `release_all(&self, conn)`.
+/// closed connection goes to its inherent `release_all(&self, conn, end)`.
 macro_rules! builtin_object {
     ($obj:ty) => {
         crate::builtins::builtin_object!(@impl $obj, {});
     };
     ($obj:ty, disconnected) => {
         crate::builtins::builtin_object!(@impl $obj, {
-            fn disconnected(&self, conn: u64) {
-                self.release_all(conn)
+            fn disconnected(&self, conn: u64, end: crate::shared::End) {
+                self.release_all(conn, end)
             }
         });
     };

@@ -1,6 +1,6 @@
 //! `Semaphore` and `BoundedSemaphore` (Python's `threading` ones through a
 //! manager). Permits are counted per connection, so a client that dies gives
-//! back the permits it took.
+//! back the permits it took; one that ends normally leaves them taken.
 
 use std::collections::HashMap;
 use std::sync::{Condvar, Mutex};
@@ -15,6 +15,7 @@ use crate::context::Context;
 use crate::error::{Error, Result};
 use crate::proxy::Handle;
 use crate::server::lock;
+use crate::shared::End;
 use crate::wire::codec::{Decoder, Encoder};
 
 struct State {
@@ -143,10 +144,17 @@ impl SemaphoreObject {
         Ok(())
     }
 
-    /// Connection `conn` closed: the permits it still holds come back.
-    fn release_all(&self, conn: u64) {
+    /// Connection `conn` ended. After an abnormal end the permits it still
+    /// holds come back; after a normal one they stay taken, as in Python
+    /// (an acquire consumes a permit: that is how a semaphore carries a
+    /// signal from one process to another).
+    fn release_all(&self, conn: u64, end: End) {
         let mut s = lock(&self.state);
-        if let Some(n) = s.held.remove(&conn) {
+        let held = s.held.remove(&conn);
+        if end == End::Normal {
+            return;
+        }
+        if let Some(n) = held {
             s.value = s.value.saturating_add(n);
             if self.bounded {
                 s.value = s.value.min(self.initial);

@@ -26,6 +26,10 @@ const UNSENT_LIMIT: usize = 64 * 1024;
 /// How long a client waits for a manager to complete the handshake.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// How long a goodbye waits for the manager's answer. More than the manager
+/// waits for a session's other connections.
+pub(crate) const FAREWELL_TIMEOUT: Duration = Duration::from_secs(5);
+
 /// A reply that arrived while another was awaited.
 enum Stashed {
     Ok(Vec<u8>, crate::caps::ReplyCaps),
@@ -311,6 +315,11 @@ impl Link {
                     let e = from_slice::<WireError>(payload).map_or_else(|e| e, Error::from);
                     return Err(self.fail(e));
                 }
+                Response::Farewell => {
+                    return Err(self.fail(Error::Protocol(
+                        "the manager said farewell to a connection that did not say goodbye".into(),
+                    )))
+                }
             };
             if s == seq {
                 if !ok {
@@ -371,6 +380,41 @@ impl Link {
         self.wait(seq, client)
     }
 
+    /// Ends this connection normally: the manager settles what it held
+    /// (and with `session`, what every connection of the session held) and
+    /// its references, answers, and closes. Waits for that answer for at
+    /// most [`FAREWELL_TIMEOUT`]; the link is unusable afterwards.
+    pub(crate) fn goodbye(&mut self, session: bool) {
+        if self.broken.is_some() || self.flush().is_err() {
+            return;
+        }
+        self.writer.begin();
+        let sent = self.writer.send(
+            &mut &self.socket,
+            &Request::Goodbye { session },
+            self.max_frame,
+        );
+        self.mark_broken("the connection was closed by this client");
+        if sent.is_err()
+            || self
+                .socket
+                .set_read_timeout(Some(FAREWELL_TIMEOUT))
+                .is_err()
+        {
+            return;
+        }
+        let deadline = std::time::Instant::now() + FAREWELL_TIMEOUT;
+        // Replies to calls whose `Pending` was dropped may come first.
+        while std::time::Instant::now() < deadline {
+            let Ok(Some(body)) = self.reader.next(&mut &self.socket) else {
+                return;
+            };
+            if let Ok((Response::Farewell, _)) = postcard::take_from_bytes::<Response>(body) {
+                return;
+            }
+        }
+    }
+
     /// Drops one of the session's references to `object`; no reply.
     pub(crate) fn release(&mut self, object: u64) {
         if self.broken.is_some() || self.flush().is_err() {
@@ -387,6 +431,19 @@ impl Link {
             }
         }
     }
+}
+
+/// Says goodbye on `socket`, a connection of this client no thread is using,
+/// without waiting for the answer: the manager settles it before it answers
+/// the session's goodbye on the main connection.
+pub(crate) fn say_goodbye(socket: &Socket) {
+    let mut writer = FrameWriter::new();
+    writer.begin();
+    let _ = writer.send(
+        &mut &*socket,
+        &Request::Goodbye { session: false },
+        DEFAULT_MAX_FRAME,
+    );
 }
 
 /// Room for the header and prefix of a frame, beside its payload.

@@ -2,8 +2,8 @@
 //! `Context::client` and proxies arriving inside the manager use.
 //!
 //! Each thread gets a connection id of its own per manager, so locks taken
-//! in-process are owned per thread as they are over sockets, and released
-//! when the thread ends.
+//! in-process are owned per thread as they are over sockets, and settled
+//! when the thread ends (normally unless a panic began on it).
 
 use std::cell::RefCell;
 use std::sync::atomic::Ordering;
@@ -24,7 +24,12 @@ struct LocalConn {
 impl Drop for LocalConn {
     fn drop(&mut self) {
         if let Some(state) = self.state.upgrade() {
-            state.table.disconnected(self.conn);
+            let end = if crate::client::ending_normally() {
+                crate::shared::End::Normal
+            } else {
+                crate::shared::End::Abnormal
+            };
+            state.table.disconnected(self.conn, end);
         }
     }
 }

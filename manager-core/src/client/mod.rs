@@ -1,6 +1,7 @@
 //! The client: a session with one manager, a connection per thread, the
 //! process-wide keyring, and pending replies of pipelined calls.
 
+mod farewell;
 mod keyring;
 mod link;
 mod local;
@@ -8,8 +9,8 @@ mod pending;
 
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError, Weak};
 
 use serde::de::DeserializeOwned;
 
@@ -24,6 +25,7 @@ use crate::transport::Socket;
 use crate::wire::codec::{from_slice, Encoder};
 use crate::wire::message::CONTROL;
 
+pub(crate) use farewell::ending_normally;
 pub(crate) use keyring::{client_for, client_with, preload, register_local, snapshot};
 use link::Link;
 pub use pending::Pending;
@@ -59,6 +61,8 @@ pub(crate) struct ClientInner {
     /// The session's id on the manager; renewed if the manager restarts.
     session: AtomicU64,
     transport: Transport,
+    /// Set once the session has said goodbye (at process exit, or on drop).
+    departed: AtomicBool,
 }
 
 enum Transport {
@@ -105,16 +109,52 @@ struct ThreadLink {
 
 impl Drop for ThreadLink {
     fn drop(&mut self) {
+        // With the client gone, its session said goodbye for this link too.
         if let Some(owner) = self.owner.upgrade() {
             lock(&owner.remote().sockets).remove(&self.link.id);
+            // The thread ends (or the process exits) with the client alive.
+            if ending_normally() {
+                self.link.goodbye(false);
+            }
+        }
+    }
+}
+
+impl ClientInner {
+    /// The process exits with this client alive: the session says goodbye
+    /// on the main connection. Connections of threads still running close
+    /// with the process, and the manager counts them as ending normally too.
+    fn depart_at_exit(&self) {
+        let Transport::Remote(r) = &self.transport else {
+            return;
+        };
+        if self.departed.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        // Not a thread inside a call on it: that one would finish first.
+        if let Ok(mut main) = r.main.try_lock() {
+            main.goodbye(true);
         }
     }
 }
 
 impl Drop for ClientInner {
     fn drop(&mut self) {
-        match &self.transport {
+        match &mut self.transport {
             Transport::Remote(r) => {
+                if ending_normally() && !self.departed.swap(true, Ordering::AcqRel) {
+                    // Every call holds a clone of the client, so no thread is
+                    // inside one now: each thread's connection is idle and
+                    // may say goodbye from here, and the session's goodbye
+                    // is answered once all of them are settled.
+                    for s in lock(&r.sockets).values() {
+                        link::say_goodbye(s);
+                    }
+                    r.main
+                        .get_mut()
+                        .unwrap_or_else(PoisonError::into_inner)
+                        .goodbye(true);
+                }
                 // Threads that used this client may live on; closing their
                 // sockets ends the session now rather than when they exit.
                 for s in lock(&r.sockets).values() {
@@ -156,8 +196,10 @@ impl Client {
                     sockets: Mutex::new(HashMap::new()),
                     next_link: AtomicU64::new(1),
                 })),
+                departed: AtomicBool::new(false),
             }),
         };
+        farewell::register(&client.inner);
         keyring::remember(&client);
         Ok(client)
     }
@@ -171,6 +213,7 @@ impl Client {
                 key: state.config.key.clone(),
                 session: AtomicU64::new(state.table.open_session()),
                 transport: Transport::Local(Arc::downgrade(state)),
+                departed: AtomicBool::new(false),
             }),
         }
     }

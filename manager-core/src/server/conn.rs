@@ -3,11 +3,13 @@
 use std::io::Write;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
+use std::time::Duration;
 
 use crate::auth::{random_bytes, CLIENT_LABEL, SERVER_LABEL};
 use crate::context::{Caller, Context};
 use crate::error::{Error, Result};
 use crate::server::{control, ServerState};
+use crate::shared::End;
 use crate::transport::Socket;
 use crate::wire::codec::{from_slice, Decoder};
 use crate::wire::frame::{
@@ -42,7 +44,7 @@ pub(super) fn serve(state: Arc<ServerState>, socket: Socket, conn: u64) {
             return;
         }
     };
-    if !state.register(conn, &socket) {
+    if !state.register(conn, session, &socket) {
         state.table.leave_session(session);
         socket.shutdown();
         return;
@@ -58,27 +60,68 @@ pub(super) fn serve(state: Arc<ServerState>, socket: Socket, conn: u64) {
     };
     let ended = calls(&state, &ctx, &socket, &socket, &mut reader, &mut writer);
     let _ = ctx.flush_replies();
-    if let Err(e) = ended {
-        tracing::debug!(error = %e, "connection closed with an error");
-        if let Error::Protocol(_) = e {
-            // Tell the peer why before hanging up; it may not be listening.
-            let _ = writer.begin().put(&e.to_wire());
-            let _ = writer.send(
-                &mut &socket,
-                &Response::Fatal,
-                state.config.limits.max_frame,
-            );
+    let end = match &ended {
+        Ok(Ended::Goodbye { session: all }) => {
+            if *all {
+                // The client's other connections said goodbye just before
+                // this one (or are about to close with its process): settle
+                // them first, so the farewell below means the whole session.
+                state.table.mark_leaving(session);
+                state.await_session(session, conn, SESSION_FAREWELL);
+            }
+            End::Normal
         }
+        Ok(Ended::Shutdown) => End::Normal,
+        // Without a goodbye, unless the client said one for the session.
+        _ if state.table.is_leaving(session) => End::Normal,
+        Ok(Ended::Closed) => End::Abnormal,
+        Err(e) => {
+            tracing::debug!(error = %e, "connection closed with an error");
+            if let Error::Protocol(_) = e {
+                // Tell the peer why before hanging up; it may not be listening.
+                let _ = writer.begin().put(&e.to_wire());
+                let _ = writer.send(
+                    &mut &socket,
+                    &Response::Fatal,
+                    state.config.limits.max_frame,
+                );
+            }
+            End::Abnormal
+        }
+    };
+    tracing::debug!(?end, "connection ending");
+    state.table.disconnected(conn, end);
+    state.table.leave_session(session);
+    if let Ok(Ended::Goodbye { .. }) = ended {
+        // Everything the connection held is settled: say so, then close.
+        writer.begin();
+        let _ = writer.send(
+            &mut &socket,
+            &Response::Farewell,
+            state.config.limits.max_frame,
+        );
     }
     socket.shutdown();
-    state.table.disconnected(conn);
-    state.table.leave_session(session);
     state.unregister(conn);
     tracing::debug!("connection closed");
 }
 
+/// How long a session's goodbye waits for its other connections to end.
+const SESSION_FAREWELL: Duration = Duration::from_secs(2);
+
+/// How a connection's call loop ended.
+#[derive(Debug)]
+pub(crate) enum Ended {
+    /// The peer closed the stream without a goodbye.
+    Closed,
+    /// The peer said goodbye (for all its session's connections with `session`).
+    Goodbye { session: bool },
+    /// The peer asked the manager to shut down.
+    Shutdown,
+}
+
 /// The call loop, over any byte streams (a socket, or a fuzzer's bytes).
-/// Returns `Ok` when the peer closes cleanly.
+/// Returns how the peer ended it, or the error that ended it.
 pub(crate) fn calls(
     state: &ServerState,
     ctx: &Context,
@@ -86,12 +129,12 @@ pub(crate) fn calls(
     mut output: impl Write,
     reader: &mut FrameReader,
     writer: &mut FrameWriter,
-) -> Result<()> {
+) -> Result<Ended> {
     let max = state.config.limits.max_frame;
     loop {
         let (body, blob) = match reader.next_with_blob(&mut input) {
             Ok(Some(frame)) => frame,
-            Ok(None) => return Ok(()),
+            Ok(None) => return Ok(Ended::Closed),
             Err(e) => return Err(read_error(e)),
         };
         let (request, payload) = postcard::take_from_bytes::<Request>(body)
@@ -116,6 +159,7 @@ pub(crate) fn calls(
                 state.table.release(ctx.session, object);
                 continue;
             }
+            Request::Goodbye { session } => return Ok(Ended::Goodbye { session }),
         };
         let args = match blob {
             None => Decoder::new(args),
@@ -152,7 +196,7 @@ pub(crate) fn calls(
                 ctx.reply(writer.frame(), reader.has_frame() && !shutdown, &mut output)?;
                 if shutdown {
                     state.stop();
-                    return Ok(());
+                    return Ok(Ended::Shutdown);
                 }
             }
         }

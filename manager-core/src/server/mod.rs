@@ -86,8 +86,10 @@ pub(crate) struct ServerState {
     handshakes: AtomicUsize,
     pub(crate) calls: AtomicU64,
     stopping: AtomicBool,
-    /// Open connections, to close them on shutdown.
-    live: Mutex<HashMap<u64, Socket>>,
+    /// Open connections and their sessions, to close them on shutdown and
+    /// to wait for a session's connections when its client says goodbye.
+    live: Mutex<HashMap<u64, (u64, Socket)>>,
+    /// Notified whenever a connection leaves `live`.
     drained: Condvar,
     internal: Mutex<Option<Client>>,
     /// References to other managers' objects that left a container: kept
@@ -201,27 +203,48 @@ impl ServerState {
         tracing::debug!(address = %self.address, "manager stopping");
         // Wake the accept loop with a connection of our own.
         let _ = Socket::connect(&wake_address(&self.address));
-        for s in lock(&self.live).values() {
+        for (_, s) in lock(&self.live).values() {
             s.shutdown();
         }
     }
 
-    fn register(&self, id: u64, socket: &Socket) -> bool {
+    fn register(&self, id: u64, session: u64, socket: &Socket) -> bool {
         let mut live = lock(&self.live);
         if self.is_stopping() {
             return false;
         }
         if let Ok(clone) = socket.try_clone() {
-            live.insert(id, clone);
+            live.insert(id, (session, clone));
         }
         true
     }
 
     fn unregister(&self, id: u64) {
+        lock(&self.live).remove(&id);
+        self.drained.notify_all();
+    }
+
+    /// Waits, for at most `limit`, until `session` has no open connection
+    /// but `conn`: its client said goodbye on `conn` for all of them, and
+    /// the others are ending (each said goodbye too, or its thread is still
+    /// inside a call and its socket closes when the client process exits).
+    fn await_session(&self, session: u64, conn: u64, limit: Duration) {
+        let deadline = Instant::now() + limit;
         let mut live = lock(&self.live);
-        live.remove(&id);
-        if live.is_empty() {
-            self.drained.notify_all();
+        while live.iter().any(|(&c, (s, _))| *s == session && c != conn) {
+            let now = Instant::now();
+            if now >= deadline {
+                tracing::debug!(
+                    session = format_args!("{session:016x}"),
+                    "a connection of a departing session is still open; not waiting for it"
+                );
+                return;
+            }
+            live = self
+                .drained
+                .wait_timeout(live, deadline - now)
+                .unwrap_or_else(PoisonError::into_inner)
+                .0;
         }
     }
 
@@ -412,7 +435,9 @@ impl FuzzHarness {
             &mut reader,
             &mut writer,
         );
-        self.state.table.disconnected(ctx.conn);
+        self.state
+            .table
+            .disconnected(ctx.conn, crate::shared::End::Abnormal);
         self.state.table.leave_session(session);
         output
     }

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use crate::error::{Error, Result};
 use crate::server::{lock, ServerState};
-use crate::shared::Object;
+use crate::shared::{End, Object};
 
 pub(crate) struct Table {
     objects: RwLock<HashMap<u64, Arc<dyn Object>>>,
@@ -35,6 +35,9 @@ struct Refs {
 struct Session {
     connections: u64,
     refs: HashMap<u64, u64>,
+    /// The client said goodbye for the whole session: its connections that
+    /// close from now on end normally.
+    leaving: bool,
 }
 
 struct Handoff {
@@ -213,7 +216,7 @@ impl Table {
                     id,
                     Session {
                         connections: 1,
-                        refs: HashMap::new(),
+                        ..Session::default()
                     },
                 );
                 return id;
@@ -229,6 +232,21 @@ impl Table {
         })?;
         s.connections += 1;
         Ok(())
+    }
+
+    /// The client of session `id` said goodbye for all its connections.
+    pub(crate) fn mark_leaving(&self, id: u64) {
+        if let Some(s) = lock(&self.refs).sessions.get_mut(&id) {
+            s.leaving = true;
+        }
+    }
+
+    /// Whether the client of session `id` said goodbye for all its connections.
+    pub(crate) fn is_leaving(&self, id: u64) -> bool {
+        lock(&self.refs)
+            .sessions
+            .get(&id)
+            .is_some_and(|s| s.leaving)
     }
 
     /// A connection of `id` closed; the last one ends the session and drops
@@ -392,8 +410,8 @@ impl Table {
         (refs.sessions.len() as u64, refs.names.len() as u64)
     }
 
-    /// Tells every object that connection `conn` closed.
-    pub(crate) fn disconnected(&self, conn: u64) {
+    /// Tells every object that connection `conn` ended, and how.
+    pub(crate) fn disconnected(&self, conn: u64, end: End) {
         let objects: Vec<_> = self
             .objects
             .read()
@@ -402,7 +420,7 @@ impl Table {
             .cloned()
             .collect();
         for o in objects {
-            o.disconnected(conn);
+            o.disconnected(conn, end);
         }
     }
 

@@ -11,7 +11,7 @@ use crate::error::{Error, Result, WireError};
 /// Sent first by a client; names the protocol so a stray peer is refused early.
 pub(crate) const MAGIC: [u8; 8] = *b"manager\0";
 /// Bumped on any incompatible change to the messages below.
-pub(crate) const PROTOCOL_VERSION: u32 = 2;
+pub(crate) const PROTOCOL_VERSION: u32 = 3;
 
 /// Client → server: who we are and a fresh nonce.
 #[derive(Debug, Serialize, Deserialize)]
@@ -65,6 +65,11 @@ pub(crate) enum Request {
     },
     /// Drop one of this session's references to `object`. No reply.
     Release { object: u64 },
+    /// This connection ends normally (with `session`: every connection of
+    /// this session does); nothing follows. The manager settles what the
+    /// connection held and its references, then answers
+    /// [`Response::Farewell`] and closes.
+    Goodbye { session: bool },
 }
 
 /// Server → client.
@@ -80,6 +85,9 @@ pub(crate) enum Response {
     Err { seq: u64 },
     /// The connection is being closed; the payload holds a `WireError` saying why.
     Fatal,
+    /// The answer to [`Request::Goodbye`]: what the connection (or session)
+    /// held is settled and its references are dropped.
+    Farewell,
 }
 
 /// Splits a payload whose last `caps_len` bytes are a capability list.
