@@ -1,7 +1,7 @@
 //! `Queue` and `JoinableQueue`: FIFO queues with an optional bound
 //! (Python's `queue.Queue` and `multiprocessing.JoinableQueue`).
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::marker::PhantomData;
 use std::sync::{Condvar, Mutex};
 use std::time::{Duration, Instant};
@@ -18,18 +18,25 @@ use crate::context::Context;
 use crate::error::{Error, Result};
 use crate::proxy::Handle;
 use crate::server::lock;
+use crate::shared::End;
 use crate::wire::codec::{Decoder, Encoder};
 
 struct State {
     items: VecDeque<Stored>,
     /// Items put and not yet marked done (`JoinableQueue`).
     unfinished: u64,
+    /// Items each connection took from a joinable queue and has not marked
+    /// done, oldest first: they go back to the front of the queue if that
+    /// connection ends abnormally (at-least-once, and `join` returns).
+    taken: HashMap<u64, VecDeque<Stored>>,
 }
 
 /// What a queue and a joinable queue share.
 struct Core {
     /// 0 for no bound.
     maxsize: usize,
+    /// A `JoinableQueue`: `task_done` and `join`, and taken items tracked.
+    joinable: bool,
     state: Mutex<State>,
     not_empty: Condvar,
     not_full: Condvar,
@@ -57,6 +64,8 @@ mod m {
     pub(super) const IS_FULL: u32 = 8;
     pub(super) const TASK_DONE: u32 = 9;
     pub(super) const JOIN: u32 = 10;
+    pub(super) const JOIN_TIMEOUT: u32 = 11;
+    pub(super) const UNFINISHED: u32 = 12;
 }
 
 /// The methods of a `Queue`; a `JoinableQueue` has these and two more.
@@ -73,12 +82,14 @@ const QUEUE_METHODS: &[&str] = &[
 ];
 
 impl Core {
-    fn new(args: &mut Decoder<'_>) -> Result<Core> {
+    fn new(args: &mut Decoder<'_>, joinable: bool) -> Result<Core> {
         Ok(Core {
             maxsize: take_usize(args)?,
+            joinable,
             state: Mutex::new(State {
                 items: VecDeque::new(),
                 unfinished: 0,
+                taken: HashMap::new(),
             }),
             not_empty: Condvar::new(),
             not_full: Condvar::new(),
@@ -144,24 +155,80 @@ impl Core {
         Ok(item)
     }
 
-    fn task_done(&self) -> Result<()> {
+    /// Marks one item done: the oldest the calling connection took, or, for
+    /// a task done on another's behalf (allowed, as in Python), the oldest
+    /// another connection took; so no connection ends holding more taken
+    /// items than are unfinished.
+    fn task_done(&self, conn: u64) -> Result<()> {
         let mut s = lock(&self.state);
         if s.unfinished == 0 {
             return Err(Error::TaskDoneTooOften);
         }
         s.unfinished -= 1;
-        if s.unfinished == 0 {
-            drop(s);
+        let from = if s.taken.contains_key(&conn) {
+            Some(conn)
+        } else {
+            s.taken.keys().next().copied()
+        };
+        let done = from.and_then(|from| {
+            let list = s.taken.get_mut(&from)?;
+            let item = list.pop_front();
+            if list.is_empty() {
+                s.taken.remove(&from);
+            }
+            item
+        });
+        let all_done = s.unfinished == 0;
+        drop(s);
+        drop(done);
+        if all_done {
             self.all_done.notify_all();
         }
         Ok(())
     }
 
-    fn join(&self, ctx: &Context) -> Result<()> {
+    /// Waits until every item put has been marked done, until `deadline`
+    /// (`None`: forever); whether they were.
+    fn join(&self, ctx: &Context, deadline: Option<Instant>) -> Result<bool> {
         let s = lock(&self.state);
-        let (s, _) = ctx.wait_until(s, &self.all_done, None, |s| s.unfinished == 0)?;
+        let (s, done) = ctx.wait_until(s, &self.all_done, deadline, |s| s.unfinished == 0)?;
         drop(s);
-        Ok(())
+        Ok(done)
+    }
+
+    /// Remembers that `conn` took `item` from a joinable queue.
+    fn took(&self, conn: u64, item: Stored) {
+        lock(&self.state)
+            .taken
+            .entry(conn)
+            .or_default()
+            .push_back(item);
+    }
+
+    /// Connection `conn` ended. The items it took and did not mark done
+    /// were not finished: after an abnormal end they go back to the front of
+    /// the queue, in the order they were taken, still counted unfinished;
+    /// after a normal one they stay unfinished, as in Python.
+    fn release_all(&self, conn: u64, end: End) {
+        let mut s = lock(&self.state);
+        let Some(taken) = s.taken.remove(&conn) else {
+            return;
+        };
+        if end == End::Normal {
+            drop(s);
+            drop(taken);
+            return;
+        }
+        tracing::debug!(
+            conn,
+            items = taken.len(),
+            "a consumer ended abnormally: its unfinished items go back to the queue"
+        );
+        for item in taken.into_iter().rev() {
+            s.items.push_front(item);
+        }
+        drop(s);
+        self.not_empty.notify_all();
     }
 
     /// Runs a queue method; `Ok(false)` if `method` is not one
@@ -169,7 +236,6 @@ impl Core {
     fn call(
         &self,
         ctx: &Context,
-        joinable: bool,
         method: u32,
         args: &mut Decoder<'_>,
         out: &mut Encoder<'_>,
@@ -198,10 +264,15 @@ impl Core {
                 let item = self.get(ctx, wait)?;
                 if method == m::GET {
                     // A wait without deadline ends with an item or an error.
-                    let item = item.ok_or_else(|| Error::Timeout("queue get".into()))?;
+                    let item = item
+                        .as_ref()
+                        .ok_or_else(|| Error::Timeout("queue get".into()))?;
                     item.write(out);
                 } else {
                     write_option(out, item.as_ref());
+                }
+                if let (true, Some(item)) = (self.joinable, item) {
+                    self.took(ctx.connection_id(), item);
                 }
             }
             m::LEN => {
@@ -216,13 +287,22 @@ impl Core {
                 args.finish()?;
                 out.put(&self.full(&lock(&self.state)))?;
             }
-            m::TASK_DONE if joinable => {
+            m::TASK_DONE if self.joinable => {
                 args.finish()?;
-                self.task_done()?;
+                self.task_done(ctx.connection_id())?;
             }
-            m::JOIN if joinable => {
+            m::JOIN if self.joinable => {
                 args.finish()?;
-                self.join(ctx)?;
+                self.join(ctx, None)?;
+            }
+            m::JOIN_TIMEOUT if self.joinable => {
+                let deadline = take_deadline(args)?;
+                args.finish()?;
+                out.put(&self.join(ctx, deadline)?)?;
+            }
+            m::UNFINISHED if self.joinable => {
+                args.finish()?;
+                out.put(&lock(&self.state).unfinished)?;
             }
             _ => return Ok(false),
         }
@@ -238,7 +318,7 @@ impl Builtin for QueueObject {
     const METHODS: &'static [&'static str] = QUEUE_METHODS;
 
     fn construct(_ctx: &Context, args: &mut Decoder<'_>) -> Result<Self> {
-        Core::new(args).map(QueueObject)
+        Core::new(args, false).map(QueueObject)
     }
 }
 
@@ -252,7 +332,7 @@ impl QueueObject {
         args: &mut Decoder<'_>,
         out: &mut Encoder<'_>,
     ) -> Result<()> {
-        if self.0.call(ctx, false, method, args, out)? {
+        if self.0.call(ctx, method, args, out)? {
             Ok(())
         } else {
             Err(no_such_method::<Self>(method))
@@ -274,16 +354,22 @@ impl Builtin for JoinableQueueObject {
         "is_full",
         "task_done",
         "join",
+        "join_timeout",
+        "unfinished",
     ];
 
     fn construct(_ctx: &Context, args: &mut Decoder<'_>) -> Result<Self> {
-        Core::new(args).map(JoinableQueueObject)
+        Core::new(args, true).map(JoinableQueueObject)
     }
 }
 
-builtin_object!(JoinableQueueObject);
+builtin_object!(JoinableQueueObject, disconnected);
 
 impl JoinableQueueObject {
+    fn release_all(&self, conn: u64, end: End) {
+        self.0.release_all(conn, end)
+    }
+
     fn dispatch(
         &self,
         ctx: &Context,
@@ -291,7 +377,7 @@ impl JoinableQueueObject {
         args: &mut Decoder<'_>,
         out: &mut Encoder<'_>,
     ) -> Result<()> {
-        if self.0.call(ctx, true, method, args, out)? {
+        if self.0.call(ctx, method, args, out)? {
             Ok(())
         } else {
             Err(no_such_method::<Self>(method))
@@ -407,6 +493,11 @@ queue_methods!(QueueProxy);
 /// from [`Client::joinable_queue`]: a queue whose consumers mark each item
 /// done, so a producer can wait for all of them.
 ///
+/// Items a consumer took and did not mark done go back to the front of the
+/// queue if its connection ends abnormally (its process crashed or was
+/// killed): delivery is at-least-once, nothing is lost, and `join` returns.
+/// After a normal end they stay unfinished, as in Python.
+///
 /// ```
 /// # fn main() -> manager::Result<()> {
 /// let mgr = manager::Manager::builder().spawn_thread()?;
@@ -415,6 +506,8 @@ queue_methods!(QueueProxy);
 /// let job = jobs.get()?;
 /// jobs.task_done()?;
 /// jobs.join()?; // every item put has been marked done
+/// assert_eq!(jobs.unfinished()?, 0);
+/// assert!(jobs.join_timeout(std::time::Duration::from_millis(10))?);
 /// assert!(matches!(jobs.task_done(), Err(manager::Error::TaskDoneTooOften)));
 /// # let _ = job; Ok(()) }
 /// ```
@@ -441,6 +534,22 @@ proxy_methods! {
     /// # Errors
     /// Connection errors.
     pub fn join(&self) -> () = |h| { h.call(m::JOIN, |_| Ok(())) }
+
+    /// Waits at most `timeout` until every item put has been marked done;
+    /// whether they were.
+    ///
+    /// # Errors
+    /// Connection errors.
+    pub fn join_timeout(&self, timeout: Duration) -> bool = |h| {
+        h.call(m::JOIN_TIMEOUT, |a| a.put(&timeout))
+    }
+
+    /// How many items were put and not yet marked done (Python keeps this
+    /// count private, as `unfinished_tasks`).
+    ///
+    /// # Errors
+    /// Connection errors.
+    pub fn unfinished(&self) -> u64 = |h| { h.call(m::UNFINISHED, |_| Ok(())) }
 }
 
 impl Client {
