@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use common::{eventually, role, sigkill, spawn_role};
 use hmac::{Hmac, Mac};
-use manager::{AuthKey, Client, Error, Manager};
+use manager::{AuthKey, Client, Error, Manager, Proxy};
 use sha2::Sha256;
 
 const MAGIC: [u8; 8] = *b"manager\0";
@@ -407,4 +407,51 @@ fn connections_past_the_handshake_cap_are_closed_at_once() {
         mgr.auth_key()
     )
     .is_ok()));
+}
+
+/// The object id a token names (`mgr1.` and the hex of its postcard encoding:
+/// address, object, fingerprint, hand-off).
+fn object_id(token: &str) -> u64 {
+    let hex = token.strip_prefix("mgr1.").expect("a token");
+    let bytes: Vec<u8> = (0..hex.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&hex[i..i + 2], 16).unwrap())
+        .collect();
+    let (_address, object, _fp, _handoff): (String, u64, u64, u64) =
+        postcard::from_bytes(&bytes).unwrap();
+    object
+}
+
+#[test]
+fn an_item_whose_reply_cannot_be_delivered_goes_back_where_it_was() {
+    let key = AuthKey::random();
+    let mgr = Manager::builder().auth_key(key.clone()).start().unwrap();
+    let held = mgr.lock().unwrap();
+    held.acquire().unwrap();
+    let q = mgr.queue::<u32>(0).unwrap();
+    q.put(7).unwrap();
+    let list = mgr.list::<u32>().unwrap();
+    list.extend([1, 2, 3]).unwrap();
+    let lock_id = object_id(&held.to_token().unwrap());
+    // (object, method, arguments): queue get, list pop, list remove(0).
+    let takes = [
+        (object_id(&q.to_token().unwrap()), 3, vec![]),
+        (object_id(&list.to_token().unwrap()), 1, vec![]),
+        (object_id(&list.to_token().unwrap()), 5, vec![0]),
+    ];
+    for (object, method, args) in takes {
+        let mut s = authenticated(&mgr, key.as_bytes());
+        // A call that blocks, then the take, then the caller leaves: the
+        // take runs after the blocked call notices, and its reply has no
+        // one to go to.
+        let mut pipeline = call(1, lock_id, 0, &[]);
+        pipeline.extend(call(2, object, method, &args));
+        s.write_all(&pipeline).unwrap();
+        s.shutdown(std::net::Shutdown::Write).unwrap();
+        let mut rest = Vec::new();
+        let _ = s.read_to_end(&mut rest);
+    }
+    assert_eq!(q.len().unwrap(), 1);
+    assert_eq!(q.try_get().unwrap(), Some(7));
+    assert_eq!(list.to_vec().unwrap(), [1, 2, 3]);
 }

@@ -1,6 +1,7 @@
 //! The per-call context a shared method can ask for.
 
 use std::io::Write;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -35,6 +36,17 @@ pub struct Context {
     pub(crate) session: u64,
     pub(crate) conn: u64,
     pub(crate) caller: Caller,
+    /// What puts back the item this call's reply carries out of a
+    /// container, if the reply cannot be delivered.
+    pub(crate) undo: Undo,
+}
+
+/// A put-back registered by the call being run, checked after each call
+/// with one relaxed load.
+#[derive(Default)]
+pub(crate) struct Undo {
+    set: AtomicBool,
+    put_back: Mutex<Option<Box<dyn FnOnce() + Send>>>,
 }
 
 /// Who is calling.
@@ -95,7 +107,28 @@ impl Context {
         self.server.is_stopping() || self.peer_gone()
     }
 
-    fn peer_gone(&self) -> bool {
+    /// Registers `put_back`, which returns the item this call's reply
+    /// carries out of a container (DESIGN §4), to run if the reply cannot be
+    /// delivered because the caller is already gone. Only a remote caller
+    /// can be gone; for any other, `put_back` is dropped at once.
+    pub(crate) fn on_undelivered(&self, put_back: impl FnOnce() + Send + 'static) {
+        if let Caller::Remote { .. } = self.caller {
+            *lock(&self.undo.put_back) = Some(Box::new(put_back));
+            self.undo.set.store(true, Ordering::Relaxed);
+        }
+    }
+
+    /// The put-back the call just run registered, if any.
+    #[inline]
+    pub(crate) fn take_undo(&self) -> Option<Box<dyn FnOnce() + Send>> {
+        if !self.undo.set.load(Ordering::Relaxed) {
+            return None;
+        }
+        self.undo.set.store(false, Ordering::Relaxed);
+        lock(&self.undo.put_back).take()
+    }
+
+    pub(crate) fn peer_gone(&self) -> bool {
         matches!(&self.caller, Caller::Remote { socket, .. } if socket.peer_gone())
     }
 

@@ -3,7 +3,7 @@
 use std::borrow::Borrow;
 use std::hash::{Hash, Hasher};
 use std::marker::PhantomData;
-use std::sync::RwLock;
+use std::sync::{Arc, RwLock};
 
 use indexmap::IndexSet;
 use serde::de::DeserializeOwned;
@@ -107,7 +107,9 @@ impl Borrow<[u8]> for Entry {
 }
 
 pub(crate) struct DictObject {
-    map: RwLock<IndexSet<Entry>>,
+    /// Shared with the put-back of an entry whose `remove` reply could not
+    /// be delivered.
+    map: Arc<RwLock<IndexSet<Entry>>>,
 }
 
 mod m {
@@ -142,7 +144,7 @@ impl Builtin for DictObject {
 
     fn construct(_ctx: &Context, _args: &mut Decoder<'_>) -> Result<Self> {
         Ok(DictObject {
-            map: RwLock::new(IndexSet::new()),
+            map: Arc::default(),
         })
     }
 }
@@ -181,6 +183,13 @@ impl DictObject {
                 args.finish()?;
                 let old = write(map).shift_take(&k[..]);
                 write_option_with(out, old.as_ref(), Entry::write_value);
+                if let Some(entry) = old {
+                    let map = Arc::clone(map);
+                    ctx.on_undelivered(move || {
+                        // Unless the key was given a new value meanwhile.
+                        write(&map).insert(entry);
+                    });
+                }
                 Ok(())
             }
             m::CONTAINS_KEY => {

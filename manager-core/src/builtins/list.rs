@@ -1,7 +1,7 @@
 //! `List`: a shared vector (Python's `manager.list()`).
 
 use std::marker::PhantomData;
-use std::sync::RwLock;
+use std::sync::{Arc, RwLock};
 
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -17,7 +17,9 @@ use crate::proxy::Handle;
 use crate::wire::codec::{Decoder, Encoder};
 
 pub(crate) struct ListObject {
-    items: RwLock<Vec<Stored>>,
+    /// Shared with the put-back of an element whose `pop` or `remove`
+    /// reply could not be delivered.
+    items: Arc<RwLock<Vec<Stored>>>,
 }
 
 mod m {
@@ -47,7 +49,7 @@ impl Builtin for ListObject {
 
     fn construct(_ctx: &Context, _args: &mut Decoder<'_>) -> Result<Self> {
         Ok(ListObject {
-            items: RwLock::new(Vec::new()),
+            items: Arc::default(),
         })
     }
 }
@@ -75,6 +77,10 @@ impl ListObject {
                 args.finish()?;
                 let popped = write(items).pop();
                 write_option(out, popped.as_ref());
+                if let Some(item) = popped {
+                    let items = Arc::clone(items);
+                    ctx.on_undelivered(move || write(&items).push(item));
+                }
                 Ok(())
             }
             m::GET => {
@@ -118,6 +124,12 @@ impl ListObject {
                 let removed = v.remove(i);
                 drop(v);
                 removed.write(out);
+                let items = Arc::clone(items);
+                ctx.on_undelivered(move || {
+                    let mut v = write(&items);
+                    let at = i.min(v.len());
+                    v.insert(at, removed);
+                });
                 Ok(())
             }
             m::LEN => {

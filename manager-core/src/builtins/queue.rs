@@ -3,7 +3,7 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::marker::PhantomData;
-use std::sync::{Condvar, Mutex};
+use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 use serde::de::DeserializeOwned;
@@ -196,6 +196,13 @@ impl Core {
         Ok(done)
     }
 
+    /// Puts `item`, taken by a caller who left before its reply, back at
+    /// the front, where it was.
+    fn put_back(&self, item: Stored) {
+        lock(&self.state).items.push_front(item);
+        self.not_empty.notify_one();
+    }
+
     /// Remembers that `conn` took `item` from a joinable queue.
     fn took(&self, conn: u64, item: Stored) {
         lock(&self.state)
@@ -234,7 +241,7 @@ impl Core {
     /// Runs a queue method; `Ok(false)` if `method` is not one
     /// (`task_done` and `join` are, for a joinable queue).
     fn call(
-        &self,
+        self: &Arc<Self>,
         ctx: &Context,
         method: u32,
         args: &mut Decoder<'_>,
@@ -271,8 +278,16 @@ impl Core {
                 } else {
                     write_option(out, item.as_ref());
                 }
-                if let (true, Some(item)) = (self.joinable, item) {
-                    self.took(ctx.connection_id(), item);
+                match item {
+                    Some(item) if self.joinable => self.took(ctx.connection_id(), item),
+                    // A joinable queue's taken item goes back when its
+                    // connection ends abnormally; a plain queue's, if the
+                    // reply carrying it cannot be delivered.
+                    Some(item) => {
+                        let core = Arc::clone(self);
+                        ctx.on_undelivered(move || core.put_back(item));
+                    }
+                    None => {}
                 }
             }
             m::LEN => {
@@ -310,15 +325,15 @@ impl Core {
     }
 }
 
-pub(crate) struct QueueObject(Core);
-pub(crate) struct JoinableQueueObject(Core);
+pub(crate) struct QueueObject(Arc<Core>);
+pub(crate) struct JoinableQueueObject(Arc<Core>);
 
 impl Builtin for QueueObject {
     const NAME: &'static str = "manager::Queue";
     const METHODS: &'static [&'static str] = QUEUE_METHODS;
 
     fn construct(_ctx: &Context, args: &mut Decoder<'_>) -> Result<Self> {
-        Core::new(args, false).map(QueueObject)
+        Core::new(args, false).map(|c| QueueObject(Arc::new(c)))
     }
 }
 
@@ -359,7 +374,7 @@ impl Builtin for JoinableQueueObject {
     ];
 
     fn construct(_ctx: &Context, args: &mut Decoder<'_>) -> Result<Self> {
-        Core::new(args, true).map(JoinableQueueObject)
+        Core::new(args, true).map(|c| JoinableQueueObject(Arc::new(c)))
     }
 }
 

@@ -87,6 +87,7 @@ pub(crate) fn call(
         conn: conn_id(&state),
         server: Arc::clone(&state),
         session,
+        undo: Default::default(),
         caller: crate::context::Caller::Local,
     };
     state.calls.fetch_add(1, Ordering::Relaxed);

@@ -56,6 +56,7 @@ pub(super) fn serve(state: Arc<ServerState>, socket: Socket, conn: u64) {
         server: Arc::clone(&state),
         session,
         conn,
+        undo: Default::default(),
         caller: Caller::remote(&socket),
     };
     let ended = calls(&state, &ctx, &socket, &socket, &mut reader, &mut writer);
@@ -193,6 +194,22 @@ pub(crate) fn calls(
                     writer.finish(&Response::Err { seq }, max)?;
                 }
                 let shutdown = object == CONTROL && method == control::method::SHUTDOWN;
+                if let Some(put_back) = ctx.take_undo() {
+                    // The reply carries an item out of a container: it goes
+                    // now, and the item goes back if its caller is gone.
+                    let sent = if ctx.peer_gone() {
+                        Err(Error::ConnectionLost(
+                            "the caller left before its reply".into(),
+                        ))
+                    } else {
+                        ctx.reply(writer.frame(), false, &mut output)
+                    };
+                    if let Err(e) = sent {
+                        put_back();
+                        return Err(e);
+                    }
+                    continue;
+                }
                 ctx.reply(writer.frame(), reader.has_frame() && !shutdown, &mut output)?;
                 if shutdown {
                     state.stop();

@@ -421,6 +421,7 @@ impl FuzzHarness {
             server: Arc::clone(&self.state),
             session,
             conn: self.state.new_connection_id(),
+            undo: Default::default(),
             caller: crate::context::Caller::Harness,
         };
         let mut output = Vec::new();
