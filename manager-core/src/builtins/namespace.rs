@@ -204,8 +204,7 @@ impl Client {
     /// # Errors
     /// Connection errors.
     pub fn namespace(&self) -> Result<NamespaceProxy> {
-        let handle = create::<NamespaceObject>(self, |_| Ok(()))?;
-        Ok(<NamespaceProxy as crate::Proxy>::__from_handle(handle))
+        create::<NamespaceProxy>(self, |_| Ok(()))
     }
 }
 

@@ -304,14 +304,15 @@ impl Client {
     /// `Error::NoSuchName` if nothing has that name; `Error::InterfaceMismatch`
     /// if the object is not a `P`.
     pub fn lookup<P: Proxy>(&self, name: &str) -> Result<P> {
+        let kind = crate::proxy::Kind::of::<P>();
         let object: u64 = self.control(method::LOOKUP, |a| {
             a.put(name)?;
-            a.put(&P::FINGERPRINT)
+            kind.put_expected(a)
         })?;
         Ok(P::__from_handle(crate::proxy::Handle::bound(
             self.clone(),
             object,
-            P::FINGERPRINT,
+            kind,
         )))
     }
 

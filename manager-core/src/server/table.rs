@@ -12,9 +12,20 @@ use std::sync::{Arc, Condvar, Mutex, PoisonError, RwLock};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use serde::Deserialize;
+
 use crate::error::{Error, Result};
 use crate::server::{lock, ServerState};
 use crate::shared::Object;
+
+/// What a proxy expects of the object it names: the type's full path, the
+/// element types of a built-in container, and the fingerprint they make.
+#[derive(Debug, Deserialize)]
+pub(crate) struct Expected {
+    type_name: String,
+    elements: Vec<String>,
+    fingerprint: u64,
+}
 
 pub(crate) struct Table {
     objects: RwLock<HashMap<u64, Arc<dyn Object>>>,
@@ -90,10 +101,10 @@ impl Table {
     }
 
     /// Adds a reference held by `session` to a live object whose interface
-    /// must be `fingerprint`.
-    pub(crate) fn add_session_ref(&self, session: u64, id: u64, fingerprint: u64) -> Result<()> {
+    /// must be the `expected` one.
+    pub(crate) fn add_session_ref(&self, session: u64, id: u64, expected: &Expected) -> Result<()> {
         let mut refs = lock(&self.refs);
-        self.check(&refs, id, fingerprint)?;
+        self.check(&refs, id, expected)?;
         let s = refs
             .sessions
             .get_mut(&session)
@@ -149,20 +160,19 @@ impl Table {
         drop(freed);
     }
 
-    fn check(&self, refs: &Refs, id: u64, fingerprint: u64) -> Result<()> {
+    /// Checks that live object `id` has the `expected` interface.
+    pub(crate) fn check_interface(&self, id: u64, expected: &Expected) -> Result<()> {
+        self.check(&lock(&self.refs), id, expected)
+    }
+
+    fn check(&self, refs: &Refs, id: u64, expected: &Expected) -> Result<()> {
         if !refs.counts.contains_key(&id) {
             return Err(no_such_object(id));
         }
         let objects = self.objects.read().unwrap_or_else(PoisonError::into_inner);
         let obj = objects.get(&id).ok_or_else(|| no_such_object(id))?;
-        if obj.fingerprint() != fingerprint {
-            return Err(Error::InterfaceMismatch(format!(
-                "object {id} is a {} whose interface differs from the proxy's \
-                 (fingerprint {:016x}, proxy expects {fingerprint:016x}); rebuild both \
-                 sides from the same definition",
-                obj.type_name(),
-                obj.fingerprint()
-            )));
+        if obj.fingerprint() != expected.fingerprint {
+            return Err(mismatch(id, &**obj, expected));
         }
         Ok(())
     }
@@ -270,7 +280,7 @@ impl Table {
     }
 
     /// The object named `name`, with a new reference for `session`.
-    pub(crate) fn lookup(&self, session: u64, name: &str, fingerprint: u64) -> Result<u64> {
+    pub(crate) fn lookup(&self, session: u64, name: &str, expected: &Expected) -> Result<u64> {
         let id = {
             let refs = lock(&self.refs);
             *refs
@@ -280,7 +290,7 @@ impl Table {
         };
         // The name may be replaced in between; then the reference below fails
         // or lands on the new holder's object, which is what a racing lookup may see.
-        self.add_session_ref(session, id, fingerprint)?;
+        self.add_session_ref(session, id, expected)?;
         Ok(id)
     }
 
@@ -327,9 +337,9 @@ impl Table {
         session: u64,
         id: u64,
         token: Option<u64>,
-        fingerprint: u64,
+        expected: &Expected,
     ) -> Result<()> {
-        self.add_session_ref(session, id, fingerprint)?;
+        self.add_session_ref(session, id, expected)?;
         if let Some(t) = token {
             let freed = {
                 let mut refs = lock(&self.refs);
@@ -411,6 +421,39 @@ impl Table {
         let objects = std::mem::take(&mut *self.write_objects());
         *lock(&self.refs) = Refs::default();
         drop(objects);
+    }
+}
+
+/// Why object `id` cannot be used through a proxy that expects `expected`:
+/// another type, the same container of other element types, or the same
+/// type built from another definition (the only case a rebuild fixes).
+fn mismatch(id: u64, obj: &dyn Object, expected: &Expected) -> Error {
+    let is = describe(obj.type_name(), obj.element_types());
+    let wanted = describe(&expected.type_name, &expected.elements);
+    Error::InterfaceMismatch(if obj.type_name() != expected.type_name {
+        format!("object {id} is a {is}, not a {wanted}")
+    } else if obj.element_types() != expected.elements.as_slice() {
+        format!(
+            "object {id} is a {is}, not a {wanted}: the proxy was made for another \
+             element type"
+        )
+    } else {
+        format!(
+            "object {id} is a {is} built from another interface than the proxy's \
+             (fingerprint {:016x}, the proxy expects {:016x}); rebuild both sides from \
+             the same definition",
+            obj.fingerprint(),
+            expected.fingerprint
+        )
+    })
+}
+
+/// `manager::Dict<alloc::string::String, i64>`, or a type's path alone.
+fn describe(type_name: &str, elements: &[String]) -> String {
+    if elements.is_empty() {
+        type_name.to_owned()
+    } else {
+        format!("{type_name}<{}>", elements.join(", "))
     }
 }
 
