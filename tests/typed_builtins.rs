@@ -68,10 +68,48 @@ impl Depot {
     }
 }
 
+/// An even number: its `Deserialize` refuses what its `Serialize` writes
+/// for an odd one, so a reply carrying one cannot be decoded.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
+#[serde(try_from = "u32")]
+pub struct Even(u32);
+
+impl TryFrom<u32> for Even {
+    type Error = String;
+    fn try_from(n: u32) -> Result<Self, String> {
+        if n % 2 == 0 {
+            Ok(Even(n))
+        } else {
+            Err(format!("{n} is odd"))
+        }
+    }
+}
+
+/// Answers with a number that does not decode.
+#[shared]
+pub struct Parity {}
+
+#[shared]
+impl Parity {
+    /// A parity.
+    pub fn new() -> Self {
+        Parity {}
+    }
+    /// An "even" number that is odd.
+    pub fn odd(&self) -> Even {
+        Even(3)
+    }
+    /// `p.odd()`, called from here in the manager.
+    pub fn odd_of(&self, p: ParityProxy) -> manager::Result<Even> {
+        p.odd()
+    }
+}
+
 fn start() -> Manager {
     Manager::builder()
         .register::<Inventory>()
         .register::<Depot>()
+        .register::<Parity>()
         .start()
         .expect("the manager process starts")
 }
@@ -80,6 +118,7 @@ fn thread() -> Manager {
     Manager::builder()
         .register::<Inventory>()
         .register::<Depot>()
+        .register::<Parity>()
         .spawn_thread()
         .expect("the manager thread starts")
 }
@@ -307,6 +346,89 @@ fn the_right_element_type_works_everywhere_and_nothing_leaks() {
                 mgr.stats().unwrap().objects == base
             }),
             "every object was freed"
+        );
+    });
+}
+
+fn protocol<T: std::fmt::Debug>(r: manager::Result<T>) -> String {
+    match r {
+        Err(Error::Protocol(m)) => m,
+        other => panic!("expected Protocol, got {other:?}"),
+    }
+}
+
+fn a_namespace_value_of_another_type_is_named(mgr: Manager) {
+    let ns = mgr.namespace().unwrap();
+    ns.set("count", 5u8).unwrap();
+    let why = protocol(ns.get::<String>("count"));
+    assert!(why.contains("namespace value \"count\""), "{why}");
+    assert!(why.contains("`alloc::string::String`"), "{why}");
+    assert!(!why.contains("trailing"), "{why}");
+    // One whose bytes happen to decode is caught by its shape.
+    let why = protocol(ns.get::<i8>("count"));
+    assert!(why.contains("\"count\"") && why.contains("`i8`"), "{why}");
+    assert_eq!(ns.get::<u8>("count").unwrap(), Some(5));
+}
+
+#[test]
+fn a_namespace_value_of_another_type_is_named_in_a_manager_process() {
+    bounded(|| a_namespace_value_of_another_type_is_named(start()));
+}
+
+#[test]
+fn a_namespace_value_of_another_type_is_named_in_a_manager_thread() {
+    bounded(|| a_namespace_value_of_another_type_is_named(thread()));
+}
+
+fn a_reply_that_does_not_decode_names_its_method_and_type(mgr: Manager) {
+    let p = ParityProxy::new(&mgr).unwrap();
+    let why = protocol(p.odd());
+    assert!(
+        why.starts_with("the reply of `odd` could not be decoded as `typed_builtins::Even`: "),
+        "{why}"
+    );
+    assert!(!why.contains("arguments"), "{why}");
+    let later = protocol(p.deferred().odd().unwrap().wait());
+    assert_eq!(later, why, "the deferred reply says the same");
+    // Called inside the manager, in-process: the same error, returned by
+    // the outer method as its own.
+    let inside = protocol(p.odd_of(p.clone()).unwrap());
+    assert_eq!(inside, why);
+}
+
+#[test]
+fn a_reply_that_does_not_decode_names_its_method_and_type_in_a_manager_process() {
+    bounded(|| a_reply_that_does_not_decode_names_its_method_and_type(start()));
+}
+
+#[test]
+fn a_reply_that_does_not_decode_names_its_method_and_type_in_a_manager_thread() {
+    bounded(|| a_reply_that_does_not_decode_names_its_method_and_type(thread()));
+}
+
+/// What the fingerprint cannot see (a changed shape behind the same path,
+/// stood in for by a re-typed handle) fails to decode, and says which reply
+/// and which type, not "trailing bytes after the arguments".
+#[test]
+fn a_built_in_reply_that_does_not_decode_names_its_method_and_type() {
+    bounded(|| {
+        let mgr = start();
+        let q = mgr.queue::<Option<Order>>(0).unwrap();
+        q.put(Some(order())).unwrap();
+        q.put(None).unwrap();
+        let skewed: QueueProxy<Order> = Proxy::__from_handle(q.__handle().clone());
+        let why = protocol(skewed.get());
+        assert!(
+            why.starts_with("the reply of `get` could not be decoded as `typed_builtins::Order`: "),
+            "{why}"
+        );
+        let why = protocol(skewed.deferred().try_get().unwrap().wait());
+        assert!(
+            why.starts_with(
+                "the reply of `try_get` could not be decoded as \
+                 `core::option::Option<typed_builtins::Order>`: "
+            ),
+            "{why}"
         );
     });
 }

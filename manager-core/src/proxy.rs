@@ -13,7 +13,7 @@ use serde::{de::DeserializeOwned, Deserialize, Serialize};
 use crate::address::Address;
 use crate::auth::{hex, unhex, AuthKey};
 use crate::caps::{self, Cap};
-use crate::client::{client_for, client_with, Client, Pending};
+use crate::client::{client_for, client_with, Client, Method, Pending};
 use crate::error::{Error, Result};
 use crate::server::control::method;
 use crate::server::lock;
@@ -68,8 +68,9 @@ use crate::wire::codec::Encoder;
 /// whose fields changed but whose name did not, a change of serde
 /// attributes (`#[serde(rename)]`, `#[serde(default)]`), or one crate
 /// linked at two versions. Such a value fails to decode instead (an
-/// `Error::Protocol`), or, where its bytes happen to fit, decodes as the
-/// other shape. Paths include the crate, so
+/// `Error::Protocol` naming the method and the type, "the reply of `get`
+/// could not be decoded as `app::Order`: ..."), or, where its bytes happen
+/// to fit, decodes as the other shape. Paths include the crate, so
 /// two programs share element types through a library both depend on, and
 /// compare equal only when built with the same compiler (whose
 /// `type_name`s they are); a different compiler can refuse a proxy that
@@ -98,6 +99,9 @@ pub trait Proxy: Clone + Send + Sync + Serialize + DeserializeOwned + fmt::Debug
     /// The element types' names, for a built-in container.
     #[doc(hidden)]
     const __ELEMENT_TYPES: &'static [fn() -> &'static str] = &[];
+    /// The method names by index, to name a reply that does not decode.
+    #[doc(hidden)]
+    const __METHODS: &'static [&'static str] = &[];
 
     /// The fingerprint a manager checks: [`Proxy::FINGERPRINT`] and the
     /// element types. Computed when a proxy is made, never per call.
@@ -134,13 +138,14 @@ pub trait Proxy: Clone + Send + Sync + Serialize + DeserializeOwned + fmt::Debug
 }
 
 /// What a proxy type is, as a handle keeps it: what it asks a manager to
-/// check.
+/// check, and its method names for errors.
 #[derive(Clone, Copy)]
 pub(crate) struct Kind {
     type_name: &'static str,
     /// The interface fingerprint without the element types.
     base: u64,
     elements: &'static [fn() -> &'static str],
+    methods: &'static [&'static str],
     /// With the element types: what the object's must be.
     pub(crate) fingerprint: u64,
 }
@@ -151,6 +156,7 @@ impl Kind {
             type_name: P::TYPE_NAME,
             base: P::FINGERPRINT,
             elements: P::__ELEMENT_TYPES,
+            methods: P::__METHODS,
             fingerprint: P::__fingerprint(),
         }
     }
@@ -162,8 +168,15 @@ impl Kind {
             type_name: "",
             base: fingerprint,
             elements: &[],
+            methods: &[],
             fingerprint,
         }
+    }
+
+    /// Method `index` of this type.
+    #[inline]
+    fn method(&self, index: u32) -> Method {
+        Method::new(index, self.methods)
     }
 
     /// Writes what a manager checks an object against: the type name, the
@@ -314,7 +327,8 @@ impl Handle {
         method: u32,
         args: impl FnOnce(&mut Encoder<'_>) -> Result<()>,
     ) -> Result<R> {
-        self.client()?.call(self.inner.object, method, args)
+        self.client()?
+            .call(self.inner.object, self.inner.kind.method(method), args)
     }
 
     /// [`Handle::call`] for a call with a long byte-string argument `blob`,
@@ -327,8 +341,12 @@ impl Handle {
         blob: &[u8],
         args: impl FnOnce(&mut Encoder<'_>) -> Result<()>,
     ) -> Result<R> {
-        self.client()?
-            .call_with(self.inner.object, method, Some(blob), args)
+        self.client()?.call_with(
+            self.inner.object,
+            self.inner.kind.method(method),
+            Some(blob),
+            args,
+        )
     }
 
     /// Sends a call without waiting for its result.
@@ -339,7 +357,7 @@ impl Handle {
         args: impl FnOnce(&mut Encoder<'_>) -> Result<()>,
     ) -> Result<Pending<R>> {
         self.client()?
-            .call_deferred(self.inner.object, method, args)
+            .call_deferred(self.inner.object, self.inner.kind.method(method), args)
     }
 
     /// A reference of this process to `object` of the manager at `address`,

@@ -181,6 +181,14 @@ impl Stored {
         }
     }
 
+    /// [`Stored::write`] as a byte string (its length first), for a caller
+    /// that decodes the element itself while it decodes the result.
+    pub(crate) fn write_bytes(&self, out: &mut Encoder<'_>) -> Result<()> {
+        out.put(&self.bytes().len())?;
+        self.write(out);
+        Ok(())
+    }
+
     /// Writes the element, raw, as (part of) a result: the caller decodes it
     /// as a `T` inside its result, and the objects it embeds travel in the
     /// reply's capability list.
@@ -361,6 +369,7 @@ macro_rules! builtin_proxy {
             const FINGERPRINT: u64 = <$obj as crate::builtins::Builtin>::FINGERPRINT;
             const __ELEMENT_TYPES: &'static [fn() -> &'static str] =
                 &[$(std::any::type_name::<$g>),*];
+            const __METHODS: &'static [&'static str] = <$obj as crate::builtins::Builtin>::METHODS;
             fn __from_handle(handle: crate::proxy::Handle) -> Self {
                 $proxy { handle, _marker: std::marker::PhantomData }
             }
@@ -581,6 +590,7 @@ macro_rules! plain_proxy {
         impl crate::Proxy for $proxy {
             const TYPE_NAME: &'static str = <$obj as crate::builtins::Builtin>::NAME;
             const FINGERPRINT: u64 = <$obj as crate::builtins::Builtin>::FINGERPRINT;
+            const __METHODS: &'static [&'static str] = <$obj as crate::builtins::Builtin>::METHODS;
             fn __from_handle(handle: crate::proxy::Handle) -> Self {
                 $proxy { handle }
             }

@@ -23,21 +23,25 @@ pub(crate) mod method {
     pub(crate) const CHECK: u32 = 10;
 }
 
+/// The control methods' names, by method number.
+pub(crate) const METHODS: &[&str] = &[
+    "create",
+    "stats",
+    "publish",
+    "lookup",
+    "unpublish",
+    "hold",
+    "redeem",
+    "shutdown",
+    "ping",
+    "redeem_any",
+    "check",
+];
+
+const _: () = assert!(METHODS.len() == method::CHECK as usize + 1);
+
 pub(crate) fn method_name(m: u32) -> &'static str {
-    match m {
-        method::CREATE => "create",
-        method::STATS => "stats",
-        method::PUBLISH => "publish",
-        method::LOOKUP => "lookup",
-        method::UNPUBLISH => "unpublish",
-        method::HOLD => "hold",
-        method::REDEEM => "redeem",
-        method::SHUTDOWN => "shutdown",
-        method::PING => "ping",
-        method::REDEEM_ANY => "redeem_any",
-        method::CHECK => "check",
-        _ => "<unknown>",
-    }
+    crate::shared::method_name(METHODS, m)
 }
 
 pub(crate) fn call(
