@@ -196,7 +196,7 @@ fn a_plainly_wrong_type_names_both_and_gives_no_rebuild_advice() {
         mgr.publish("inventory", &inv).unwrap();
         let why = mismatch(mgr.lookup::<QueueProxy<i32>>("inventory"));
         assert!(
-            why.contains("typed_builtins::Inventory, not a manager::Queue<i32>"),
+            why.contains("typed_builtins::Inventory, not manager::Queue<i32>"),
             "{why}"
         );
         assert_eq!(q.len().unwrap(), 1);

@@ -431,15 +431,15 @@ fn mismatch(id: u64, obj: &dyn Object, expected: &Expected) -> Error {
     let is = describe(obj.type_name(), obj.element_types());
     let wanted = describe(&expected.type_name, &expected.elements);
     Error::InterfaceMismatch(if obj.type_name() != expected.type_name {
-        format!("object {id} is a {is}, not a {wanted}")
+        format!("object {id} is of type {is}, not {wanted}")
     } else if obj.element_types() != expected.elements.as_slice() {
         format!(
-            "object {id} is a {is}, not a {wanted}: the proxy was made for another \
+            "object {id} is of type {is}, not {wanted}: the proxy was made for another \
              element type"
         )
     } else {
         format!(
-            "object {id} is a {is} built from another interface than the proxy's \
+            "object {id} of type {is} was built from another interface than the proxy's \
              (fingerprint {:016x}, the proxy expects {:016x}); rebuild both sides from \
              the same definition",
             obj.fingerprint(),
@@ -503,4 +503,81 @@ pub(crate) fn spawn_sweeper(state: &Arc<ServerState>) -> Option<Sweeper> {
         })
         .ok()?;
     Some(Sweeper { stop, thread })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{mismatch, Expected};
+    use crate::context::Context;
+    use crate::error::{Error, Result};
+    use crate::shared::Object;
+    use crate::wire::codec::{Decoder, Encoder};
+
+    /// An object that only describes itself.
+    struct Described(&'static str, Vec<String>, u64);
+
+    impl Object for Described {
+        fn type_name(&self) -> &'static str {
+            self.0
+        }
+        fn fingerprint(&self) -> u64 {
+            self.2
+        }
+        fn element_types(&self) -> &[String] {
+            &self.1
+        }
+        fn method_name(&self, _: u32) -> &'static str {
+            "m"
+        }
+        fn call(
+            &self,
+            _: &Context,
+            _: u32,
+            _: &mut Decoder<'_>,
+            _: &mut Encoder<'_>,
+        ) -> Result<()> {
+            Ok(())
+        }
+    }
+
+    fn why(obj: &Described, type_name: &str, elements: &[&str], fingerprint: u64) -> String {
+        let expected = Expected {
+            type_name: type_name.into(),
+            elements: elements.iter().map(|e| (*e).to_owned()).collect(),
+            fingerprint,
+        };
+        match mismatch(7, obj, &expected) {
+            Error::InterfaceMismatch(m) => m,
+            e => panic!("not a mismatch: {e}"),
+        }
+    }
+
+    #[test]
+    fn a_mismatch_says_which_kind_it_is() {
+        let queue = Described("manager::Queue", vec!["i32".into()], 1);
+        assert_eq!(
+            why(&queue, "app::Inventory", &[], 2),
+            "object 7 is of type manager::Queue<i32>, not app::Inventory"
+        );
+        assert_eq!(
+            why(&queue, "manager::Queue", &["u32"], 2),
+            "object 7 is of type manager::Queue<i32>, not manager::Queue<u32>: the proxy \
+             was made for another element type"
+        );
+        // Only the same type from another definition calls for a rebuild.
+        let skewed = why(
+            &Described("app::Counter", vec![], 1),
+            "app::Counter",
+            &[],
+            2,
+        );
+        assert!(
+            skewed.starts_with("object 7 of type app::Counter was built from another interface"),
+            "{skewed}"
+        );
+        assert!(
+            skewed.ends_with("rebuild both sides from the same definition"),
+            "{skewed}"
+        );
+    }
 }
