@@ -432,3 +432,27 @@ fn a_built_in_reply_that_does_not_decode_names_its_method_and_type() {
         );
     });
 }
+
+/// A proxy to manager A's queue, stored on manager B, binds to A when it
+/// arrives (it is not in B's reply's capabilities): A checks it then.
+#[test]
+fn a_proxy_to_another_manager_is_checked_by_that_manager() {
+    bounded(|| {
+        let a = start();
+        let b = thread();
+        let q = a.queue::<i32>(0).unwrap();
+        q.put(-1).unwrap();
+        let on_b = b.value(q.clone()).unwrap();
+        // As in the list test: a re-typed handle stands in for a program
+        // built from another definition.
+        let wrong: ValueProxy<QueueProxy<u32>> = Proxy::__from_handle(on_b.__handle().clone());
+        let got = wrong.get().unwrap();
+        let why = mismatch(got.get());
+        assert!(why.contains("manager::Queue<i32>"), "{why}");
+        assert_eq!(
+            on_b.get().unwrap().get().unwrap(),
+            -1,
+            "nothing was consumed"
+        );
+    });
+}
