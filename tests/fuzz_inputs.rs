@@ -60,6 +60,7 @@ fn create_frame(seq: u64, ctor: u32, args: &[u8]) -> Vec<u8> {
     let mut body = postcard::to_allocvec(&(0u8, seq, 0u64, 0u32)).unwrap();
     body.extend(postcard::to_allocvec(&<Sample as manager::Shared>::TYPE_NAME).unwrap());
     body.extend(postcard::to_allocvec(&<SampleProxy as manager::Proxy>::FINGERPRINT).unwrap());
+    body.extend(postcard::to_allocvec(&Vec::<String>::new()).unwrap()); // no element types
     body.extend(postcard::to_allocvec(&ctor).unwrap());
     body.extend_from_slice(args);
     frame(&body)

@@ -13,11 +13,11 @@ use serde::{de::DeserializeOwned, Deserialize, Serialize};
 use crate::address::Address;
 use crate::auth::{hex, unhex, AuthKey};
 use crate::caps::{self, Cap};
-use crate::client::{client_for, client_with, Client, Pending};
+use crate::client::{client_for, client_with, Client, Method, Pending};
 use crate::error::{Error, Result};
 use crate::server::control::method;
 use crate::server::lock;
-use crate::shared::Shared;
+use crate::shared::{element_fingerprint, Shared};
 use crate::wire::codec::Encoder;
 
 /// A typed reference to an object in a manager.
@@ -46,11 +46,69 @@ use crate::wire::codec::Encoder;
 /// assert_eq!(same.text()?, "hi");
 /// # Ok(()) }
 /// ```
+///
+/// # What the fingerprint tells apart
+///
+/// A proxy only ever calls an object of the interface it was built from:
+/// `lookup`, `from_token`, and a proxy arriving in a message (a container
+/// element, an argument, a return value) check the object's fingerprint
+/// before any call reaches it, and refuse another with
+/// `Error::InterfaceMismatch`, so nothing is taken from a queue by a proxy
+/// that could not read it.
+///
+/// For a `#[shared]` type the fingerprint hashes its full path and every
+/// method's name and signature as written. For a built-in container it
+/// also hashes the full path of each element type
+/// ([`std::any::type_name`]): `ListProxy<u32>` and `ListProxy<i32>` differ,
+/// as do `QueueProxy<Order>` and `QueueProxy<Option<Order>>`, or
+/// `DictProxy<String, i64>` and `DictProxy<String, u64>`. Built-ins without
+/// element types (`LockProxy`, `EventProxy`, ...) have one fingerprint.
+///
+/// It cannot tell apart what has the same path: two versions of a struct
+/// whose fields changed but whose name did not, a change of serde
+/// attributes (`#[serde(rename)]`, `#[serde(default)]`), or one crate
+/// linked at two versions. Such a value fails to decode instead (an
+/// `Error::Protocol` naming the method and the type, "the reply of `get`
+/// could not be decoded as `app::Order`: ..."), or, where its bytes happen
+/// to fit, decodes as the other shape. Paths include the crate, so
+/// two programs share element types through a library both depend on, and
+/// compare equal only when built with the same compiler (whose
+/// `type_name`s they are); a different compiler can refuse a proxy that
+/// would have worked, never accept one that would not.
+///
+/// ```
+/// use manager::{Error, Manager, Proxy, QueueProxy};
+///
+/// # fn main() -> manager::Result<()> {
+/// let mgr = Manager::builder().spawn_thread()?;
+/// let q = mgr.queue::<i32>(0)?;
+/// q.put(-1)?;
+/// let token = q.to_token()?;
+/// let wrong = QueueProxy::<u32>::from_token(&token, mgr.auth_key());
+/// assert!(matches!(wrong, Err(Error::InterfaceMismatch(_))));
+/// assert_eq!(q.get()?, -1); // still there
+/// # Ok(()) }
+/// ```
 pub trait Proxy: Clone + Send + Sync + Serialize + DeserializeOwned + fmt::Debug + 'static {
     /// The full path of the object's type.
     const TYPE_NAME: &'static str;
-    /// The interface fingerprint this proxy was built from.
+    /// The fingerprint of the interface this proxy was built from; for a
+    /// built-in container, without its element types (see above).
     const FINGERPRINT: u64;
+
+    /// The element types' names, for a built-in container.
+    #[doc(hidden)]
+    const __ELEMENT_TYPES: &'static [fn() -> &'static str] = &[];
+    /// The method names by index, to name a reply that does not decode.
+    #[doc(hidden)]
+    const __METHODS: &'static [&'static str] = &[];
+
+    /// The fingerprint a manager checks: [`Proxy::FINGERPRINT`] and the
+    /// element types. Computed when a proxy is made, never per call.
+    #[doc(hidden)]
+    fn __fingerprint() -> u64 {
+        element_fingerprint(Self::FINGERPRINT, Self::__ELEMENT_TYPES.iter().map(|f| f()))
+    }
 
     #[doc(hidden)]
     fn __from_handle(handle: Handle) -> Self;
@@ -75,7 +133,67 @@ pub trait Proxy: Clone + Send + Sync + Serialize + DeserializeOwned + fmt::Debug
     /// for a wrong key, `Error::NoSuchObject` if the object is gone,
     /// `Error::InterfaceMismatch` if it is not a `Self`.
     fn from_token(token: &str, key: &AuthKey) -> Result<Self> {
-        Handle::from_token(token, key, Self::FINGERPRINT).map(Self::__from_handle)
+        Handle::from_token(token, key, Kind::of::<Self>()).map(Self::__from_handle)
+    }
+}
+
+/// What a proxy type is, as a handle keeps it: what it asks a manager to
+/// check, and its method names for errors.
+#[derive(Clone, Copy)]
+pub(crate) struct Kind {
+    type_name: &'static str,
+    /// The interface fingerprint without the element types.
+    base: u64,
+    elements: &'static [fn() -> &'static str],
+    methods: &'static [&'static str],
+    /// With the element types: what the object's must be.
+    pub(crate) fingerprint: u64,
+}
+
+impl Kind {
+    pub(crate) fn of<P: Proxy>() -> Kind {
+        Kind {
+            type_name: P::TYPE_NAME,
+            base: P::FINGERPRINT,
+            elements: P::__ELEMENT_TYPES,
+            methods: P::__METHODS,
+            fingerprint: P::__fingerprint(),
+        }
+    }
+
+    /// An object of whatever interface its manager reported: held and
+    /// passed on, never called.
+    fn any(fingerprint: u64) -> Kind {
+        Kind {
+            type_name: "",
+            base: fingerprint,
+            elements: &[],
+            methods: &[],
+            fingerprint,
+        }
+    }
+
+    /// Method `index` of this type.
+    #[inline]
+    fn method(&self, index: u32) -> Method {
+        Method::new(index, self.methods)
+    }
+
+    /// Writes what a manager checks an object against: the type name, the
+    /// element types and the fingerprint (its `Expected`).
+    pub(crate) fn put_expected(&self, a: &mut Encoder<'_>) -> Result<()> {
+        a.put(self.type_name)?;
+        a.put(&Elements(self.elements))?;
+        a.put(&self.fingerprint)
+    }
+}
+
+/// Element type names, encoded as a sequence of strings.
+struct Elements(&'static [fn() -> &'static str]);
+
+impl Serialize for Elements {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        s.collect_seq(self.0.iter().map(|f| f()))
     }
 }
 
@@ -89,9 +207,10 @@ pub struct Handle {
 struct HandleInner {
     address: Address,
     object: u64,
-    fingerprint: u64,
-    /// The object's interface is not the one this proxy was built from; the
-    /// handle still holds its reference, but every call is refused.
+    kind: Kind,
+    /// The object's interface (this fingerprint) is not the one this proxy
+    /// was built from; the handle still holds its reference, but every call
+    /// is refused.
     mismatch: Option<u64>,
     /// Set once the handle holds a reference of this client's session.
     client: OnceLock<Client>,
@@ -127,7 +246,7 @@ const TOKEN_PREFIX: &str = "mgr1.";
 
 impl Handle {
     /// A handle for a reference `client`'s session already holds.
-    pub(crate) fn bound(client: Client, object: u64, fingerprint: u64) -> Handle {
+    pub(crate) fn bound(client: Client, object: u64, kind: Kind) -> Handle {
         let cell = OnceLock::new();
         let address = client.address().clone();
         let _ = cell.set(client);
@@ -135,7 +254,7 @@ impl Handle {
             inner: Arc::new(HandleInner {
                 address,
                 object,
-                fingerprint,
+                kind,
                 mismatch: None,
                 client: cell,
                 binding: Mutex::new(()),
@@ -163,12 +282,25 @@ impl Handle {
         self.bind()
     }
 
+    /// Why this handle refuses every call: the manager that has the object
+    /// says what it is (the reply that brought it said only its
+    /// fingerprint); failing that, the fingerprints.
     #[cold]
     fn mismatch_error(&self, theirs: u64) -> Error {
+        let (object, kind) = (self.inner.object, self.inner.kind);
+        if let Some(c) = self.inner.client.get() {
+            let checked = c.control::<()>(method::CHECK, |a| {
+                a.put(&object)?;
+                kind.put_expected(a)
+            });
+            if let Err(e @ Error::InterfaceMismatch(_)) = checked {
+                return e;
+            }
+        }
         Error::InterfaceMismatch(format!(
-            "object {} has interface {theirs:016x}, the proxy expects {:016x}; rebuild \
-             both sides from the same definition",
-            self.inner.object, self.inner.fingerprint
+            "object {object} has interface {theirs:016x}, not the {} the proxy expects \
+             ({:016x})",
+            kind.type_name, kind.fingerprint
         ))
     }
 
@@ -179,11 +311,11 @@ impl Handle {
             return Ok(c);
         }
         let client = client_for(&self.inner.address)?;
-        let (object, fingerprint) = (self.inner.object, self.inner.fingerprint);
+        let (object, kind) = (self.inner.object, self.inner.kind);
         client.control::<()>(method::REDEEM, |a| {
             a.put(&object)?;
             a.put(&None::<u64>)?;
-            a.put(&fingerprint)
+            kind.put_expected(a)
         })?;
         Ok(self.inner.client.get_or_init(|| client))
     }
@@ -195,7 +327,8 @@ impl Handle {
         method: u32,
         args: impl FnOnce(&mut Encoder<'_>) -> Result<()>,
     ) -> Result<R> {
-        self.client()?.call(self.inner.object, method, args)
+        self.client()?
+            .call(self.inner.object, self.inner.kind.method(method), args)
     }
 
     /// [`Handle::call`] for a call with a long byte-string argument `blob`,
@@ -208,8 +341,12 @@ impl Handle {
         blob: &[u8],
         args: impl FnOnce(&mut Encoder<'_>) -> Result<()>,
     ) -> Result<R> {
-        self.client()?
-            .call_with(self.inner.object, method, Some(blob), args)
+        self.client()?.call_with(
+            self.inner.object,
+            self.inner.kind.method(method),
+            Some(blob),
+            args,
+        )
     }
 
     /// Sends a call without waiting for its result.
@@ -220,7 +357,7 @@ impl Handle {
         args: impl FnOnce(&mut Encoder<'_>) -> Result<()>,
     ) -> Result<Pending<R>> {
         self.client()?
-            .call_deferred(self.inner.object, method, args)
+            .call_deferred(self.inner.object, self.inner.kind.method(method), args)
     }
 
     /// A reference of this process to `object` of the manager at `address`,
@@ -229,7 +366,7 @@ impl Handle {
     pub(crate) fn acquire(address: &Address, object: u64) -> Result<Handle> {
         let client = client_for(address)?;
         let fingerprint: u64 = client.control(method::REDEEM_ANY, |a| a.put(&object))?;
-        Ok(Handle::bound(client, object, fingerprint))
+        Ok(Handle::bound(client, object, Kind::any(fingerprint)))
     }
 
     pub(crate) fn to_token(&self) -> Result<String> {
@@ -238,7 +375,7 @@ impl Handle {
         let wire = WireToken {
             address: self.inner.address.clone(),
             object,
-            fingerprint: self.inner.fingerprint,
+            fingerprint: self.inner.kind.fingerprint,
             handoff,
         };
         Ok(format!(
@@ -247,7 +384,7 @@ impl Handle {
         ))
     }
 
-    pub(crate) fn from_token(token: &str, key: &AuthKey, fingerprint: u64) -> Result<Handle> {
+    pub(crate) fn from_token(token: &str, key: &AuthKey, kind: Kind) -> Result<Handle> {
         let bytes = token
             .trim()
             .strip_prefix(TOKEN_PREFIX)
@@ -259,9 +396,9 @@ impl Handle {
         client.control::<()>(method::REDEEM, |a| {
             a.put(&wire.object)?;
             a.put(&Some(wire.handoff))?;
-            a.put(&fingerprint)
+            kind.put_expected(a)
         })?;
-        Ok(Handle::bound(client, wire.object, fingerprint))
+        Ok(Handle::bound(client, wire.object, kind))
     }
 }
 
@@ -282,7 +419,7 @@ impl Serialize for Handle {
         WireProxy {
             address: self.inner.address.clone(),
             object: self.inner.object,
-            fingerprint: self.inner.fingerprint,
+            fingerprint: self.inner.kind.fingerprint,
         }
         .serialize(s)
     }
@@ -296,10 +433,11 @@ pub fn deserialize_proxy<'de, P: Proxy, D: serde::Deserializer<'de>>(
     d: D,
 ) -> std::result::Result<P, D::Error> {
     let w = WireProxy::deserialize(d)?;
+    let kind = Kind::of::<P>();
     // Decoding a message from a manager: the reference is already ours.
     if let Some((client, theirs)) = caps::adopt(&w.address, w.object) {
-        let mut h = Handle::bound(client, w.object, P::FINGERPRINT);
-        if theirs != P::FINGERPRINT {
+        let mut h = Handle::bound(client, w.object, kind);
+        if theirs != kind.fingerprint {
             if let Some(inner) = Arc::get_mut(&mut h.inner) {
                 inner.mismatch = Some(theirs);
             }
@@ -310,7 +448,7 @@ pub fn deserialize_proxy<'de, P: Proxy, D: serde::Deserializer<'de>>(
         inner: Arc::new(HandleInner {
             address: w.address,
             object: w.object,
-            fingerprint: P::FINGERPRINT,
+            kind,
             mismatch: None,
             client: OnceLock::new(),
             binding: Mutex::new(()),
@@ -332,22 +470,73 @@ pub fn construct<T: Shared>(
     ctor: u32,
     args: impl FnOnce(&mut Encoder<'_>) -> Result<()>,
 ) -> Result<T::Proxy> {
-    create(client, T::TYPE_NAME, T::FINGERPRINT, ctor, args).map(<T::Proxy as Proxy>::__from_handle)
+    create(client, Kind::of::<T::Proxy>(), ctor, args).map(<T::Proxy as Proxy>::__from_handle)
 }
 
-/// Creates an object of the type named `type_name` in the manager.
+/// Creates an object of `kind`'s type in the manager, with `kind`'s
+/// element types.
 pub(crate) fn create(
     client: &Client,
-    type_name: &str,
-    fingerprint: u64,
+    kind: Kind,
     ctor: u32,
     args: impl FnOnce(&mut Encoder<'_>) -> Result<()>,
 ) -> Result<Handle> {
     let id: u64 = client.control(method::CREATE, |a| {
-        a.put(type_name)?;
-        a.put(&fingerprint)?;
+        a.put(kind.type_name)?;
+        a.put(&kind.base)?;
+        a.put(&Elements(kind.elements))?;
         a.put(&ctor)?;
         args(a)
     })?;
-    Ok(Handle::bound(client.clone(), id, fingerprint))
+    Ok(Handle::bound(client.clone(), id, kind))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{Kind, Proxy};
+    use crate::builtins::{DictProxy, ListProxy, LockProxy, QueueProxy};
+
+    /// The fingerprint is a pure function of strings (the built-in's name,
+    /// its method names, the element types' `type_name`s) under a fixed
+    /// hash, so this literal is what every other program built from this
+    /// source with this compiler computes for a `ListProxy<u32>`: a proxy
+    /// handed between two such programs is accepted. If it changes, the
+    /// list's interface changed, and so does what older programs accept.
+    #[test]
+    fn the_fingerprint_of_a_list_of_u32_is_fixed() {
+        assert_eq!(std::any::type_name::<u32>(), "u32");
+        // FNV-1a over the base fingerprint's little-endian bytes, a 0 byte
+        // and "u32"; the base over "manager::List" and each method name,
+        // each after a 0 byte (checked against an independent computation).
+        const LIST_OF_U32: u64 = 0x76c3_0bc9_3e57_a95c;
+        assert_eq!(Kind::of::<ListProxy<u32>>().fingerprint, LIST_OF_U32);
+        assert_eq!(<ListProxy<u32> as Proxy>::__fingerprint(), LIST_OF_U32);
+    }
+
+    #[test]
+    fn element_types_tell_built_ins_apart() {
+        let fp = |k: Kind| k.fingerprint;
+        assert_ne!(
+            fp(Kind::of::<ListProxy<u32>>()),
+            fp(Kind::of::<ListProxy<i32>>())
+        );
+        assert_ne!(
+            fp(Kind::of::<DictProxy<String, i64>>()),
+            fp(Kind::of::<DictProxy<String, u64>>())
+        );
+        assert_ne!(
+            fp(Kind::of::<QueueProxy<u8>>()),
+            fp(Kind::of::<QueueProxy<Option<u8>>>())
+        );
+        // The base interface is shared; only the element types differ.
+        assert_eq!(
+            <ListProxy<u32> as Proxy>::FINGERPRINT,
+            <ListProxy<i32> as Proxy>::FINGERPRINT
+        );
+        // A built-in without element types keeps its one fingerprint.
+        assert_eq!(
+            fp(Kind::of::<LockProxy>()),
+            <LockProxy as Proxy>::FINGERPRINT
+        );
+    }
 }

@@ -65,8 +65,15 @@ pub trait Interface: Sized + Send + Sync + 'static {
 pub trait Object: Send + Sync + 'static {
     /// The type's full path.
     fn type_name(&self) -> &'static str;
-    /// The type's interface fingerprint.
+    /// The type's interface fingerprint: for a built-in container, the one
+    /// its element types make (see [`Proxy`](crate::Proxy)).
     fn fingerprint(&self) -> u64;
+    /// The element types of a built-in container, as the proxy that created
+    /// it named them (`["u32"]` for a `ListProxy<u32>`); empty for every
+    /// other type.
+    fn element_types(&self) -> &[String] {
+        &[]
+    }
     /// The name of method `method`, for errors and logs.
     fn method_name(&self, method: u32) -> &'static str;
     /// Runs one call.
@@ -145,9 +152,17 @@ pub struct TypeEntry {
     pub name: &'static str,
     /// The type's interface fingerprint.
     pub fingerprint: u64,
-    /// Builds an object from constructor `ctor` and its arguments.
-    pub construct: fn(&Context, u32, &mut Decoder<'_>) -> Result<Box<dyn Object>>,
+    /// How many element types its proxy has: 0 but for built-in containers.
+    pub elements: usize,
+    /// Builds an object from constructor `ctor` and its arguments, with the
+    /// element types its creator named (as many as `elements`).
+    pub construct: Construct,
 }
+
+/// How a [`TypeEntry`] builds an object: from the constructor's index, its
+/// arguments and the element types.
+#[doc(hidden)]
+pub type Construct = fn(&Context, u32, &mut Decoder<'_>, Vec<String>) -> Result<Box<dyn Object>>;
 
 impl TypeEntry {
     /// The entry of `T`.
@@ -155,6 +170,7 @@ impl TypeEntry {
         TypeEntry {
             name: T::TYPE_NAME,
             fingerprint: T::FINGERPRINT,
+            elements: 0,
             construct: construct::<T>,
         }
     }
@@ -173,6 +189,7 @@ fn construct<T: Shared>(
     ctx: &Context,
     ctor: u32,
     args: &mut Decoder<'_>,
+    _no_elements: Vec<String>,
 ) -> Result<Box<dyn Object>> {
     let value = T::__construct(ctx, ctor, args)?;
     Ok(Box::new(UserObject {
@@ -191,12 +208,14 @@ pub(crate) fn find_type(name: &str) -> Option<&'static TypeEntry> {
     TYPES.iter().find(|t| t.name == name)
 }
 
+const PRIME: u64 = 0x0000_0100_0000_01b3;
+const OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
+
 /// FNV-1a over the type name and each signature; `const` so that the
 /// fingerprint is a constant of the generated code.
 #[doc(hidden)]
 pub const fn fingerprint(type_name: &str, signatures: &[&str]) -> u64 {
-    const PRIME: u64 = 0x0000_0100_0000_01b3;
-    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    let mut hash: u64 = OFFSET;
     hash = fnv(hash, type_name.as_bytes(), PRIME);
     let mut i = 0;
     while i < signatures.len() {
@@ -204,6 +223,28 @@ pub const fn fingerprint(type_name: &str, signatures: &[&str]) -> u64 {
         hash = fnv(hash, b"\x00", PRIME);
         hash = fnv(hash, signatures[i].as_bytes(), PRIME);
         i += 1;
+    }
+    hash
+}
+
+/// The fingerprint of a built-in container whose interface fingerprint is
+/// `base` and whose element types are named `elements`
+/// (`std::any::type_name`s): FNV-1a over `base`'s bytes and each name. A
+/// pure function of its inputs, so every program built from the same source
+/// with the same compiler computes the same one. With no element types it
+/// is `base` itself: every other type keeps its interface fingerprint.
+pub(crate) fn element_fingerprint<'a>(
+    base: u64,
+    elements: impl IntoIterator<Item = &'a str>,
+) -> u64 {
+    let mut elements = elements.into_iter().peekable();
+    if elements.peek().is_none() {
+        return base;
+    }
+    let mut hash = fnv(OFFSET, &base.to_le_bytes(), PRIME);
+    for name in elements {
+        hash = fnv(hash, b"\x00", PRIME);
+        hash = fnv(hash, name.as_bytes(), PRIME);
     }
     hash
 }
@@ -229,7 +270,7 @@ pub fn no_such_method<T: Shared>(method: u32) -> Error {
 
 #[cfg(test)]
 mod tests {
-    use super::fingerprint;
+    use super::{element_fingerprint, fingerprint};
 
     #[test]
     fn fingerprint_changes_with_name_and_every_signature() {
@@ -242,5 +283,29 @@ mod tests {
             fingerprint("m::T", &["a", "bc"])
         );
         assert_eq!(a, fingerprint("m::T", &["get(&self)->i64"]));
+    }
+
+    #[test]
+    fn element_types_change_the_fingerprint_and_none_keep_it() {
+        let base = fingerprint("manager::Dict", &["insert", "get"]);
+        assert_eq!(element_fingerprint(base, []), base);
+        let a = element_fingerprint(base, ["alloc::string::String", "i64"]);
+        assert_ne!(a, base);
+        assert_ne!(
+            a,
+            element_fingerprint(base, ["alloc::string::String", "u64"])
+        );
+        assert_ne!(
+            a,
+            element_fingerprint(base, ["i64", "alloc::string::String"])
+        );
+        assert_ne!(
+            element_fingerprint(base, ["ab", "c"]),
+            element_fingerprint(base, ["a", "bc"])
+        );
+        assert_eq!(
+            a,
+            element_fingerprint(base, ["alloc::string::String", "i64"])
+        );
     }
 }

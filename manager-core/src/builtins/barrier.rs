@@ -307,7 +307,6 @@ impl Client {
     /// # Errors
     /// `Error::Protocol` if `parties` is 0; connection errors.
     pub fn barrier(&self, parties: usize) -> Result<BarrierProxy> {
-        let handle = create::<BarrierObject>(self, |a| a.put(&(parties as u64)))?;
-        Ok(<BarrierProxy as crate::Proxy>::__from_handle(handle))
+        create::<BarrierProxy>(self, |a| a.put(&(parties as u64)))
     }
 }

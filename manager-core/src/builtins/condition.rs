@@ -351,7 +351,6 @@ impl Client {
     /// # Errors
     /// Connection errors.
     pub fn condition(&self) -> Result<ConditionProxy> {
-        let handle = create::<ConditionObject>(self, |_| Ok(()))?;
-        Ok(<ConditionProxy as crate::Proxy>::__from_handle(handle))
+        create::<ConditionProxy>(self, |_| Ok(()))
     }
 }

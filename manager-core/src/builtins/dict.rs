@@ -128,6 +128,7 @@ mod m {
 
 impl Builtin for DictObject {
     const NAME: &'static str = "manager::Dict";
+    const ELEMENTS: usize = 2;
     const METHODS: &'static [&'static str] = &[
         "insert",
         "get",
@@ -407,7 +408,6 @@ impl Client {
         K: Serialize + DeserializeOwned + Send + Sync + 'static,
         V: Serialize + DeserializeOwned + Send + Sync + 'static,
     {
-        let handle = create::<DictObject>(self, |_| Ok(()))?;
-        Ok(<DictProxy<K, V> as crate::Proxy>::__from_handle(handle))
+        create::<DictProxy<K, V>>(self, |_| Ok(()))
     }
 }

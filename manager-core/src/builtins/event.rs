@@ -154,7 +154,6 @@ impl Client {
     /// # Errors
     /// Connection errors.
     pub fn event(&self) -> Result<EventProxy> {
-        let handle = create::<EventObject>(self, |_| Ok(()))?;
-        Ok(<EventProxy as crate::Proxy>::__from_handle(handle))
+        create::<EventProxy>(self, |_| Ok(()))
     }
 }

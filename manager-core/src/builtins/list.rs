@@ -42,6 +42,7 @@ fn out_of_range(index: usize, len: usize) -> Error {
 
 impl Builtin for ListObject {
     const NAME: &'static str = "manager::List";
+    const ELEMENTS: usize = 1;
     const METHODS: &'static [&'static str] = &[
         "push", "pop", "get", "set", "insert", "remove", "len", "is_empty", "extend", "clear",
         "to_vec",
@@ -300,7 +301,6 @@ impl Client {
     pub fn list<T: Serialize + DeserializeOwned + Send + Sync + 'static>(
         &self,
     ) -> Result<ListProxy<T>> {
-        let handle = create::<ListObject>(self, |_| Ok(()))?;
-        Ok(<ListProxy<T> as crate::Proxy>::__from_handle(handle))
+        create::<ListProxy<T>>(self, |_| Ok(()))
     }
 }

@@ -368,8 +368,7 @@ impl Client {
     /// # Errors
     /// Connection errors.
     pub fn lock(&self) -> Result<LockProxy> {
-        let handle = create::<LockObject>(self, |_| Ok(()))?;
-        Ok(<LockProxy as crate::Proxy>::__from_handle(handle))
+        create::<LockProxy>(self, |_| Ok(()))
     }
 
     /// A new reentrant lock (Python: `manager.RLock()`).
@@ -386,7 +385,6 @@ impl Client {
     /// # Errors
     /// Connection errors.
     pub fn rlock(&self) -> Result<RLockProxy> {
-        let handle = create::<RLockObject>(self, |_| Ok(()))?;
-        Ok(<RLockProxy as crate::Proxy>::__from_handle(handle))
+        create::<RLockProxy>(self, |_| Ok(()))
     }
 }

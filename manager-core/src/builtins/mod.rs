@@ -32,9 +32,9 @@ use crate::caps::{capturing, note, Cap};
 use crate::client::{Client, Pending};
 use crate::context::Context;
 use crate::error::{Error, Result};
-use crate::proxy::Handle;
+use crate::proxy::{Handle, Kind, Proxy};
 use crate::server::ServerState;
-use crate::shared::{fingerprint, Object, TypeEntry};
+use crate::shared::{element_fingerprint, fingerprint, Object, TypeEntry};
 use crate::wire::codec::{from_slice, to_vec, Decoder, Encoder};
 
 pub use barrier::BarrierProxy;
@@ -181,6 +181,14 @@ impl Stored {
         }
     }
 
+    /// [`Stored::write`] as a byte string (its length first), for a caller
+    /// that decodes the element itself while it decodes the result.
+    pub(crate) fn write_bytes(&self, out: &mut Encoder<'_>) -> Result<()> {
+        out.put(&self.bytes().len())?;
+        self.write(out);
+        Ok(())
+    }
+
     /// Writes the element, raw, as (part of) a result: the caller decodes it
     /// as a `T` inside its result, and the objects it embeds travel in the
     /// reply's capability list.
@@ -227,30 +235,78 @@ pub(crate) trait Builtin: Object + Sized {
     const NAME: &'static str;
     /// Method names by index; their order is the wire interface.
     const METHODS: &'static [&'static str];
-    /// The interface fingerprint.
+    /// The interface fingerprint, without the element types.
     const FINGERPRINT: u64 = fingerprint(Self::NAME, Self::METHODS);
+    /// How many element types its proxy has (`DictProxy<K, V>`: 2).
+    const ELEMENTS: usize = 0;
 
     /// Builds the object from its constructor arguments.
     fn construct(ctx: &Context, args: &mut Decoder<'_>) -> Result<Self>;
+}
+
+/// A built-in container with the element types its creator named: its
+/// fingerprint covers them, so a proxy for other element types is refused.
+struct Typed<B> {
+    object: B,
+    elements: Vec<String>,
+    fingerprint: u64,
+}
+
+impl<B: Builtin> Object for Typed<B> {
+    fn type_name(&self) -> &'static str {
+        self.object.type_name()
+    }
+    fn fingerprint(&self) -> u64 {
+        self.fingerprint
+    }
+    fn element_types(&self) -> &[String] {
+        &self.elements
+    }
+    fn method_name(&self, method: u32) -> &'static str {
+        self.object.method_name(method)
+    }
+    #[inline]
+    fn call(
+        &self,
+        ctx: &Context,
+        method: u32,
+        args: &mut Decoder<'_>,
+        out: &mut Encoder<'_>,
+    ) -> Result<()> {
+        self.object.call(ctx, method, args, out)
+    }
+    fn disconnected(&self, conn: u64) {
+        self.object.disconnected(conn)
+    }
 }
 
 fn construct<B: Builtin>(
     ctx: &Context,
     ctor: u32,
     args: &mut Decoder<'_>,
+    elements: Vec<String>,
 ) -> Result<Box<dyn Object>> {
     if ctor != 0 {
         return Err(Error::Protocol(format!("{} has one constructor", B::NAME)));
     }
-    let obj = B::construct(ctx, args)?;
+    let object = B::construct(ctx, args)?;
     args.finish()?;
-    Ok(Box::new(obj))
+    if elements.is_empty() {
+        return Ok(Box::new(object));
+    }
+    let fingerprint = element_fingerprint(B::FINGERPRINT, elements.iter().map(String::as_str));
+    Ok(Box::new(Typed {
+        object,
+        elements,
+        fingerprint,
+    }))
 }
 
 const fn entry<B: Builtin>() -> TypeEntry {
     TypeEntry {
         name: B::NAME,
         fingerprint: B::FINGERPRINT,
+        elements: B::ELEMENTS,
         construct: construct::<B>,
     }
 }
@@ -286,12 +342,13 @@ pub(crate) fn no_such_method<B: Builtin>(m: u32) -> Error {
     Error::Protocol(format!("{} has no method number {m}", B::NAME))
 }
 
-/// Creates a built-in object and returns the handle of its first reference.
-pub(crate) fn create<B: Builtin>(
+/// Creates a built-in object and returns its proxy `P`, which names the
+/// object's type and element types.
+pub(crate) fn create<P: Proxy>(
     client: &Client,
     args: impl FnOnce(&mut Encoder<'_>) -> Result<()>,
-) -> Result<Handle> {
-    crate::proxy::create(client, B::NAME, B::FINGERPRINT, 0, args)
+) -> Result<P> {
+    crate::proxy::create(client, Kind::of::<P>(), 0, args).map(P::__from_handle)
 }
 
 /// Decodes an element.
@@ -303,9 +360,16 @@ pub(crate) fn decode<T: DeserializeOwned>(elem: &[u8]) -> Result<T> {
 /// every built-in proxy shares; `$obj` is its server-side object type.
 macro_rules! builtin_proxy {
     ($proxy:ident < $($g:ident),* >, $obj:ty) => {
+        // The manager expects as many element types as the proxy has parameters.
+        const _: () = assert!(
+            <$obj as crate::builtins::Builtin>::ELEMENTS == [$(stringify!($g)),*].len()
+        );
         impl<$($g: serde::Serialize + serde::de::DeserializeOwned + Send + Sync + 'static),*> crate::Proxy for $proxy<$($g),*> {
             const TYPE_NAME: &'static str = <$obj as crate::builtins::Builtin>::NAME;
             const FINGERPRINT: u64 = <$obj as crate::builtins::Builtin>::FINGERPRINT;
+            const __ELEMENT_TYPES: &'static [fn() -> &'static str] =
+                &[$(std::any::type_name::<$g>),*];
+            const __METHODS: &'static [&'static str] = <$obj as crate::builtins::Builtin>::METHODS;
             fn __from_handle(handle: crate::proxy::Handle) -> Self {
                 $proxy { handle, _marker: std::marker::PhantomData }
             }
@@ -526,6 +590,7 @@ macro_rules! plain_proxy {
         impl crate::Proxy for $proxy {
             const TYPE_NAME: &'static str = <$obj as crate::builtins::Builtin>::NAME;
             const FINGERPRINT: u64 = <$obj as crate::builtins::Builtin>::FINGERPRINT;
+            const __METHODS: &'static [&'static str] = <$obj as crate::builtins::Builtin>::METHODS;
             fn __from_handle(handle: crate::proxy::Handle) -> Self {
                 $proxy { handle }
             }

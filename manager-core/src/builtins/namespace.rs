@@ -5,11 +5,12 @@
 //! is an `Error::Protocol` even where its bytes would happen to decode.
 
 use std::fmt;
+use std::marker::PhantomData;
 use std::sync::RwLock;
 
 use indexmap::IndexMap;
-use serde::de::DeserializeOwned;
-use serde::{ser, Serialize};
+use serde::de::{self, DeserializeOwned, Visitor};
+use serde::{ser, Deserialize, Deserializer, Serialize};
 
 use crate::builtins::{
     builtin_object, create, no_such_method, plain_proxy, proxy_methods, read, write, Builtin, Elem,
@@ -20,7 +21,7 @@ use crate::client::Client;
 use crate::context::Context;
 use crate::error::{Error, Result};
 use crate::proxy::Handle;
-use crate::wire::codec::{Decoder, Encoder};
+use crate::wire::codec::{take_exactly, Decoder, Encoder, Undecodable};
 
 /// A value and the shape of the type it was set as.
 struct Entry {
@@ -65,13 +66,14 @@ impl NamespaceObject {
             m::GET => {
                 let name: String = args.take()?;
                 args.finish()?;
-                // `Option<(u64, T)>`, the value raw.
+                // `Option<(u64, T)>`, the value as a byte string: the proxy
+                // decodes it, and can say which value is not a `T`.
                 match read(values).get(&name) {
                     None => out.put_raw(&[0]),
                     Some(entry) => {
                         out.put_raw(&[1]);
                         out.put(&entry.shape)?;
-                        entry.value.write(out);
+                        entry.value.write_bytes(out)?;
                     }
                 }
                 Ok(())
@@ -173,20 +175,56 @@ impl NamespaceProxy {
     /// or `getattr(ns, name, None)`).
     ///
     /// # Errors
-    /// `Error::Protocol` if the value was set as another type than `T`;
-    /// connection errors. (No deferred form: the type check runs on the reply.)
+    /// `Error::Protocol` if the value was set as another type than `T` (the
+    /// message names the value and `T`); connection errors. (No deferred
+    /// form: the type check runs on the reply.)
     pub fn get<T: Serialize + DeserializeOwned>(&self, name: &str) -> Result<Option<T>> {
-        let got: Option<(u64, T)> = self.handle.call(m::GET, |a| a.put(name))?;
-        let Some((stored, value)) = got else {
+        let got: Option<(u64, Value<T>)> = self.handle.call(m::GET, |a| a.put(name))?;
+        let Some((stored, Value(value))) = got else {
             return Ok(None);
         };
+        let value = value.map_err(|why| another_type::<T>(name, Some(why)))?;
         if shape(&value)? != stored {
-            return Err(Error::Protocol(format!(
-                "namespace value {name:?} was set as another type than {}",
-                std::any::type_name::<T>()
-            )));
+            return Err(another_type::<T>(name, None));
         }
         Ok(Some(value))
+    }
+}
+
+#[cold]
+fn another_type<T>(name: &str, undecodable: Option<Undecodable>) -> Error {
+    let t = std::any::type_name::<T>();
+    Error::Protocol(match undecodable {
+        None => format!("namespace value {name:?} was set as another type than `{t}`"),
+        Some(why) => format!(
+            "namespace value {name:?} was set as another type than `{t}`: it does not \
+             decode as one ({why})"
+        ),
+    })
+}
+
+/// A value in a namespace reply: decoded as a `T` while the reply is (so
+/// the proxies in it take the references the reply brought), or why it is
+/// not one.
+struct Value<T>(std::result::Result<T, Undecodable>);
+
+impl<'de, T: DeserializeOwned> Deserialize<'de> for Value<T> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        struct Bytes<T>(PhantomData<T>);
+
+        impl<T: DeserializeOwned> Visitor<'_> for Bytes<T> {
+            type Value = Value<T>;
+
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("an encoded namespace value")
+            }
+
+            fn visit_bytes<E: de::Error>(self, v: &[u8]) -> std::result::Result<Value<T>, E> {
+                Ok(Value(take_exactly(v)))
+            }
+        }
+
+        d.deserialize_bytes(Bytes(PhantomData))
     }
 }
 
@@ -204,8 +242,7 @@ impl Client {
     /// # Errors
     /// Connection errors.
     pub fn namespace(&self) -> Result<NamespaceProxy> {
-        let handle = create::<NamespaceObject>(self, |_| Ok(()))?;
-        Ok(<NamespaceProxy as crate::Proxy>::__from_handle(handle))
+        create::<NamespaceProxy>(self, |_| Ok(()))
     }
 }
 

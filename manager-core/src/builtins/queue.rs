@@ -330,6 +330,7 @@ pub(crate) struct JoinableQueueObject(Arc<Core>);
 
 impl Builtin for QueueObject {
     const NAME: &'static str = "manager::Queue";
+    const ELEMENTS: usize = 1;
     const METHODS: &'static [&'static str] = QUEUE_METHODS;
 
     fn construct(_ctx: &Context, args: &mut Decoder<'_>) -> Result<Self> {
@@ -357,6 +358,7 @@ impl QueueObject {
 
 impl Builtin for JoinableQueueObject {
     const NAME: &'static str = "manager::JoinableQueue";
+    const ELEMENTS: usize = 1;
     const METHODS: &'static [&'static str] = &[
         "put",
         "put_timeout",
@@ -586,8 +588,7 @@ impl Client {
         &self,
         maxsize: usize,
     ) -> Result<QueueProxy<T>> {
-        let handle = create::<QueueObject>(self, |a| a.put(&(maxsize as u64)))?;
-        Ok(<QueueProxy<T> as crate::Proxy>::__from_handle(handle))
+        create::<QueueProxy<T>>(self, |a| a.put(&(maxsize as u64)))
     }
 
     /// A new joinable queue holding at most `maxsize` items, 0 for no bound
@@ -607,9 +608,6 @@ impl Client {
         &self,
         maxsize: usize,
     ) -> Result<JoinableQueueProxy<T>> {
-        let handle = create::<JoinableQueueObject>(self, |a| a.put(&(maxsize as u64)))?;
-        Ok(<JoinableQueueProxy<T> as crate::Proxy>::__from_handle(
-            handle,
-        ))
+        create::<JoinableQueueProxy<T>>(self, |a| a.put(&(maxsize as u64)))
     }
 }

@@ -254,10 +254,9 @@ impl Client {
     }
 
     fn new_semaphore(&self, value: usize, bounded: bool) -> Result<SemaphoreProxy> {
-        let handle = create::<SemaphoreObject>(self, |a| {
+        create::<SemaphoreProxy>(self, |a| {
             a.put(&(value as u64))?;
             a.put(&bounded)
-        })?;
-        Ok(<SemaphoreProxy as crate::Proxy>::__from_handle(handle))
+        })
     }
 }

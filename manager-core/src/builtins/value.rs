@@ -32,6 +32,7 @@ mod m {
 
 impl Builtin for ValueObject {
     const NAME: &'static str = "manager::Value";
+    const ELEMENTS: usize = 1;
     const METHODS: &'static [&'static str] =
         &["get", "set", "swap", "compare_exchange", "fetch_add"];
 
@@ -258,8 +259,7 @@ impl Client {
         initial: T,
     ) -> Result<ValueProxy<T>> {
         let e = Elem::encode(self.address(), &initial)?;
-        let handle = create::<ValueObject>(self, |a| a.put(&e))?;
-        Ok(<ValueProxy<T> as crate::Proxy>::__from_handle(handle))
+        create::<ValueProxy<T>>(self, |a| a.put(&e))
     }
 }
 

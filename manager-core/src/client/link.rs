@@ -9,7 +9,7 @@ use serde::de::DeserializeOwned;
 use crate::address::Address;
 use crate::auth::{random_bytes, AuthKey, CLIENT_LABEL, SERVER_LABEL};
 use crate::caps::{adopting, capturing};
-use crate::client::Client;
+use crate::client::{decode_reply, Client, Method};
 use crate::error::{Error, Result, WireError};
 use crate::transport::Socket;
 use crate::wire::codec::{from_slice, Encoder};
@@ -255,31 +255,38 @@ impl Link {
         r.map_err(|e| self.fail(Error::lost(e)))
     }
 
-    /// Decodes a result whose embedded proxies have references waiting in
-    /// `caps`; gives back the ones no proxy took.
+    /// Decodes a result of `method` whose embedded proxies have references
+    /// waiting in `caps`; gives back the ones no proxy took.
     fn adopt<R: DeserializeOwned>(
         &mut self,
         client: &Client,
         bytes: &[u8],
         caps: crate::caps::ReplyCaps,
+        method: Method,
     ) -> Result<R> {
         let Some(caps) = caps else {
-            return from_slice(bytes);
+            return decode_reply(bytes, method);
         };
-        let (r, left) = adopting(client, caps, || from_slice(bytes));
+        let (r, left) = adopting(client, caps, || decode_reply(bytes, method));
         for object in left {
             self.release(object);
         }
         r
     }
 
-    /// Waits for the reply to call `seq`, keeping replies to other calls.
-    /// `client` is the client this link serves: decoded proxies join it.
-    pub(crate) fn wait<R: DeserializeOwned>(&mut self, seq: u64, client: &Client) -> Result<R> {
+    /// Waits for the reply to call `seq`, of `method`, keeping replies to
+    /// other calls. `client` is the client this link serves: decoded
+    /// proxies join it.
+    pub(crate) fn wait<R: DeserializeOwned>(
+        &mut self,
+        seq: u64,
+        client: &Client,
+        method: Method,
+    ) -> Result<R> {
         self.flush()?;
         if let Some(s) = self.stash.remove(&seq) {
             return match s {
-                Stashed::Ok(bytes, caps) => self.adopt(client, &bytes, caps),
+                Stashed::Ok(bytes, caps) => self.adopt(client, &bytes, caps, method),
                 Stashed::Err(e) => Err(e),
             };
         }
@@ -326,10 +333,10 @@ impl Link {
                     return Err(from_slice::<WireError>(payload)?.into());
                 }
                 if caps.is_none() {
-                    return from_slice(payload);
+                    return decode_reply(payload, method);
                 }
                 let bytes = payload.to_vec();
-                return self.adopt(client, &bytes, caps);
+                return self.adopt(client, &bytes, caps, method);
             }
             let stashed = if ok {
                 Stashed::Ok(payload.to_vec(), caps)
@@ -372,12 +379,12 @@ impl Link {
         &mut self,
         client: &Client,
         object: u64,
-        method: u32,
+        method: Method,
         blob: Option<&[u8]>,
         args: impl FnOnce(&mut Encoder<'_>) -> Result<()>,
     ) -> Result<R> {
-        let seq = self.send_with(object, method, false, blob, args)?;
-        self.wait(seq, client)
+        let seq = self.send_with(object, method.index, false, blob, args)?;
+        self.wait(seq, client, method)
     }
 
     /// Ends this connection normally: the manager settles what it held

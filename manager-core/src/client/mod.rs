@@ -22,7 +22,7 @@ use crate::server::control::method;
 use crate::server::{lock, ServerState};
 use crate::stats::Stats;
 use crate::transport::Socket;
-use crate::wire::codec::{from_slice, Encoder};
+use crate::wire::codec::{take_exactly, Encoder, Undecodable};
 use crate::wire::message::CONTROL;
 
 pub(crate) use farewell::ending_normally;
@@ -90,6 +90,42 @@ impl ClientInner {
             Transport::Local(_) => unreachable!("a local client has no sockets"),
         }
     }
+}
+
+/// A method as a call names it: its number on the wire, and the method
+/// names of its type, which only a reply that does not decode looks at.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Method {
+    index: u32,
+    names: &'static [&'static str],
+}
+
+impl Method {
+    #[inline]
+    pub(crate) fn new(index: u32, names: &'static [&'static str]) -> Method {
+        Method { index, names }
+    }
+
+    /// Control method `index`.
+    fn control(index: u32) -> Method {
+        Method::new(index, crate::server::control::METHODS)
+    }
+}
+
+/// Decodes the reply to a call of `method`: exactly one `R`. Its error
+/// says which reply, and as what, did not decode.
+#[inline]
+pub(crate) fn decode_reply<R: DeserializeOwned>(bytes: &[u8], method: Method) -> Result<R> {
+    take_exactly(bytes).map_err(|why| undecodable::<R>(method, why))
+}
+
+#[cold]
+fn undecodable<R>(method: Method, why: Undecodable) -> Error {
+    Error::Protocol(format!(
+        "the reply of `{}` could not be decoded as `{}`: {why}",
+        crate::shared::method_name(method.names, method.index),
+        std::any::type_name::<R>()
+    ))
 }
 
 static NEXT_CLIENT: AtomicU64 = AtomicU64::new(1);
@@ -223,7 +259,7 @@ impl Client {
     pub(crate) fn call<R: DeserializeOwned>(
         &self,
         object: u64,
-        method: u32,
+        method: Method,
         args: impl FnOnce(&mut Encoder<'_>) -> Result<()>,
     ) -> Result<R> {
         self.call_with(object, method, None, args)
@@ -235,15 +271,15 @@ impl Client {
     pub(crate) fn call_with<R: DeserializeOwned>(
         &self,
         object: u64,
-        method: u32,
+        method: Method,
         blob: Option<&[u8]>,
         args: impl FnOnce(&mut Encoder<'_>) -> Result<()>,
     ) -> Result<R> {
         match &self.inner.transport {
             Transport::Remote(_) => self.with_link(|l| l.call(self, object, method, blob, args)),
             Transport::Local(state) => {
-                let (out, caps) = local::call(state, self.session(), object, method, args)?;
-                self.adopt_local(&out, caps)
+                let (out, caps) = local::call(state, self.session(), object, method.index, args)?;
+                self.adopt_local(&out, caps, method)
             }
         }
     }
@@ -253,32 +289,35 @@ impl Client {
     pub(crate) fn call_deferred<R: DeserializeOwned>(
         &self,
         object: u64,
-        method: u32,
+        method: Method,
         args: impl FnOnce(&mut Encoder<'_>) -> Result<()>,
     ) -> Result<Pending<R>> {
         match &self.inner.transport {
             Transport::Remote(_) => self.with_link(|l| {
-                let seq = l.send(object, method, true, args)?;
-                Ok(Pending::sent(self.clone(), l.id, seq))
+                let seq = l.send(object, method.index, true, args)?;
+                Ok(Pending::sent(self.clone(), l.id, seq, method))
             }),
             // In the manager's own process the call runs now; its result waits.
             Transport::Local(state) => Ok(Pending::ready(
                 self.clone(),
-                local::call(state, self.session(), object, method, args),
+                local::call(state, self.session(), object, method.index, args),
+                method,
             )),
         }
     }
 
-    /// Decodes an in-process result, adopting the references its proxies need.
+    /// Decodes an in-process result of `method`, adopting the references
+    /// its proxies need.
     pub(crate) fn adopt_local<R: DeserializeOwned>(
         &self,
         bytes: &[u8],
         caps: crate::caps::ReplyCaps,
+        method: Method,
     ) -> Result<R> {
         let Some(caps) = caps else {
-            return from_slice(bytes);
+            return decode_reply(bytes, method);
         };
-        let (r, left) = crate::caps::adopting(self, caps, || from_slice(bytes));
+        let (r, left) = crate::caps::adopting(self, caps, || decode_reply(bytes, method));
         for object in left {
             self.release(object);
         }
@@ -347,14 +386,15 @@ impl Client {
     /// `Error::NoSuchName` if nothing has that name; `Error::InterfaceMismatch`
     /// if the object is not a `P`.
     pub fn lookup<P: Proxy>(&self, name: &str) -> Result<P> {
+        let kind = crate::proxy::Kind::of::<P>();
         let object: u64 = self.control(method::LOOKUP, |a| {
             a.put(name)?;
-            a.put(&P::FINGERPRINT)
+            kind.put_expected(a)
         })?;
         Ok(P::__from_handle(crate::proxy::Handle::bound(
             self.clone(),
             object,
-            P::FINGERPRINT,
+            kind,
         )))
     }
 
@@ -389,7 +429,7 @@ impl Client {
         m: u32,
         args: impl FnOnce(&mut Encoder<'_>) -> Result<()>,
     ) -> Result<R> {
-        self.call(CONTROL, m, args)
+        self.call(CONTROL, Method::control(m), args)
     }
 
     /// Runs `f` on this thread's connection, opening it on first use.

@@ -4,7 +4,7 @@ use std::marker::PhantomData;
 
 use serde::de::DeserializeOwned;
 
-use crate::client::Client;
+use crate::client::{Client, Method};
 use crate::error::{Error, Result};
 
 /// A call sent with `proxy.deferred().method(..)` whose reply has not been taken.
@@ -38,27 +38,41 @@ pub struct Pending<R> {
 }
 
 enum State {
-    /// Sent on link `link` of the sending thread as call `seq`.
-    Sent { client: Client, link: u64, seq: u64 },
+    /// Sent on link `link` of the sending thread as call `seq` of `method`.
+    Sent {
+        client: Client,
+        link: u64,
+        seq: u64,
+        method: Method,
+    },
     /// Already run (in the manager's own process): the encoded result and
     /// the references its proxies will adopt.
-    Ready(Client, Result<crate::caps::Reply>),
+    Ready(Client, Result<crate::caps::Reply>, Method),
     /// Waited for.
     Done,
 }
 
 impl<R: DeserializeOwned> Pending<R> {
-    pub(crate) fn sent(client: Client, link: u64, seq: u64) -> Self {
+    pub(crate) fn sent(client: Client, link: u64, seq: u64, method: Method) -> Self {
         Pending {
-            state: State::Sent { client, link, seq },
+            state: State::Sent {
+                client,
+                link,
+                seq,
+                method,
+            },
             _marker: PhantomData,
             _not_send: PhantomData,
         }
     }
 
-    pub(crate) fn ready(client: Client, result: Result<crate::caps::Reply>) -> Self {
+    pub(crate) fn ready(
+        client: Client,
+        result: Result<crate::caps::Reply>,
+        method: Method,
+    ) -> Self {
         Pending {
-            state: State::Ready(client, result),
+            state: State::Ready(client, result, method),
             _marker: PhantomData,
             _not_send: PhantomData,
         }
@@ -70,12 +84,15 @@ impl<R: DeserializeOwned> Pending<R> {
     /// Whatever the call returned, or `Error::ConnectionLost`.
     pub fn wait(mut self) -> Result<R> {
         match std::mem::replace(&mut self.state, State::Done) {
-            State::Sent { client, link, seq } => {
-                client.with_existing_link(link, |l| l.wait(seq, &client))
-            }
-            State::Ready(client, r) => {
+            State::Sent {
+                client,
+                link,
+                seq,
+                method,
+            } => client.with_existing_link(link, |l| l.wait(seq, &client, method)),
+            State::Ready(client, r, method) => {
                 let (bytes, caps) = r?;
-                client.adopt_local(&bytes, caps)
+                client.adopt_local(&bytes, caps, method)
             }
             State::Done => Err(Error::Protocol("this reply was already taken".into())),
         }
@@ -85,14 +102,16 @@ impl<R: DeserializeOwned> Pending<R> {
 impl<R> Drop for Pending<R> {
     fn drop(&mut self) {
         match &mut self.state {
-            State::Sent { client, link, seq } => {
+            State::Sent {
+                client, link, seq, ..
+            } => {
                 let seq = *seq;
                 let _ = client.with_existing_link(*link, |l| {
                     l.discard(seq);
                     Ok(())
                 });
             }
-            State::Ready(client, Ok((_, Some(caps)))) => {
+            State::Ready(client, Ok((_, Some(caps))), _) => {
                 for (object, _) in caps.drain(..) {
                     client.release(object);
                 }

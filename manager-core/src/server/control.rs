@@ -3,6 +3,7 @@
 
 use crate::context::Context;
 use crate::error::{Error, Result};
+use crate::server::table::Expected;
 use crate::server::ServerState;
 use crate::stats::Stats;
 use crate::wire::codec::{Decoder, Encoder};
@@ -19,22 +20,28 @@ pub(crate) mod method {
     pub(crate) const SHUTDOWN: u32 = 7;
     pub(crate) const PING: u32 = 8;
     pub(crate) const REDEEM_ANY: u32 = 9;
+    pub(crate) const CHECK: u32 = 10;
 }
 
+/// The control methods' names, by method number.
+pub(crate) const METHODS: &[&str] = &[
+    "create",
+    "stats",
+    "publish",
+    "lookup",
+    "unpublish",
+    "hold",
+    "redeem",
+    "shutdown",
+    "ping",
+    "redeem_any",
+    "check",
+];
+
+const _: () = assert!(METHODS.len() == method::CHECK as usize + 1);
+
 pub(crate) fn method_name(m: u32) -> &'static str {
-    match m {
-        method::CREATE => "create",
-        method::STATS => "stats",
-        method::PUBLISH => "publish",
-        method::LOOKUP => "lookup",
-        method::UNPUBLISH => "unpublish",
-        method::HOLD => "hold",
-        method::REDEEM => "redeem",
-        method::SHUTDOWN => "shutdown",
-        method::PING => "ping",
-        method::REDEEM_ANY => "redeem_any",
-        _ => "<unknown>",
-    }
+    crate::shared::method_name(METHODS, m)
 }
 
 pub(crate) fn call(
@@ -48,6 +55,9 @@ pub(crate) fn call(
         method::CREATE => {
             let type_name: String = args.take()?;
             let fingerprint: u64 = args.take()?;
+            // The element types of a built-in container: the object's
+            // fingerprint covers them, the type entry's does not.
+            let elements: Vec<String> = args.take()?;
             let ctor: u32 = args.take()?;
             let entry = state.config.types.get(type_name.as_str()).ok_or_else(|| {
                 Error::NotRegistered(format!(
@@ -61,8 +71,15 @@ pub(crate) fn call(
                      client's; rebuild both from the same definition"
                 )));
             }
+            if elements.len() != entry.elements {
+                return Err(Error::Protocol(format!(
+                    "{type_name} takes {} element types, not {}",
+                    entry.elements,
+                    elements.len()
+                )));
+            }
             let mut ctor_args = Decoder::new(args.rest());
-            let object = (entry.construct)(ctx, ctor, &mut ctor_args)?;
+            let object = (entry.construct)(ctx, ctor, &mut ctor_args, elements)?;
             let id = state.table.insert(
                 ctx.session,
                 object,
@@ -91,9 +108,9 @@ pub(crate) fn call(
         }
         method::LOOKUP => {
             let name: String = args.take()?;
-            let fingerprint: u64 = args.take()?;
+            let expected: Expected = args.take()?;
             args.finish()?;
-            let id = state.table.lookup(ctx.session, &name, fingerprint)?;
+            let id = state.table.lookup(ctx.session, &name, &expected)?;
             out.put(&id)
         }
         method::UNPUBLISH => {
@@ -110,9 +127,9 @@ pub(crate) fn call(
         method::REDEEM => {
             let id: u64 = args.take()?;
             let token: Option<u64> = args.take()?;
-            let fingerprint: u64 = args.take()?;
+            let expected: Expected = args.take()?;
             args.finish()?;
-            state.table.redeem(ctx.session, id, token, fingerprint)
+            state.table.redeem(ctx.session, id, token, &expected)
         }
         method::SHUTDOWN => {
             // The connection loop stops the manager once this reply is sent.
@@ -124,6 +141,14 @@ pub(crate) fn call(
             args.finish()?;
             let fingerprint = state.table.add_session_ref_any(ctx.session, id)?;
             out.put(&fingerprint)
+        }
+        method::CHECK => {
+            // Why a proxy that arrived in a reply refuses its calls: the
+            // reply said only the object's fingerprint.
+            let id: u64 = args.take()?;
+            let expected: Expected = args.take()?;
+            args.finish()?;
+            state.table.check_interface(id, &expected)
         }
         _ => Err(Error::Protocol(format!(
             "the manager has no control method number {m}"

@@ -12,9 +12,20 @@ use std::sync::{Arc, Condvar, Mutex, PoisonError, RwLock};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use serde::Deserialize;
+
 use crate::error::{Error, Result};
 use crate::server::{lock, ServerState};
 use crate::shared::{End, Object};
+
+/// What a proxy expects of the object it names: the type's full path, the
+/// element types of a built-in container, and the fingerprint they make.
+#[derive(Debug, Deserialize)]
+pub(crate) struct Expected {
+    type_name: String,
+    elements: Vec<String>,
+    fingerprint: u64,
+}
 
 pub(crate) struct Table {
     objects: RwLock<HashMap<u64, Arc<dyn Object>>>,
@@ -93,10 +104,10 @@ impl Table {
     }
 
     /// Adds a reference held by `session` to a live object whose interface
-    /// must be `fingerprint`.
-    pub(crate) fn add_session_ref(&self, session: u64, id: u64, fingerprint: u64) -> Result<()> {
+    /// must be the `expected` one.
+    pub(crate) fn add_session_ref(&self, session: u64, id: u64, expected: &Expected) -> Result<()> {
         let mut refs = lock(&self.refs);
-        self.check(&refs, id, fingerprint)?;
+        self.check(&refs, id, expected)?;
         let s = refs
             .sessions
             .get_mut(&session)
@@ -152,20 +163,19 @@ impl Table {
         drop(freed);
     }
 
-    fn check(&self, refs: &Refs, id: u64, fingerprint: u64) -> Result<()> {
+    /// Checks that live object `id` has the `expected` interface.
+    pub(crate) fn check_interface(&self, id: u64, expected: &Expected) -> Result<()> {
+        self.check(&lock(&self.refs), id, expected)
+    }
+
+    fn check(&self, refs: &Refs, id: u64, expected: &Expected) -> Result<()> {
         if !refs.counts.contains_key(&id) {
             return Err(no_such_object(id));
         }
         let objects = self.objects.read().unwrap_or_else(PoisonError::into_inner);
         let obj = objects.get(&id).ok_or_else(|| no_such_object(id))?;
-        if obj.fingerprint() != fingerprint {
-            return Err(Error::InterfaceMismatch(format!(
-                "object {id} is a {} whose interface differs from the proxy's \
-                 (fingerprint {:016x}, proxy expects {fingerprint:016x}); rebuild both \
-                 sides from the same definition",
-                obj.type_name(),
-                obj.fingerprint()
-            )));
+        if obj.fingerprint() != expected.fingerprint {
+            return Err(mismatch(id, &**obj, expected));
         }
         Ok(())
     }
@@ -288,7 +298,7 @@ impl Table {
     }
 
     /// The object named `name`, with a new reference for `session`.
-    pub(crate) fn lookup(&self, session: u64, name: &str, fingerprint: u64) -> Result<u64> {
+    pub(crate) fn lookup(&self, session: u64, name: &str, expected: &Expected) -> Result<u64> {
         let id = {
             let refs = lock(&self.refs);
             *refs
@@ -298,7 +308,7 @@ impl Table {
         };
         // The name may be replaced in between; then the reference below fails
         // or lands on the new holder's object, which is what a racing lookup may see.
-        self.add_session_ref(session, id, fingerprint)?;
+        self.add_session_ref(session, id, expected)?;
         Ok(id)
     }
 
@@ -345,9 +355,9 @@ impl Table {
         session: u64,
         id: u64,
         token: Option<u64>,
-        fingerprint: u64,
+        expected: &Expected,
     ) -> Result<()> {
-        self.add_session_ref(session, id, fingerprint)?;
+        self.add_session_ref(session, id, expected)?;
         if let Some(t) = token {
             let freed = {
                 let mut refs = lock(&self.refs);
@@ -432,6 +442,39 @@ impl Table {
     }
 }
 
+/// Why object `id` cannot be used through a proxy that expects `expected`:
+/// another type, the same container of other element types, or the same
+/// type built from another definition (the only case a rebuild fixes).
+fn mismatch(id: u64, obj: &dyn Object, expected: &Expected) -> Error {
+    let is = describe(obj.type_name(), obj.element_types());
+    let wanted = describe(&expected.type_name, &expected.elements);
+    Error::InterfaceMismatch(if obj.type_name() != expected.type_name {
+        format!("object {id} is of type {is}, not {wanted}")
+    } else if obj.element_types() != expected.elements.as_slice() {
+        format!(
+            "object {id} is of type {is}, not {wanted}: the proxy was made for another \
+             element type"
+        )
+    } else {
+        format!(
+            "object {id} of type {is} was built from another interface than the proxy's \
+             (fingerprint {:016x}, the proxy expects {:016x}); rebuild both sides from \
+             the same definition",
+            obj.fingerprint(),
+            expected.fingerprint
+        )
+    })
+}
+
+/// `manager::Dict<alloc::string::String, i64>`, or a type's path alone.
+fn describe(type_name: &str, elements: &[String]) -> String {
+    if elements.is_empty() {
+        type_name.to_owned()
+    } else {
+        format!("{type_name}<{}>", elements.join(", "))
+    }
+}
+
 fn no_such_object(id: u64) -> Error {
     Error::NoSuchObject(format!(
         "object {id} does not exist (it was freed or never created)"
@@ -478,4 +521,81 @@ pub(crate) fn spawn_sweeper(state: &Arc<ServerState>) -> Option<Sweeper> {
         })
         .ok()?;
     Some(Sweeper { stop, thread })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{mismatch, Expected};
+    use crate::context::Context;
+    use crate::error::{Error, Result};
+    use crate::shared::Object;
+    use crate::wire::codec::{Decoder, Encoder};
+
+    /// An object that only describes itself.
+    struct Described(&'static str, Vec<String>, u64);
+
+    impl Object for Described {
+        fn type_name(&self) -> &'static str {
+            self.0
+        }
+        fn fingerprint(&self) -> u64 {
+            self.2
+        }
+        fn element_types(&self) -> &[String] {
+            &self.1
+        }
+        fn method_name(&self, _: u32) -> &'static str {
+            "m"
+        }
+        fn call(
+            &self,
+            _: &Context,
+            _: u32,
+            _: &mut Decoder<'_>,
+            _: &mut Encoder<'_>,
+        ) -> Result<()> {
+            Ok(())
+        }
+    }
+
+    fn why(obj: &Described, type_name: &str, elements: &[&str], fingerprint: u64) -> String {
+        let expected = Expected {
+            type_name: type_name.into(),
+            elements: elements.iter().map(|e| (*e).to_owned()).collect(),
+            fingerprint,
+        };
+        match mismatch(7, obj, &expected) {
+            Error::InterfaceMismatch(m) => m,
+            e => panic!("not a mismatch: {e}"),
+        }
+    }
+
+    #[test]
+    fn a_mismatch_says_which_kind_it_is() {
+        let queue = Described("manager::Queue", vec!["i32".into()], 1);
+        assert_eq!(
+            why(&queue, "app::Inventory", &[], 2),
+            "object 7 is of type manager::Queue<i32>, not app::Inventory"
+        );
+        assert_eq!(
+            why(&queue, "manager::Queue", &["u32"], 2),
+            "object 7 is of type manager::Queue<i32>, not manager::Queue<u32>: the proxy \
+             was made for another element type"
+        );
+        // Only the same type from another definition calls for a rebuild.
+        let skewed = why(
+            &Described("app::Counter", vec![], 1),
+            "app::Counter",
+            &[],
+            2,
+        );
+        assert!(
+            skewed.starts_with("object 7 of type app::Counter was built from another interface"),
+            "{skewed}"
+        );
+        assert!(
+            skewed.ends_with("rebuild both sides from the same definition"),
+            "{skewed}"
+        );
+    }
 }

@@ -239,6 +239,34 @@ pub(crate) fn to_vec<T: Serialize + ?Sized>(value: &T) -> Result<Vec<u8>> {
     Ok(v)
 }
 
+/// Why bytes are not exactly one value of a type: said of the value, so
+/// that the caller can name it (a reply, a namespace value).
+#[derive(Debug)]
+pub(crate) enum Undecodable {
+    Malformed(postcard::Error),
+    LeftOver(usize),
+}
+
+impl std::fmt::Display for Undecodable {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Undecodable::Malformed(e) => e.fmt(f),
+            Undecodable::LeftOver(1) => f.write_str("1 byte is left over after it"),
+            Undecodable::LeftOver(n) => write!(f, "{n} bytes are left over after it"),
+        }
+    }
+}
+
+/// Decodes exactly one `T` from `bytes`.
+#[inline]
+pub(crate) fn take_exactly<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, Undecodable> {
+    match postcard::take_from_bytes::<T>(bytes) {
+        Ok((value, [])) => Ok(value),
+        Ok((_, rest)) => Err(Undecodable::LeftOver(rest.len())),
+        Err(e) => Err(Undecodable::Malformed(e)),
+    }
+}
+
 /// Decodes exactly one value from `bytes`.
 pub(crate) fn from_slice<T: DeserializeOwned>(bytes: &[u8]) -> Result<T> {
     let mut d = Decoder::new(bytes);

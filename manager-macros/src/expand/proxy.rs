@@ -86,6 +86,8 @@ pub fn proxy_type(t: &SharedType) -> TokenStream {
         impl ::manager::Proxy for #proxy {
             const TYPE_NAME: &'static str = <#ty as ::manager::Shared>::TYPE_NAME;
             const FINGERPRINT: u64 = <#ty as ::manager::__private::Interface>::FINGERPRINT;
+            const __METHODS: &'static [&'static str] =
+                <#ty as ::manager::__private::Interface>::METHODS;
 
             fn __from_handle(handle: ::manager::__private::Handle) -> Self {
                 #proxy { __handle: handle }
