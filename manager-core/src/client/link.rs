@@ -178,12 +178,14 @@ impl Link {
         });
         let mark = encoded?;
         let own: Vec<u64> = caps
-            .into_iter()
+            .iter()
             .filter(|c| c.address == self.address)
             .map(|c| c.object)
             .collect();
         let mut caps_len = 0;
-        if !own.is_empty() {
+        // A list, even empty, tells the manager that the arguments embed
+        // proxies: it then binds those of other managers while decoding.
+        if !caps.is_empty() {
             let mut p = self.writer.payload();
             let before = p.len();
             p.put(&own)?;

@@ -73,11 +73,14 @@ pub(crate) fn call(
     let mut input = Vec::new();
     let (encoded, caps) = capturing(false, || args(&mut Encoder::new(&mut input)));
     encoded?;
-    let own: Vec<u64> = caps
-        .into_iter()
-        .filter(|c| c.address == state.address)
-        .map(|c| c.object)
-        .collect();
+    // Any proxy in the arguments, this manager's or another's, makes the
+    // callee decode them in an adopt scope (see `ServerState::call`).
+    let own: Option<Vec<u64>> = (!caps.is_empty()).then(|| {
+        caps.into_iter()
+            .filter(|c| c.address == state.address)
+            .map(|c| c.object)
+            .collect()
+    });
     let ctx = Context {
         conn: conn_id(&state),
         server: Arc::clone(&state),
@@ -91,7 +94,7 @@ pub(crate) fn call(
         object,
         method,
         Decoder::new(&input),
-        &own,
+        own.as_deref(),
         &mut Encoder::new(&mut out),
     )?;
     Ok((out, caps))

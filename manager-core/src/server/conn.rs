@@ -102,7 +102,7 @@ pub(crate) fn calls(
                 seq,
                 object,
                 method,
-            } => (seq, object, method, payload, Vec::new()),
+            } => (seq, object, method, payload, None),
             Request::CallCaps {
                 seq,
                 object,
@@ -110,7 +110,13 @@ pub(crate) fn calls(
                 caps_len,
             } => {
                 let (args, caps) = split_caps(payload, caps_len)?;
-                (seq, object, method, args, from_slice::<Vec<u64>>(caps)?)
+                (
+                    seq,
+                    object,
+                    method,
+                    args,
+                    Some(from_slice::<Vec<u64>>(caps)?),
+                )
             }
             Request::Release { object } => {
                 state.table.release(ctx.session, object);
@@ -133,7 +139,14 @@ pub(crate) fn calls(
             {
                 state.calls.fetch_add(1, Ordering::Relaxed);
                 let result = state
-                    .call(ctx, object, method, args, &arg_caps, &mut writer.begin())
+                    .call(
+                        ctx,
+                        object,
+                        method,
+                        args,
+                        arg_caps.as_deref(),
+                        &mut writer.begin(),
+                    )
                     .and_then(|caps| {
                         let Some(caps) = caps else {
                             return writer.finish(&Response::Ok { seq }, max);

@@ -106,6 +106,11 @@ impl ServerState {
     /// (`arg_caps`) are held for this manager's own session while the method
     /// decodes them, and each object its result embeds gets a reference for
     /// the caller's session, returned as (object, fingerprint) to adopt.
+    ///
+    /// `arg_caps` is `None` when the arguments embed no proxy, and a list
+    /// (maybe empty) of this manager's objects when they embed some: then
+    /// the method decodes in an adopt scope, where a proxy to another
+    /// manager's object binds at once, while the caller still holds it.
     #[inline]
     pub(crate) fn call(
         &self,
@@ -113,7 +118,7 @@ impl ServerState {
         object: u64,
         method: u32,
         args: Decoder<'_>,
-        arg_caps: &[u64],
+        arg_caps: Option<&[u64]>,
         out: &mut Encoder<'_>,
     ) -> Result<crate::caps::ReplyCaps> {
         let session = ctx.session;
@@ -122,9 +127,7 @@ impl ServerState {
                 self.dispatch(ctx, object, method, args, out)
             })
         };
-        let (result, taken, foreign) = if arg_caps.is_empty() {
-            run()
-        } else {
+        let (result, taken, foreign) = if let Some(arg_caps) = arg_caps {
             let internal = self.internal_client()?;
             let own = internal.session();
             let pool = arg_caps
@@ -141,6 +144,8 @@ impl ServerState {
                 self.table.release(own, id);
             }
             r
+        } else {
+            run()
         };
         if let Err(e) = result {
             for (id, _) in taken {
