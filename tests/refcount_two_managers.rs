@@ -103,3 +103,55 @@ fn foreign_proxy_stored_in_field_stays_alive() {
         assert!(settles_at(&a, base_a), "A's cell is freed with the field");
     });
 }
+
+#[test]
+fn foreign_proxy_returned_from_a_field_reaches_the_caller() {
+    bounded(|| {
+        let a = on_thread();
+        let b = on_thread();
+        let base_a = objects(&a);
+        let holder = HolderProxy::new(&b).unwrap();
+        holder.hold(Some(CellProxy::new(&a, 8).unwrap())).unwrap();
+        // `take` moves B's only proxy into the reply: B drops it as the
+        // call ends, before the caller has decoded the reply.
+        let back = holder.take().unwrap().expect("B held a cell");
+        assert_eq!(back.id().unwrap(), 8, "the cell outlived the trip");
+        assert_eq!(objects(&a), base_a + 1);
+        drop(back);
+        assert!(
+            settles_at(&a, base_a),
+            "the cell is freed once B's hand-off hold ends"
+        );
+    });
+}
+
+#[test]
+fn foreign_proxy_in_container_is_freed_after_clear() {
+    bounded(|| {
+        // The default hand-off time (60 s): clear must not wait for it.
+        let a = Manager::builder()
+            .register::<Cell>()
+            .spawn_thread()
+            .unwrap();
+        let b = Manager::builder().spawn_thread().unwrap();
+        let base_a = objects(&a);
+        let list = b.list::<CellProxy>().unwrap();
+        let cell = CellProxy::new(&a, 1).unwrap();
+        list.push(cell.clone()).unwrap();
+        list.push(cell.clone()).unwrap();
+        drop(cell);
+        assert_eq!(objects(&a), base_a + 1, "B's list holds A's cell");
+        list.clear().unwrap();
+        // Clear sends the elements nowhere: nothing needs A's cell any more.
+        assert!(settles_at(&a, base_a), "A's cell was freed after clear");
+
+        // An element that leaves with a reply is kept until the receiver
+        // has its own reference.
+        let cell = CellProxy::new(&a, 2).unwrap();
+        list.push(cell.clone()).unwrap();
+        drop(cell);
+        let popped = list.pop().unwrap().expect("one element");
+        drop(list);
+        assert_eq!(popped.id().unwrap(), 2, "the popped proxy holds its cell");
+    });
+}

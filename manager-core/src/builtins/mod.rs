@@ -82,7 +82,7 @@ impl Elem {
     /// Encodes `value` for the manager at `manager`, recording the proxies
     /// it embeds.
     pub(crate) fn encode<T: Serialize + ?Sized>(manager: &Address, value: &T) -> Result<Elem> {
-        let (bytes, caps) = capturing(true, || to_vec(value));
+        let (bytes, caps) = capturing(|| to_vec(value));
         Ok(Elem {
             bytes: ElemBuf::from(bytes?),
             caps: caps
@@ -195,6 +195,7 @@ impl Stored {
                 note(Cap {
                     address: state.address.clone(),
                     object,
+                    proxy: None,
                 });
             }
         }
@@ -202,6 +203,7 @@ impl Stored {
             note(Cap {
                 address: h.address().clone(),
                 object: h.object(),
+                proxy: Some(h.clone()),
             });
         }
     }
@@ -215,9 +217,10 @@ impl Drop for Held {
         for &object in &self.own {
             state.table.unretain(object);
         }
-        // Whoever this element was returned to binds these itself; keep
-        // them until it has had the time to.
-        state.keep_for_handoff(std::mem::take(&mut self.foreign));
+        // `foreign` goes now. A reply that carried this element to someone
+        // holds its own clones of them until the receiver has bound them
+        // (see `ServerState::call`); an element dropped with no receiver
+        // (clear, set, a freed container) has nobody to wait for.
     }
 }
 

@@ -168,7 +168,7 @@ impl Link {
         }
         let seq = self.next_seq;
         let writer = &mut self.writer;
-        let (encoded, caps) = capturing(false, || {
+        let (encoded, caps) = capturing(|| {
             let mut e = writer.begin();
             if let (Some(b), false) = (blob, deferred) {
                 e.allow_blob(b);

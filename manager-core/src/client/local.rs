@@ -58,7 +58,8 @@ fn conn_id(state: &Arc<ServerState>) -> u64 {
 }
 
 /// Runs one call in this thread and returns its encoded result, with the
-/// objects it embeds (already referenced for `session`).
+/// objects it embeds (already referenced for `session`) and the proxies of
+/// other managers it embeds, to keep until it is decoded.
 pub(crate) fn call(
     state: &Weak<ServerState>,
     session: u64,
@@ -71,12 +72,15 @@ pub(crate) fn call(
         return Err(Error::ServerShutdown);
     }
     let mut input = Vec::new();
-    let (encoded, caps) = capturing(false, || args(&mut Encoder::new(&mut input)));
+    // The proxies the arguments embed, held (as the caller's own are)
+    // until the call has run.
+    let (encoded, embedded) = capturing(|| args(&mut Encoder::new(&mut input)));
     encoded?;
     // Any proxy in the arguments, this manager's or another's, makes the
     // callee decode them in an adopt scope (see `ServerState::call`).
-    let own: Option<Vec<u64>> = (!caps.is_empty()).then(|| {
-        caps.into_iter()
+    let own: Option<Vec<u64>> = (!embedded.is_empty()).then(|| {
+        embedded
+            .iter()
             .filter(|c| c.address == state.address)
             .map(|c| c.object)
             .collect()
@@ -89,7 +93,7 @@ pub(crate) fn call(
     };
     state.calls.fetch_add(1, Ordering::Relaxed);
     let mut out = Vec::new();
-    let caps = state.call(
+    let (caps, foreign) = state.call(
         &ctx,
         object,
         method,
@@ -97,5 +101,7 @@ pub(crate) fn call(
         own.as_deref(),
         &mut Encoder::new(&mut out),
     )?;
-    Ok((out, caps))
+    drop(embedded);
+    // The caller decodes `out` in this process; `foreign` lives until then.
+    Ok((out, caps, foreign))
 }

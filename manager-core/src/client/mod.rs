@@ -199,7 +199,8 @@ impl Client {
         match &self.inner.transport {
             Transport::Remote(_) => self.with_link(|l| l.call(self, object, method, blob, args)),
             Transport::Local(state) => {
-                let (out, caps) = local::call(state, self.session(), object, method, args)?;
+                let (out, caps, _foreign) =
+                    local::call(state, self.session(), object, method, args)?;
                 self.adopt_local(&out, caps)
             }
         }

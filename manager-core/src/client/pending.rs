@@ -74,7 +74,7 @@ impl<R: DeserializeOwned> Pending<R> {
                 client.with_existing_link(link, |l| l.wait(seq, &client))
             }
             State::Ready(client, r) => {
-                let (bytes, caps) = r?;
+                let (bytes, caps, _foreign) = r?;
                 client.adopt_local(&bytes, caps)
             }
             State::Done => Err(Error::Protocol("this reply was already taken".into())),
@@ -92,7 +92,7 @@ impl<R> Drop for Pending<R> {
                     Ok(())
                 });
             }
-            State::Ready(client, Ok((_, Some(caps)))) => {
+            State::Ready(client, Ok((_, Some(caps), _))) => {
                 for (object, _) in caps.drain(..) {
                     client.release(object);
                 }

@@ -147,7 +147,11 @@ pub(crate) fn calls(
                         arg_caps.as_deref(),
                         &mut writer.begin(),
                     )
-                    .and_then(|caps| {
+                    .and_then(|(caps, foreign)| {
+                        // The peer binds these while decoding the reply; no
+                        // message says when it has, so they are kept for the
+                        // hand-off time.
+                        state.keep_for_handoff(foreign);
                         let Some(caps) = caps else {
                             return writer.finish(&Response::Ok { seq }, max);
                         };
