@@ -7,8 +7,8 @@ mod common;
 
 use std::time::Duration;
 
-use common::{bounded, eventually};
-use manager::{shared, Client, Manager};
+use common::{bounded, eventually, read_marked, role, spawn_role, wait_ok};
+use manager::{shared, Address, AuthKey, Client, Error, ListProxy, Manager, Proxy};
 
 #[shared]
 pub struct Cell {
@@ -153,5 +153,87 @@ fn foreign_proxy_in_container_is_freed_after_clear() {
         let popped = list.pop().unwrap().expect("one element");
         drop(list);
         assert_eq!(popped.id().unwrap(), 2, "the popped proxy holds its cell");
+    });
+}
+
+fn env(name: &str) -> String {
+    std::env::var(name).unwrap_or_else(|_| panic!("{name} is set for child roles"))
+}
+
+/// What using a proxy gave, in a word the parent can check.
+fn outcome(r: manager::Result<u32>) -> String {
+    match r {
+        Err(Error::AuthenticationFailed(_)) => "auth".into(),
+        Err(Error::NoSuchObject(_)) => "gone".into(),
+        Err(e) => format!("error({e})"),
+        Ok(id) => format!("called({id})"),
+    }
+}
+
+/// Entry point of the child processes this file starts; a no-op otherwise.
+#[test]
+fn child_role() {
+    let Some(role) = role() else { return };
+    assert_eq!(role, "only-b");
+    // This process knows B's key and nothing else.
+    let address: Address = env("B_ADDRESS").parse().unwrap();
+    let key = AuthKey::from_hex(&env("B_KEY")).unwrap();
+    let b = Client::connect(&address, &key).unwrap();
+    let list: ListProxy<CellProxy> = b.lookup("cells").unwrap();
+    let holder: HolderProxy = b.lookup("holder").unwrap();
+    let from_list = list.get(0).unwrap().expect("the list holds A's cell");
+    let from_field = holder.take().unwrap().expect("the holder holds A's cell");
+    let results = [
+        outcome(from_list.id()),
+        outcome(from_field.id()),
+        // A second use asks again, and fails the same way.
+        outcome(from_list.id()),
+        outcome(CellProxy::from_token(&env("A_TOKEN"), &key).and_then(|c| c.id())),
+    ];
+    println!("outcomes={}", results.join(","));
+}
+
+#[test]
+fn foreign_proxy_without_key_is_authentication_failed() {
+    bounded(|| {
+        let a = on_thread();
+        let b = on_thread();
+        let base_a = objects(&a);
+        let cell = CellProxy::new(&a, 3).unwrap();
+        let list = b.list::<CellProxy>().unwrap();
+        list.push(cell.clone()).unwrap();
+        let holder = HolderProxy::new(&b).unwrap();
+        holder.hold(Some(cell.clone())).unwrap();
+        b.publish("cells", &list).unwrap();
+        b.publish("holder", &holder).unwrap();
+        let token = cell.to_token().unwrap();
+        drop(cell);
+        // Redeemed here, so that the token's own hold is not what keeps
+        // the cell alive below.
+        drop(CellProxy::from_token(&token, a.auth_key()).unwrap());
+        let calls_before = a.stats().unwrap().calls;
+
+        let mut child = spawn_role(
+            "child_role",
+            "only-b",
+            &[
+                ("B_ADDRESS", b.address().to_string()),
+                ("B_KEY", b.auth_key().to_hex()),
+                ("A_TOKEN", token),
+            ],
+        );
+        let outcomes = read_marked(&mut child, "outcomes=");
+        assert!(wait_ok(&mut child, SETTLE), "the child role failed");
+        assert_eq!(outcomes.as_deref(), Some("auth,auth,auth,auth"));
+        assert_eq!(
+            a.stats().unwrap().calls,
+            calls_before + 1,
+            "nothing but this stats call reached A"
+        );
+        assert_eq!(objects(&a), base_a + 1, "B's list still holds the cell");
+        drop((list, holder));
+        b.unpublish("cells").unwrap();
+        b.unpublish("holder").unwrap();
+        assert!(settles_at(&a, base_a), "the cell is freed after all");
     });
 }
