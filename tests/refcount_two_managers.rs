@@ -1,7 +1,9 @@
 //! Two managers in one program: proxies of each stored in the other's
 //! containers and objects, passed to and returned from its methods, and
-//! handed over by token, with both managers' live-object counts exact.
-//! (One manager's reference counting is modelled in `refcount_model.rs`.)
+//! handed over by token, with both managers' live-object counts exact;
+//! and a proxy that arrives from the other manager acting for the thread
+//! that received it. (One manager's reference counting is modelled in
+//! `refcount_model.rs`.)
 
 mod common;
 
@@ -9,7 +11,9 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
 use common::{bounded, eventually, read_marked, role, spawn_role, wait_ok};
-use manager::{shared, Address, AuthKey, Client, Error, ListProxy, Manager, Proxy, ValueProxy};
+use manager::{
+    shared, Address, AuthKey, Client, Error, ListProxy, Manager, Proxy, RLockProxy, ValueProxy,
+};
 use proptest::prelude::*;
 use proptest::test_runner::TestCaseError;
 
@@ -162,6 +166,26 @@ fn foreign_proxy_in_container_is_freed_after_clear() {
         let popped = list.pop().unwrap().expect("one element");
         drop(list);
         assert_eq!(popped.id().unwrap(), 2, "the popped proxy holds its cell");
+    });
+}
+
+#[test]
+fn a_proxy_received_from_the_other_manager_acts_for_the_receiving_thread() {
+    bounded(|| {
+        // A is in this process, but this thread is not inside it: a proxy
+        // to A that reaches it from B, or from a token, calls A through
+        // this thread's own connection, as it would if A ran elsewhere.
+        let a = on_thread();
+        let b = on_thread();
+        let lock = a.rlock().unwrap();
+        let slot = b.value(Some(lock.clone())).unwrap();
+        let from_b: RLockProxy = slot.get().unwrap().expect("the slot holds the lock");
+        from_b.acquire().unwrap();
+        lock.release()
+            .expect("the owner is this thread, whichever proxy took the lock");
+        let redeemed = RLockProxy::from_token(&lock.to_token().unwrap(), a.auth_key()).unwrap();
+        redeemed.acquire().unwrap();
+        lock.release().expect("the same for a redeemed token");
     });
 }
 

@@ -185,6 +185,19 @@ pub(crate) fn adopt(address: &Address, object: u64) -> Option<(Client, u64)> {
         .flatten()
 }
 
+/// Whether this thread is running a call of a manager of this process (a
+/// method, or the decoding of its arguments): the reply it will send is
+/// being captured.
+pub(crate) fn serving() -> bool {
+    CAPTURE
+        .try_with(|c| {
+            c.try_borrow()
+                .map(|s| s.iter().any(|scope| scope.eager.is_some()))
+                .unwrap_or(false)
+        })
+        .unwrap_or(false)
+}
+
 /// Whether this thread is decoding a message from a manager.
 pub(crate) fn is_decoding() -> bool {
     ADOPT
