@@ -9,33 +9,47 @@
 //! asking the manager for a new one. References nobody adopted are given
 //! back. So an object can never be freed while a message naming it is in
 //! flight, and the manager never parses user bytes to find references.
+//!
+//! A proxy to an object of *another* manager cannot travel that way: the
+//! manager that reads the message has no say over that object. Its receiver
+//! binds it (takes a reference of its own at the object's manager) while
+//! decoding, and until then the sender keeps the proxy it serialized: a
+//! caller holds its arguments until the reply, and a manager keeps what its
+//! reply embeds until the receiver has decoded it (in-process) or for the
+//! hand-off time (over a socket). The capture records the proxy itself for
+//! this, and a message that embeds any says so even when its list of the
+//! reader's own objects is empty, so that the reader decodes it in an adopt
+//! scope.
 
 use std::cell::RefCell;
 use std::sync::Arc;
 
 use crate::address::Address;
 use crate::client::Client;
+use crate::proxy::Handle;
 use crate::server::ServerState;
 
 /// The objects a reply embeds, each (object, fingerprint) with a reference
 /// already taken for the receiving session; `None` when it embeds no proxy.
 pub(crate) type ReplyCaps = Option<Vec<(u64, u64)>>;
 
-/// An encoded result and its capabilities.
-pub(crate) type Reply = (Vec<u8>, ReplyCaps);
+/// An in-process call's encoded result, its capabilities, and the proxies
+/// to other managers' objects it embeds, which must outlive its decoding:
+/// the decoder binds them.
+pub(crate) type Reply = (Vec<u8>, ReplyCaps, Vec<Handle>);
 
 /// An object named by encoded bytes.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub(crate) struct Cap {
     pub(crate) address: Address,
     pub(crate) object: u64,
+    /// The serialized proxy, when there is one: whoever sends the bytes
+    /// keeps it until the receiver can hold the object itself.
+    pub(crate) proxy: Option<Handle>,
 }
 
 struct Scope {
     caps: Vec<Cap>,
-    /// Whether the caps also belong to the enclosing scope (an element
-    /// encoded inside a call's arguments), or stop here (a separate call).
-    propagate: bool,
     /// For a reply being encoded in a manager: the receiving session takes
     /// its reference the moment a proxy to this manager's object is
     /// serialized, while the proxy (and so the object) is certainly alive.
@@ -59,28 +73,20 @@ thread_local! {
     static ADOPT: RefCell<Vec<Adopt>> = const { RefCell::new(Vec::new()) };
 }
 
-/// Runs `f`, returning what it returned and the objects serialized inside it.
-/// With `propagate`, they are recorded in the enclosing scope too.
-pub(crate) fn capturing<T>(propagate: bool, f: impl FnOnce() -> T) -> (T, Vec<Cap>) {
+/// Runs `f`, returning what it returned and the objects serialized inside
+/// it. They stop here: bytes encoded inside `f` (an element, a call) carry
+/// their own list, and the message `f` may itself be part of does not
+/// embed them.
+pub(crate) fn capturing<T>(f: impl FnOnce() -> T) -> (T, Vec<Cap>) {
     let _ = CAPTURE.try_with(|c| {
         c.borrow_mut().push(Scope {
             caps: Vec::new(),
-            propagate,
             eager: None,
         })
     });
     let out = f();
     let caps = CAPTURE
-        .try_with(|c| {
-            let mut stack = c.borrow_mut();
-            let scope = stack.pop()?;
-            if scope.propagate {
-                if let Some(outer) = stack.last_mut() {
-                    outer.caps.extend(scope.caps.iter().cloned());
-                }
-            }
-            Some(scope.caps)
-        })
+        .try_with(|c| c.borrow_mut().pop().map(|scope| scope.caps))
         .ok()
         .flatten()
         .unwrap_or_default();
@@ -98,7 +104,6 @@ pub(crate) fn capturing_reply<T>(
     let _ = CAPTURE.try_with(|c| {
         c.borrow_mut().push(Scope {
             caps: Vec::new(),
-            propagate: false,
             eager: Some(Eager {
                 state: Arc::clone(state),
                 session,
@@ -178,6 +183,19 @@ pub(crate) fn adopt(address: &Address, object: u64) -> Option<(Client, u64)> {
         })
         .ok()
         .flatten()
+}
+
+/// Whether this thread is running a call of a manager of this process (a
+/// method, or the decoding of its arguments): the reply it will send is
+/// being captured.
+pub(crate) fn serving() -> bool {
+    CAPTURE
+        .try_with(|c| {
+            c.try_borrow()
+                .map(|s| s.iter().any(|scope| scope.eager.is_some()))
+                .unwrap_or(false)
+        })
+        .unwrap_or(false)
 }
 
 /// Whether this thread is decoding a message from a manager.

@@ -193,6 +193,12 @@ impl ManagerBuilder {
 
     /// How long a token from `to_token` keeps its object alive if it is never
     /// redeemed (default 60 s).
+    ///
+    /// The same time bounds how long this manager keeps a reference to
+    /// another manager's object after sending its proxy in a reply (a
+    /// proxy taken out of a container or a field), so that the receiver can
+    /// take its own reference first: such an object may outlive its last
+    /// proxy by up to this time.
     pub fn handoff_timeout(mut self, timeout: Duration) -> Self {
         self.limits.handoff_timeout = timeout;
         self

@@ -415,6 +415,7 @@ impl Serialize for Handle {
         caps::note(Cap {
             address: self.inner.address.clone(),
             object: self.inner.object,
+            proxy: Some(self.clone()),
         });
         WireProxy {
             address: self.inner.address.clone(),
@@ -456,7 +457,7 @@ pub fn deserialize_proxy<'de, P: Proxy, D: serde::Deserializer<'de>>(
     };
     // Not in the message's capability list (a proxy to another manager, or
     // bytes that did not come from a manager): bind now, while whoever sent
-    // it still holds the object; failing that, on first use.
+    // it still holds the object (see `caps`); failing that, on first use.
     if caps::is_decoding() {
         let _ = h.client();
     }

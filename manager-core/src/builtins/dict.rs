@@ -386,7 +386,7 @@ proxy_methods! {
 /// A key to look up: its bytes only. A lookup holds no reference to the
 /// proxies a key may embed, so they are kept out of any capture.
 fn lookup_key<K: Serialize>(key: &K) -> Result<ElemBuf> {
-    capturing(false, || to_vec(key)).0.map(ElemBuf::from)
+    capturing(|| to_vec(key)).0.map(ElemBuf::from)
 }
 
 impl Client {

@@ -82,7 +82,7 @@ impl Elem {
     /// Encodes `value` for the manager at `manager`, recording the proxies
     /// it embeds.
     pub(crate) fn encode<T: Serialize + ?Sized>(manager: &Address, value: &T) -> Result<Elem> {
-        let (bytes, caps) = capturing(true, || to_vec(value));
+        let (bytes, caps) = capturing(|| to_vec(value));
         Ok(Elem {
             bytes: ElemBuf::from(bytes?),
             caps: caps
@@ -203,6 +203,7 @@ impl Stored {
                 note(Cap {
                     address: state.address.clone(),
                     object,
+                    proxy: None,
                 });
             }
         }
@@ -210,6 +211,7 @@ impl Stored {
             note(Cap {
                 address: h.address().clone(),
                 object: h.object(),
+                proxy: Some(h.clone()),
             });
         }
     }
@@ -223,9 +225,10 @@ impl Drop for Held {
         for &object in &self.own {
             state.table.unretain(object);
         }
-        // Whoever this element was returned to binds these itself; keep
-        // them until it has had the time to.
-        state.keep_for_handoff(std::mem::take(&mut self.foreign));
+        // `foreign` goes now. A reply that carried this element to someone
+        // holds its own clones of them until the receiver has bound them
+        // (see `ServerState::call`); an element dropped with no receiver
+        // (clear, set, a freed container) has nobody to wait for.
     }
 }
 
@@ -275,8 +278,8 @@ impl<B: Builtin> Object for Typed<B> {
     ) -> Result<()> {
         self.object.call(ctx, method, args, out)
     }
-    fn disconnected(&self, conn: u64) {
-        self.object.disconnected(conn)
+    fn disconnected(&self, conn: u64, end: crate::shared::End) {
+        self.object.disconnected(conn, end)
     }
 }
 

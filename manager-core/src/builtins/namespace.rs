@@ -255,7 +255,7 @@ fn shape<T: Serialize + ?Sized>(value: &T) -> Result<u64> {
     let mut s = Shape(FNV_OFFSET);
     // Proxies in the value note their objects as they serialize: this is not
     // a message, so keep them out of any enclosing capture.
-    let (r, _) = capturing(false, || value.serialize(&mut s));
+    let (r, _) = capturing(|| value.serialize(&mut s));
     r.map_err(|e| Error::Protocol(format!("cannot encode a namespace value: {e}")))?;
     Ok(s.0)
 }

@@ -2,7 +2,8 @@
 //!
 //! A proxy that arrives in this process (from a token, a container or a
 //! reply) binds to its manager through the client recorded here. Only a
-//! successful handshake adds an entry.
+//! successful handshake adds an entry. Inside a manager of this process,
+//! a proxy to a manager of this process calls it directly instead.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, OnceLock, Weak};
@@ -37,13 +38,26 @@ pub(crate) fn register_local(state: &Arc<ServerState>) {
     servers.insert(state.address.clone(), Arc::downgrade(state));
 }
 
-/// The in-process client of a live manager of this process at `address`.
+/// The in-process client of a live manager of this process at `address`,
+/// for code running inside a manager of this process (its methods, its
+/// containers keeping elements): that code calls the other in-process
+/// managers directly. Other threads of the process are clients like those
+/// of any other process: their proxies bind through the keyring, so that
+/// they call through the same connection (the same lock owner, the same
+/// session) as the thread's other proxies to that manager.
 fn local_client(address: &Address, key: Option<&AuthKey>) -> Option<Client> {
-    let state = lock(local_servers()).get(address)?.upgrade()?;
+    if !crate::caps::serving() {
+        return None;
+    }
+    let state = local_state(address)?;
     if key.is_some_and(|k| *k != state.config.key) {
         return None;
     }
     state.internal_client().ok()
+}
+
+fn local_state(address: &Address) -> Option<Arc<ServerState>> {
+    lock(local_servers()).get(address)?.upgrade()
 }
 
 /// Records a freshly authenticated client.
@@ -68,19 +82,26 @@ pub(crate) fn client_for(address: &Address) -> Result<Client> {
     if let Some(c) = local_client(address, None) {
         return Ok(c);
     }
-    let key = {
+    let known = {
         let ring = lock(ring());
-        let entry = ring.get(address).ok_or_else(|| {
+        match ring.get(address) {
+            Some(entry) => match entry.client.upgrade() {
+                Some(inner) => return Ok(Client { inner }),
+                None => Some(entry.key.clone()),
+            },
+            None => None,
+        }
+    };
+    // A manager running in this process knows its own key, whether or not
+    // a client of it was ever made here.
+    let key = known
+        .or_else(|| local_state(address).map(|s| s.config.key.clone()))
+        .ok_or_else(|| {
             Error::AuthenticationFailed(format!(
                 "this process holds no key for the manager at {address}; connect a Client \
                  to it or redeem a token with its key first"
             ))
         })?;
-        if let Some(inner) = entry.client.upgrade() {
-            return Ok(Client { inner });
-        }
-        entry.key.clone()
-    };
     Client::connect(address, &key)
 }
 

@@ -172,7 +172,7 @@ impl Link {
         }
         let seq = self.next_seq;
         let writer = &mut self.writer;
-        let (encoded, caps) = capturing(false, || {
+        let (encoded, caps) = capturing(|| {
             let mut e = writer.begin();
             if let (Some(b), false) = (blob, deferred) {
                 e.allow_blob(b);
@@ -182,12 +182,14 @@ impl Link {
         });
         let mark = encoded?;
         let own: Vec<u64> = caps
-            .into_iter()
+            .iter()
             .filter(|c| c.address == self.address)
             .map(|c| c.object)
             .collect();
         let mut caps_len = 0;
-        if !own.is_empty() {
+        // A list, even empty, tells the manager that the arguments embed
+        // proxies: it then binds those of other managers while decoding.
+        if !caps.is_empty() {
             let mut p = self.writer.payload();
             let before = p.len();
             p.put(&own)?;

@@ -63,7 +63,8 @@ fn conn_id(state: &Arc<ServerState>) -> u64 {
 }
 
 /// Runs one call in this thread and returns its encoded result, with the
-/// objects it embeds (already referenced for `session`).
+/// objects it embeds (already referenced for `session`) and the proxies of
+/// other managers it embeds, to keep until it is decoded.
 pub(crate) fn call(
     state: &Weak<ServerState>,
     session: u64,
@@ -76,13 +77,19 @@ pub(crate) fn call(
         return Err(Error::ServerShutdown);
     }
     let mut input = Vec::new();
-    let (encoded, caps) = capturing(false, || args(&mut Encoder::new(&mut input)));
+    // The proxies the arguments embed, held (as the caller's own are)
+    // until the call has run.
+    let (encoded, embedded) = capturing(|| args(&mut Encoder::new(&mut input)));
     encoded?;
-    let own: Vec<u64> = caps
-        .into_iter()
-        .filter(|c| c.address == state.address)
-        .map(|c| c.object)
-        .collect();
+    // Any proxy in the arguments, this manager's or another's, makes the
+    // callee decode them in an adopt scope (see `ServerState::call`).
+    let own: Option<Vec<u64>> = (!embedded.is_empty()).then(|| {
+        embedded
+            .iter()
+            .filter(|c| c.address == state.address)
+            .map(|c| c.object)
+            .collect()
+    });
     let ctx = Context {
         conn: conn_id(&state),
         server: Arc::clone(&state),
@@ -92,13 +99,15 @@ pub(crate) fn call(
     };
     state.calls.fetch_add(1, Ordering::Relaxed);
     let mut out = Vec::new();
-    let caps = state.call(
+    let (caps, foreign) = state.call(
         &ctx,
         object,
         method,
         Decoder::new(&input),
-        &own,
+        own.as_deref(),
         &mut Encoder::new(&mut out),
     )?;
-    Ok((out, caps))
+    drop(embedded);
+    // The caller decodes `out` in this process; `foreign` lives until then.
+    Ok((out, caps, foreign))
 }

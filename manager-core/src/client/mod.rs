@@ -278,7 +278,8 @@ impl Client {
         match &self.inner.transport {
             Transport::Remote(_) => self.with_link(|l| l.call(self, object, method, blob, args)),
             Transport::Local(state) => {
-                let (out, caps) = local::call(state, self.session(), object, method.index, args)?;
+                let (out, caps, _foreign) =
+                    local::call(state, self.session(), object, method.index, args)?;
                 self.adopt_local(&out, caps, method)
             }
         }

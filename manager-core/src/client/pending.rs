@@ -91,7 +91,7 @@ impl<R: DeserializeOwned> Pending<R> {
                 method,
             } => client.with_existing_link(link, |l| l.wait(seq, &client, method)),
             State::Ready(client, r, method) => {
-                let (bytes, caps) = r?;
+                let (bytes, caps, _foreign) = r?;
                 client.adopt_local(&bytes, caps, method)
             }
             State::Done => Err(Error::Protocol("this reply was already taken".into())),
@@ -111,7 +111,7 @@ impl<R> Drop for Pending<R> {
                     Ok(())
                 });
             }
-            State::Ready(client, Ok((_, Some(caps))), _) => {
+            State::Ready(client, Ok((_, Some(caps), _)), _) => {
                 for (object, _) in caps.drain(..) {
                     client.release(object);
                 }

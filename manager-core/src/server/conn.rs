@@ -146,7 +146,7 @@ pub(crate) fn calls(
                 seq,
                 object,
                 method,
-            } => (seq, object, method, payload, Vec::new()),
+            } => (seq, object, method, payload, None),
             Request::CallCaps {
                 seq,
                 object,
@@ -154,7 +154,13 @@ pub(crate) fn calls(
                 caps_len,
             } => {
                 let (args, caps) = split_caps(payload, caps_len)?;
-                (seq, object, method, args, from_slice::<Vec<u64>>(caps)?)
+                (
+                    seq,
+                    object,
+                    method,
+                    args,
+                    Some(from_slice::<Vec<u64>>(caps)?),
+                )
             }
             Request::Release { object } => {
                 state.table.release(ctx.session, object);
@@ -178,8 +184,19 @@ pub(crate) fn calls(
             {
                 state.calls.fetch_add(1, Ordering::Relaxed);
                 let result = state
-                    .call(ctx, object, method, args, &arg_caps, &mut writer.begin())
-                    .and_then(|caps| {
+                    .call(
+                        ctx,
+                        object,
+                        method,
+                        args,
+                        arg_caps.as_deref(),
+                        &mut writer.begin(),
+                    )
+                    .and_then(|(caps, foreign)| {
+                        // The peer binds these while decoding the reply; no
+                        // message says when it has, so they are kept for the
+                        // hand-off time.
+                        state.keep_for_handoff(foreign);
                         let Some(caps) = caps else {
                             return writer.finish(&Response::Ok { seq }, max);
                         };

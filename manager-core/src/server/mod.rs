@@ -25,6 +25,7 @@ use crate::caps::{adopting, capturing_reply};
 use crate::client::Client;
 use crate::context::Context;
 use crate::error::{Error, Result};
+use crate::proxy::Handle;
 use crate::shared::TypeEntry;
 use crate::transport::{Listener, Socket};
 use crate::wire::codec::{Decoder, Encoder};
@@ -92,9 +93,9 @@ pub(crate) struct ServerState {
     /// Notified whenever a connection leaves `live`.
     drained: Condvar,
     internal: Mutex<Option<Client>>,
-    /// References to other managers' objects that left a container: kept
-    /// for the hand-off time, so whoever received them can bind first.
-    grace: Mutex<Vec<(Instant, crate::proxy::Handle)>>,
+    /// References to other managers' objects that a reply carried to a
+    /// peer: kept for the hand-off time, so that the peer can bind first.
+    grace: Mutex<Vec<(Instant, Handle)>>,
     /// This state itself, for the in-process client.
     me: std::sync::Weak<ServerState>,
 }
@@ -108,6 +109,17 @@ impl ServerState {
     /// (`arg_caps`) are held for this manager's own session while the method
     /// decodes them, and each object its result embeds gets a reference for
     /// the caller's session, returned as (object, fingerprint) to adopt.
+    ///
+    /// `arg_caps` is `None` when the arguments embed no proxy, and a list
+    /// (maybe empty) of this manager's objects when they embed some: then
+    /// the method decodes in an adopt scope, where a proxy to another
+    /// manager's object binds at once, while the caller still holds it.
+    ///
+    /// Also returned: the proxies to other managers' objects that the
+    /// result embeds. The receiver binds them while decoding; until then
+    /// the caller of this function must keep them, or the method's own
+    /// reference (a field moved into the result, an element popped) could
+    /// be the last one and go before the receiver has its own.
     #[inline]
     pub(crate) fn call(
         &self,
@@ -115,18 +127,16 @@ impl ServerState {
         object: u64,
         method: u32,
         args: Decoder<'_>,
-        arg_caps: &[u64],
+        arg_caps: Option<&[u64]>,
         out: &mut Encoder<'_>,
-    ) -> Result<crate::caps::ReplyCaps> {
+    ) -> Result<(crate::caps::ReplyCaps, Vec<Handle>)> {
         let session = ctx.session;
         let run = move || {
             capturing_reply(&ctx.server, session, || {
                 self.dispatch(ctx, object, method, args, out)
             })
         };
-        let (result, taken, foreign) = if arg_caps.is_empty() {
-            run()
-        } else {
+        let (result, taken, foreign) = if let Some(arg_caps) = arg_caps {
             let internal = self.internal_client()?;
             let own = internal.session();
             let pool = arg_caps
@@ -143,6 +153,8 @@ impl ServerState {
                 self.table.release(own, id);
             }
             r
+        } else {
+            run()
         };
         if let Err(e) = result {
             for (id, _) in taken {
@@ -152,11 +164,12 @@ impl ServerState {
         }
         // A reply that names proxies to other managers still says so (with
         // an empty list): the caller binds those itself while decoding.
-        if taken.is_empty() && foreign.is_empty() {
-            Ok(None)
+        let caps = if taken.is_empty() && foreign.is_empty() {
+            None
         } else {
-            Ok(Some(taken))
-        }
+            Some(taken)
+        };
+        Ok((caps, foreign.into_iter().filter_map(|c| c.proxy).collect()))
     }
 
     /// Runs one call, catching a panic in user code.
@@ -283,7 +296,7 @@ impl ServerState {
     }
 
     /// Keeps `handles` (to other managers' objects) for the hand-off time.
-    pub(crate) fn keep_for_handoff(&self, handles: Vec<crate::proxy::Handle>) {
+    pub(crate) fn keep_for_handoff(&self, handles: Vec<Handle>) {
         if handles.is_empty() {
             return;
         }

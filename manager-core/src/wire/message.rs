@@ -56,7 +56,9 @@ pub(crate) enum Request {
     /// Call `method` of `object`; the payload holds the arguments.
     Call { seq: u64, object: u64, method: u32 },
     /// A call whose arguments embed proxies: the payload's last `caps_len`
-    /// bytes list their object ids (`Vec<u64>`), the rest is the arguments.
+    /// bytes list the ids of the manager's own objects among them
+    /// (`Vec<u64>`, empty if all are other managers'), the rest is the
+    /// arguments.
     CallCaps {
         seq: u64,
         object: u64,
