@@ -229,7 +229,7 @@ lock_object!(RLockObject, "manager::RLock", true);
 /// ```
 ///
 /// An error while releasing (the manager is gone) is logged, not reported:
-/// the lock is released anyway when this thread's connection closes.
+/// a connection that failed ends abnormally, which releases the lock.
 #[must_use = "the lock is released as soon as the guard is dropped"]
 pub struct LockGuard<'a> {
     handle: &'a Handle,
@@ -305,7 +305,9 @@ macro_rules! lock_proxy_methods {
 /// [`Client::lock`]. The owner is the calling client thread; any client may
 /// release it, as in Python. It is not reentrant: `acquire` from the thread
 /// that holds it waits for someone to release it. If the owner's connection
-/// closes (its thread ends, its process dies), the lock is released.
+/// ends abnormally (its process dies, a panic unwinds through its client),
+/// the lock is released; after a normal end it stays held, as in Python,
+/// and any client may release it.
 ///
 /// ```
 /// use std::time::Duration;

@@ -168,7 +168,8 @@ impl SemaphoreObject {
 /// Proxy to a semaphore (Python's `threading.Semaphore` or
 /// `BoundedSemaphore` through a manager), from [`Client::semaphore`] and
 /// [`Client::bounded_semaphore`]. Permits a client thread took are given
-/// back if its connection closes.
+/// back if its connection ends abnormally (its process crashed or was
+/// killed); after a normal end they stay taken, as in Python.
 ///
 /// ```
 /// use std::time::Duration;
