@@ -226,6 +226,27 @@ impl ManagerBuilder {
         self
     }
 
+    /// How long a client on TCP may stay silent, neither answering the
+    /// manager's keepalive probes nor acknowledging what it was sent, before
+    /// its connections count as ended abnormally (default 60 s; whole
+    /// seconds, at least 2). Its machine may have lost power, or a firewall
+    /// may have started dropping its packets: per DESIGN §4 its locks and
+    /// permits are then given back, and its references dropped.
+    ///
+    /// ```
+    /// # use std::time::Duration;
+    /// # fn main() -> manager::Result<()> {
+    /// let mgr = manager::Manager::builder()
+    ///     .address("tcp:127.0.0.1:0".parse()?)
+    ///     .dead_peer_timeout(Duration::from_secs(15))
+    ///     .spawn_thread()?;
+    /// # Ok(()) }
+    /// ```
+    pub fn dead_peer_timeout(mut self, timeout: Duration) -> Self {
+        self.limits.dead_peer_timeout = timeout.max(Duration::from_secs(2));
+        self
+    }
+
     pub(crate) fn config(self) -> ServerConfig {
         ServerConfig {
             address: self.address.unwrap_or_else(Address::fresh_local),

@@ -61,6 +61,10 @@ pub(crate) struct Limits {
     pub(crate) max_handshakes: usize,
     /// Objects one session may have created and still hold.
     pub(crate) max_objects_per_session: usize,
+    /// How long a TCP peer may stay silent (no reply to keepalive probes,
+    /// no acknowledgement of data sent) before its connection counts as
+    /// ended abnormally.
+    pub(crate) dead_peer_timeout: Duration,
 }
 
 impl Default for Limits {
@@ -72,6 +76,7 @@ impl Default for Limits {
             max_connections: 4096,
             max_handshakes: 1024,
             max_objects_per_session: 1 << 24,
+            dead_peer_timeout: crate::transport::DEAD_PEER_TIMEOUT,
         }
     }
 }
@@ -496,6 +501,9 @@ impl Server {
             if state.is_stopping() {
                 socket.shutdown();
                 break;
+            }
+            if let Err(e) = socket.detect_silence(state.config.limits.dead_peer_timeout) {
+                tracing::debug!(error = %e, "cannot enable keepalive on a connection");
             }
             // Bound the threads that unauthenticated peers can occupy: past
             // the limit a connection is closed before we read a byte of it.

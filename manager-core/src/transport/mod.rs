@@ -21,6 +21,10 @@ pub(crate) enum Socket {
     Tcp(TcpStream),
 }
 
+/// How long a silent TCP peer keeps its connection by default: past it, the
+/// connection counts as ended abnormally (DESIGN §4).
+pub(crate) const DEAD_PEER_TIMEOUT: Duration = Duration::from_secs(60);
+
 impl Socket {
     /// Connects to a manager's address.
     pub(crate) fn connect(address: &Address) -> Result<Socket> {
@@ -28,6 +32,18 @@ impl Socket {
             local::connect(path)
         } else {
             tcp::connect(address)
+        }
+    }
+
+    /// Makes a TCP connection fail within about `bound` once the peer
+    /// falls silent without closing it (its machine lost power, a cable was
+    /// pulled, a firewall began dropping): keepalive probes while idle, and
+    /// `TCP_USER_TIMEOUT` while data waits to be acknowledged. A local
+    /// socket needs nothing: the kernel knows when its peer is gone.
+    pub(crate) fn detect_silence(&self, bound: Duration) -> io::Result<()> {
+        match self {
+            Socket::Unix(_) => Ok(()),
+            Socket::Tcp(s) => tcp::detect_silence(s, bound),
         }
     }
 
