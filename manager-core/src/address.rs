@@ -6,12 +6,20 @@ use std::str::FromStr;
 
 use crate::error::{Error, Result};
 
-/// The address of a manager: `local:NAME` or `tcp:HOST:PORT`.
+/// The address of a manager: `local:NAME`, `tcp:HOST:PORT` or
+/// `tcp-plain:HOST:PORT`.
 ///
 /// `local:NAME` with no `/` in `NAME` is a socket in a per-user directory only
 /// its owner can enter (`$XDG_RUNTIME_DIR/manager/`, else `manager-<uid>/` in
 /// the system temp dir); a `NAME` with a `/` is the socket's path. `tcp:` with
 /// port 0 binds any free port, and the running manager reports the real one.
+///
+/// On `tcp:` everything after the first handshake message is encrypted and
+/// authenticated (Noise, with keys fresh for each connection). `tcp-plain:`
+/// is the opt-out for a network you trust: the key is still proved, but
+/// calls travel in clear. Both ends must ask for it: a client that says
+/// `tcp:` to a `tcp-plain:` manager, or the other way round, is refused with
+/// an error that says so.
 ///
 /// ```
 /// use manager::Address;
@@ -20,6 +28,8 @@ use crate::error::{Error, Result};
 /// assert_eq!(a.to_string(), "tcp:127.0.0.1:0");
 /// let l: Address = "local:/tmp/my.sock".parse()?;
 /// assert_eq!(l.local_path(), Some(std::path::Path::new("/tmp/my.sock")));
+/// assert!(a.is_encrypted() && !l.is_encrypted());
+/// assert!(!"tcp-plain:10.0.0.5:5050".parse::<Address>()?.is_encrypted());
 /// # Ok::<(), manager::Error>(())
 /// ```
 #[derive(Clone, PartialEq, Eq, Hash)]
@@ -29,8 +39,16 @@ pub struct Address {
 
 #[derive(Clone, PartialEq, Eq, Hash)]
 enum Kind {
-    Local { name: String, path: PathBuf },
-    Tcp { host: String, port: u16 },
+    Local {
+        name: String,
+        path: PathBuf,
+    },
+    Tcp {
+        host: String,
+        port: u16,
+        /// `tcp-plain:`: authenticated, not encrypted.
+        plain: bool,
+    },
 }
 
 impl Address {
@@ -55,13 +73,61 @@ impl Address {
         })
     }
 
-    /// A TCP address.
+    /// An encrypted TCP address (`tcp:HOST:PORT`).
     pub fn tcp(host: &str, port: u16) -> Address {
         Address {
             kind: Kind::Tcp {
                 host: host.to_owned(),
                 port,
+                plain: false,
             },
+        }
+    }
+
+    /// A TCP address whose calls travel unencrypted (`tcp-plain:HOST:PORT`),
+    /// for a network you trust; the key is still proved.
+    pub fn tcp_plain(host: &str, port: u16) -> Address {
+        Address {
+            kind: Kind::Tcp {
+                host: host.to_owned(),
+                port,
+                plain: true,
+            },
+        }
+    }
+
+    /// Whether connections to this address are encrypted: `tcp:` ones are;
+    /// `tcp-plain:` and local sockets (which the kernel keeps private to
+    /// their user) are not, unless the manager asks for it
+    /// ([`ManagerBuilder::encrypt_local`](crate::ManagerBuilder::encrypt_local)).
+    pub fn is_encrypted(&self) -> bool {
+        matches!(self.kind, Kind::Tcp { plain: false, .. })
+    }
+
+    /// This address with another port: the real one of `tcp:HOST:0`.
+    pub(crate) fn with_port(&self, real: u16) -> Address {
+        match &self.kind {
+            Kind::Tcp { host, plain, .. } => Address {
+                kind: Kind::Tcp {
+                    host: host.clone(),
+                    port: real,
+                    plain: *plain,
+                },
+            },
+            Kind::Local { .. } => self.clone(),
+        }
+    }
+
+    /// Whether this is a TCP address on a loopback host.
+    pub(crate) fn is_loopback(&self) -> bool {
+        match &self.kind {
+            Kind::Tcp { host, .. } => {
+                host == "localhost"
+                    || host
+                        .parse::<std::net::IpAddr>()
+                        .is_ok_and(|ip| ip.is_loopback())
+            }
+            Kind::Local { .. } => true,
         }
     }
 
@@ -88,7 +154,7 @@ impl Address {
     /// Host and port of a TCP address.
     pub(crate) fn tcp_parts(&self) -> Option<(&str, u16)> {
         match &self.kind {
-            Kind::Tcp { host, port } => Some((host, *port)),
+            Kind::Tcp { host, port, .. } => Some((host, *port)),
             Kind::Local { .. } => None,
         }
     }
@@ -141,8 +207,14 @@ impl fmt::Display for Address {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match &self.kind {
             Kind::Local { name, .. } => write!(f, "local:{name}"),
-            Kind::Tcp { host, port } if host.contains(':') => write!(f, "tcp:[{host}]:{port}"),
-            Kind::Tcp { host, port } => write!(f, "tcp:{host}:{port}"),
+            Kind::Tcp { host, port, plain } => {
+                let scheme = if *plain { "tcp-plain" } else { "tcp" };
+                if host.contains(':') {
+                    write!(f, "{scheme}:[{host}]:{port}")
+                } else {
+                    write!(f, "{scheme}:{host}:{port}")
+                }
+            }
         }
     }
 }
@@ -160,7 +232,11 @@ impl FromStr for Address {
         if let Some(name) = s.strip_prefix("local:") {
             return Address::local(name);
         }
-        if let Some(rest) = s.strip_prefix("tcp:") {
+        let tcp = s
+            .strip_prefix("tcp:")
+            .map(|rest| (rest, false))
+            .or_else(|| s.strip_prefix("tcp-plain:").map(|rest| (rest, true)));
+        if let Some((rest, plain)) = tcp {
             let (host, port) = rest.rsplit_once(':').ok_or_else(|| {
                 Error::protocol(format!("address {s:?} has no port: use tcp:HOST:PORT"))
             })?;
@@ -174,10 +250,14 @@ impl FromStr for Address {
             let port = port
                 .parse::<u16>()
                 .map_err(|_| Error::protocol(format!("address {s:?} has a bad port")))?;
-            return Ok(Address::tcp(host, port));
+            return Ok(if plain {
+                Address::tcp_plain(host, port)
+            } else {
+                Address::tcp(host, port)
+            });
         }
         Err(Error::protocol(format!(
-            "address {s:?} must start with local: or tcp:"
+            "address {s:?} must start with local:, tcp: or tcp-plain:"
         )))
     }
 }
@@ -206,6 +286,8 @@ mod tests {
             "local:/tmp/a/b",
             "tcp:127.0.0.1:80",
             "tcp:[::1]:9",
+            "tcp-plain:10.1.2.3:5050",
+            "tcp-plain:[::1]:9",
         ] {
             let a: Address = s.parse().unwrap();
             assert_eq!(a.to_string(), s);
@@ -229,6 +311,7 @@ mod tests {
             "tcp::80",
             "tcp:h:99999",
             "udp:x:1",
+            "tcp-plain:x",
         ] {
             assert!(s.parse::<Address>().is_err(), "{s}");
         }

@@ -1,14 +1,22 @@
-//! The authentication key and the mutual HMAC-SHA256 challenge-response.
+//! The authentication key, and the handshake that proves it and agrees the
+//! connection's keys.
 //!
-//! Client and server each send a fresh random nonce; the client proves the key
-//! first (`HMAC(key, "manager client" ‖ client nonce ‖ server nonce)`), and only
-//! then does the server prove it back with the other label. A peer without the
-//! key learns nothing but two random nonces.
+//! Every connection runs one Noise handshake ([`NOISE`]): `NNpsk0`, with a
+//! pre-shared key derived from the [`AuthKey`]. The client's first message
+//! is already encrypted under that key, so a manager answers only a client
+//! that knows it (a peer without the key learns that it was refused, and
+//! nothing else); the manager's answer proves the key back. Each side adds
+//! an ephemeral X25519 key, so every connection has fresh transport keys
+//! and forward secrecy: a key leaked tomorrow does not decrypt today's
+//! traffic. What the handshake does not fix, the plaintext hello before it
+//! (protocol name and version), it covers as the Noise prologue, so a
+//! change to it on the path fails the handshake.
 
 use std::fmt;
 
-use hmac::{Hmac, Mac};
+use hkdf::Hkdf;
 use sha2::Sha256;
+use snow::{HandshakeState, StatelessTransportState};
 
 use crate::error::{Error, Result};
 
@@ -53,29 +61,16 @@ impl AuthKey {
         unhex(s).map(AuthKey)
     }
 
-    pub(crate) fn proof(&self, label: &[u8], first: &[u8; 32], second: &[u8; 32]) -> [u8; 32] {
-        let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(&self.0)
-            .expect("HMAC accepts keys of any length");
-        mac.update(label);
-        mac.update(first);
-        mac.update(second);
-        mac.finalize().into_bytes().into()
-    }
-
-    pub(crate) fn verify(
-        &self,
-        label: &[u8],
-        first: &[u8; 32],
-        second: &[u8; 32],
-        proof: &[u8; 32],
-    ) -> bool {
-        let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(&self.0)
-            .expect("HMAC accepts keys of any length");
-        mac.update(label);
-        mac.update(first);
-        mac.update(second);
-        // verify_slice compares in constant time.
-        mac.verify_slice(proof).is_ok()
+    /// The Noise pre-shared key: HKDF-SHA256 (RFC 5869) of the key's bytes
+    /// with a fixed salt and context, so that a key of any length becomes
+    /// the 32 bytes Noise needs and this use of the key is bound to this
+    /// protocol.
+    fn psk(&self) -> [u8; 32] {
+        let mut psk = [0u8; 32];
+        Hkdf::<Sha256>::new(Some(PSK_SALT), &self.0)
+            .expand(PSK_INFO, &mut psk)
+            .expect("32 bytes is a valid HKDF-SHA256 output length");
+        psk
     }
 }
 
@@ -86,8 +81,94 @@ impl fmt::Debug for AuthKey {
     }
 }
 
-pub(crate) const CLIENT_LABEL: &[u8] = b"manager client proof v1";
-pub(crate) const SERVER_LABEL: &[u8] = b"manager server proof v1";
+/// The handshake and cipher suite. `NNpsk0`: no static keys (the pre-shared
+/// key is the identity), the PSK mixed in before the first message so the
+/// client proves it first. AES-256-GCM because with AES-NI (ring's
+/// implementation) it seals and opens 4.5 GB/s here against ChaCha20-
+/// Poly1305's 1.2 GB/s; BLAKE2s only hashes the handshake.
+pub(crate) const NOISE: &str = "Noise_NNpsk0_25519_AESGCM_BLAKE2s";
+
+const PSK_SALT: &[u8] = b"manager/noise-psk/v1";
+const PSK_INFO: &[u8] = b"Noise_NNpsk0 pre-shared key";
+
+/// One side of a connection's handshake.
+pub(crate) struct Handshake(HandshakeState);
+
+/// The keys of an established connection, one per direction, with the
+/// message counters kept by the record layer.
+pub(crate) type Keys = StatelessTransportState;
+
+fn noise_error(e: snow::Error) -> Error {
+    Error::Protocol(format!("the encrypted handshake failed: {e}"))
+}
+
+impl Handshake {
+    /// The client's side; `prologue` is the hello both sides saw.
+    pub(crate) fn initiator(key: &AuthKey, prologue: &[u8]) -> Result<Handshake> {
+        Handshake::build(key, prologue, true)
+    }
+
+    /// The manager's side.
+    pub(crate) fn responder(key: &AuthKey, prologue: &[u8]) -> Result<Handshake> {
+        Handshake::build(key, prologue, false)
+    }
+
+    fn build(key: &AuthKey, prologue: &[u8], initiator: bool) -> Result<Handshake> {
+        let params = NOISE.parse().map_err(noise_error)?;
+        let psk = key.psk();
+        let builder = snow::Builder::new(params)
+            .prologue(prologue)
+            .and_then(|b| b.psk(0, &psk))
+            .map_err(noise_error)?;
+        let state = if initiator {
+            builder.build_initiator()
+        } else {
+            builder.build_responder()
+        };
+        state.map(Handshake).map_err(noise_error)
+    }
+
+    /// The next handshake message, carrying `payload` encrypted.
+    pub(crate) fn write(&mut self, payload: &[u8]) -> Result<Vec<u8>> {
+        let mut msg = vec![0u8; payload.len() + HANDSHAKE_OVERHEAD];
+        let n = self
+            .0
+            .write_message(payload, &mut msg)
+            .map_err(noise_error)?;
+        msg.truncate(n);
+        Ok(msg)
+    }
+
+    /// The payload of the peer's handshake message, or `None` if it does
+    /// not decrypt: the peer does not know the key (or the message was
+    /// altered on the way).
+    pub(crate) fn read(&mut self, msg: &[u8]) -> Option<Vec<u8>> {
+        let mut payload = vec![0u8; msg.len()];
+        let n = self.0.read_message(msg, &mut payload).ok()?;
+        payload.truncate(n);
+        Some(payload)
+    }
+
+    /// The transport keys, once both messages are through.
+    pub(crate) fn finish(self) -> Result<Keys> {
+        self.0.into_stateless_transport_mode().map_err(noise_error)
+    }
+}
+
+/// Keys from a handshake run in memory with a fixed key: (client's, manager's).
+/// For the record layer's fuzz target and tests.
+pub(crate) fn test_keys() -> Option<(Keys, Keys)> {
+    let key = AuthKey::from_bytes(b"record layer test key");
+    let mut client = Handshake::initiator(&key, b"test").ok()?;
+    let mut server = Handshake::responder(&key, b"test").ok()?;
+    server.read(&client.write(&[]).ok()?)?;
+    client.read(&server.write(&[]).ok()?)?;
+    Some((client.finish().ok()?, server.finish().ok()?))
+}
+
+/// What a handshake message adds to its payload: an ephemeral public key
+/// and an authentication tag.
+const HANDSHAKE_OVERHEAD: usize = 32 + 16;
 
 pub(crate) fn random_bytes<const N: usize>() -> [u8; N] {
     let mut b = [0u8; N];
@@ -123,15 +204,44 @@ pub(crate) fn unhex(s: &str) -> Result<Vec<u8>> {
 mod tests {
     use super::*;
 
+    fn shake(
+        client: &AuthKey,
+        server: &AuthKey,
+        prologues: (&[u8], &[u8]),
+    ) -> Option<(Keys, Keys)> {
+        let mut i = Handshake::initiator(client, prologues.0).unwrap();
+        let mut r = Handshake::responder(server, prologues.1).unwrap();
+        let first = i.write(b"join").unwrap();
+        assert_eq!(r.read(&first)?, b"join");
+        let second = r.write(b"welcome").unwrap();
+        assert_eq!(i.read(&second)?, b"welcome");
+        Some((i.finish().unwrap(), r.finish().unwrap()))
+    }
+
     #[test]
-    fn proofs_verify_only_with_the_same_key_label_and_nonces() {
+    fn the_handshake_succeeds_only_with_the_same_key_and_prologue() {
         let k = AuthKey::from_bytes(b"k");
-        let (a, b) = ([1u8; 32], [2u8; 32]);
-        let p = k.proof(CLIENT_LABEL, &a, &b);
-        assert!(k.verify(CLIENT_LABEL, &a, &b, &p));
-        assert!(!k.verify(SERVER_LABEL, &a, &b, &p));
-        assert!(!k.verify(CLIENT_LABEL, &b, &a, &p));
-        assert!(!AuthKey::from_bytes(b"j").verify(CLIENT_LABEL, &a, &b, &p));
+        let (c, s) = shake(&k, &k, (b"hello", b"hello")).unwrap();
+        let mut sealed = [0u8; 64];
+        let n = c.write_message(0, b"call", &mut sealed).unwrap();
+        assert!(!sealed[..n].windows(4).any(|w| w == b"call"));
+        let mut opened = [0u8; 64];
+        let m = s.read_message(0, &sealed[..n], &mut opened).unwrap();
+        assert_eq!(&opened[..m], b"call");
+        assert!(
+            s.read_message(1, &sealed[..n], &mut opened).is_err(),
+            "a replay"
+        );
+        assert!(shake(&k, &AuthKey::from_bytes(b"j"), (b"hello", b"hello")).is_none());
+        assert!(shake(&k, &k, (b"hello", b"hellO")).is_none());
+    }
+
+    #[test]
+    fn the_psk_is_fixed_by_the_key_alone() {
+        let a = AuthKey::from_bytes(b"secret").psk();
+        assert_eq!(a, AuthKey::from_bytes(b"secret").psk());
+        assert_ne!(a, AuthKey::from_bytes(b"secreT").psk());
+        assert_ne!(&a[..6], b"secret");
     }
 
     #[test]

@@ -54,6 +54,7 @@ pub mod __private {
     pub use crate::proxy::{construct, deserialize_proxy, Handle};
     pub use crate::server::FuzzHarness;
     pub use crate::shared::{fingerprint, no_such_method, Interface, TypeEntry, TYPES};
+    pub use crate::transport::sealed::open_stream as open_records;
     pub use crate::wire::codec::{Decoder, Encoder};
 
     use std::sync::{PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};

@@ -247,6 +247,22 @@ impl ManagerBuilder {
         self
     }
 
+    /// Encrypts connections on a local socket too (default: no, since the
+    /// kernel already keeps other users out of the socket's directory).
+    /// Connections on `tcp:` addresses are always encrypted, and those on
+    /// `tcp-plain:` never; see [`Address`].
+    ///
+    /// ```
+    /// # fn main() -> manager::Result<()> {
+    /// let mgr = manager::Manager::builder().encrypt_local(true).spawn_thread()?;
+    /// assert_eq!(mgr.value(1u8)?.get()?, 1);
+    /// # Ok(()) }
+    /// ```
+    pub fn encrypt_local(mut self, yes: bool) -> Self {
+        self.limits.encrypt_local = yes;
+        self
+    }
+
     pub(crate) fn config(self) -> ServerConfig {
         ServerConfig {
             address: self.address.unwrap_or_else(Address::fresh_local),

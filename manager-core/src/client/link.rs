@@ -7,18 +7,19 @@ use std::time::Duration;
 use serde::de::DeserializeOwned;
 
 use crate::address::Address;
-use crate::auth::{random_bytes, AuthKey, CLIENT_LABEL, SERVER_LABEL};
+use crate::auth::{AuthKey, Handshake};
 use crate::caps::{adopting, capturing};
 use crate::client::{decode_reply, Client, Method};
 use crate::error::{Error, Result, WireError};
 use crate::transport::Socket;
-use crate::wire::codec::{from_slice, Encoder};
+use crate::wire::codec::{from_slice, to_vec, Encoder};
 use crate::wire::frame::{
     read_error, receive, send, FrameReader, FrameWriter, BESIDE_BLOB_MAX, DEFAULT_MAX_FRAME,
 };
 use crate::wire::message::{
-    split_caps, Challenge, Hello, Proof, Request, Response, Welcome, MAGIC, PROTOCOL_VERSION,
+    split_caps, Answer, Hello, Join, Request, Response, Welcome, MAGIC, PROTOCOL_VERSION,
 };
+use serde_bytes::ByteBuf;
 
 /// Deferred calls are written once this many bytes are buffered.
 const UNSENT_LIMIT: usize = 64 * 1024;
@@ -69,48 +70,68 @@ impl Link {
     ) -> Result<(Link, Welcomed)> {
         let socket = Socket::connect(address)?;
         socket.set_read_timeout(Some(HANDSHAKE_TIMEOUT))?;
+        socket.set_write_timeout(Some(HANDSHAKE_TIMEOUT))?;
         let mut reader = FrameReader::new(DEFAULT_MAX_FRAME);
         let mut writer = FrameWriter::new();
-        let nonce = random_bytes::<32>();
         let hello = Hello {
             magic: MAGIC,
             version: PROTOCOL_VERSION,
-            nonce,
+            reserved: [0; 32],
         };
-        send(&mut writer, &socket, &hello)?;
-        let theirs = match receive::<Challenge, _>(&mut reader, &socket)? {
-            Challenge::Nonce(n) => n,
-            Challenge::Refuse(e) => return Err(e.into()),
-        };
-        let proof = Proof {
-            proof: key.proof(CLIENT_LABEL, &nonce, &theirs),
+        let mut noise = Handshake::initiator(key, &to_vec(&hello)?)?;
+        let join = Join {
             session,
+            encrypt: address.is_encrypted(),
         };
-        send(&mut writer, &socket, &proof)?;
-        let welcome = receive::<Welcome, _>(&mut reader, &socket).map_err(|e| match e {
-            // A manager that hangs up instead of answering the proof refused it.
+        let first = ByteBuf::from(noise.write(&to_vec(&join)?)?);
+        // The hello and the first handshake message leave in one write.
+        let mut opening = Vec::new();
+        send(&mut writer, &mut opening, &hello)?;
+        send(&mut writer, &mut opening, &first)?;
+        (&socket).write_all(&opening).map_err(Error::lost)?;
+        let answer = receive::<Answer, _>(&mut reader, &socket).map_err(|e| match e {
+            // A manager that hangs up instead of answering refused the key.
             Error::ConnectionLost(_) => Error::AuthenticationFailed(format!(
                 "the manager at {address} closed the connection during authentication"
             )),
             e => e,
         })?;
-        let (session, max_frame) = match welcome {
+        let second = match answer {
+            Answer::Noise(m) => m,
+            Answer::Refuse(e) => return Err(e.into()),
+        };
+        let welcome = noise.read(&second).ok_or_else(|| {
+            Error::AuthenticationFailed(format!(
+                "the manager at {address} did not prove it knows the key"
+            ))
+        })?;
+        let (session, max_frame, encrypted) = match from_slice::<Welcome>(&welcome)? {
             Welcome::Accept {
-                proof,
                 session,
                 connection: _,
                 max_frame,
-            } => {
-                if !key.verify(SERVER_LABEL, &nonce, &theirs, &proof) {
-                    return Err(Error::AuthenticationFailed(format!(
-                        "the manager at {address} did not prove it knows the key"
-                    )));
-                }
-                (session, usize::try_from(max_frame).unwrap_or(usize::MAX))
-            }
+                encrypted,
+            } => (
+                session,
+                usize::try_from(max_frame).unwrap_or(usize::MAX),
+                encrypted,
+            ),
             Welcome::Refuse(e) => return Err(e.into()),
         };
+        if address.is_encrypted() && !encrypted {
+            return Err(Error::Protocol(format!(
+                "the manager at {address} offered an unencrypted connection to a tcp: address"
+            )));
+        }
+        if reader.buffered() != 0 {
+            return Err(Error::Protocol(format!(
+                "the manager at {address} sent bytes before the handshake was over"
+            )));
+        }
+        let keys = noise.finish()?;
+        let socket = if encrypted { socket.seal(keys) } else { socket };
         socket.set_read_timeout(None)?;
+        socket.set_write_timeout(None)?;
         reader.set_max(max_frame);
         let link = Link {
             id,

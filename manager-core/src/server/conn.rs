@@ -5,20 +5,20 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::auth::{random_bytes, CLIENT_LABEL, SERVER_LABEL};
+use crate::auth::{Handshake, Keys};
 use crate::context::{Caller, Context};
 use crate::error::{Error, Result};
 use crate::server::{control, ServerState};
 use crate::shared::End;
 use crate::transport::Socket;
-use crate::wire::codec::{from_slice, Decoder};
+use crate::wire::codec::{from_slice, to_vec, Decoder};
 use crate::wire::frame::{
     read_error, receive, send, Blob, FrameReader, FrameWriter, ReadFresh, HANDSHAKE_MAX_FRAME,
 };
 use crate::wire::message::{
-    split_caps, Challenge, Hello, Proof, Request, Response, Welcome, CONTROL, MAGIC,
-    PROTOCOL_VERSION,
+    split_caps, Answer, Hello, Join, Request, Response, Welcome, CONTROL, MAGIC, PROTOCOL_VERSION,
 };
+use serde_bytes::ByteBuf;
 
 pub(super) fn serve(state: Arc<ServerState>, socket: Socket, conn: u64) {
     let peer = socket.peer();
@@ -31,8 +31,9 @@ pub(super) fn serve(state: Arc<ServerState>, socket: Socket, conn: u64) {
         handshake(&state, &socket, &mut reader, &mut writer, conn)
     };
     state.handshake_done();
-    let session = match shaken {
-        Ok(s) => s,
+    let (session, socket) = match shaken {
+        Ok((session, Some(keys))) => (session, socket.seal(keys)),
+        Ok((session, None)) => (session, socket),
         Err(e) => {
             match &e {
                 Error::AuthenticationFailed(_) => {
@@ -237,13 +238,15 @@ pub(crate) fn calls(
     }
 }
 
+/// Runs the handshake: returns the session the connection joined, and the
+/// keys if what follows is encrypted.
 fn handshake(
     state: &ServerState,
     socket: &Socket,
     reader: &mut FrameReader,
     writer: &mut FrameWriter,
     conn: u64,
-) -> Result<u64> {
+) -> Result<(u64, Option<Keys>)> {
     let deadline = Some(state.config.limits.handshake_timeout);
     socket.set_read_timeout(deadline)?;
     socket.set_write_timeout(deadline)?;
@@ -254,47 +257,82 @@ fn handshake(
              protocol or version {}",
             hello.version
         ));
-        let _ = send(writer, socket, &Challenge::Refuse(e.to_wire()));
+        let _ = send(writer, socket, &Answer::Refuse(e.to_wire()));
         return Err(e);
     }
-    let nonce = random_bytes::<32>();
-    send(writer, socket, &Challenge::Nonce(nonce))?;
-    let proof: Proof = receive(reader, socket)?;
-    let key = &state.config.key;
-    if !key.verify(CLIENT_LABEL, &hello.nonce, &nonce, &proof.proof) {
+    let mut noise = Handshake::responder(&state.config.key, &to_vec(&hello)?)?;
+    let first: ByteBuf = receive(reader, socket)?;
+    // Nothing but a refusal until the client has proved the key.
+    let Some(join) = noise.read(&first) else {
         let e = Error::AuthenticationFailed("the manager refused the client's key".into());
-        let _ = send(writer, socket, &Welcome::Refuse(e.to_wire()));
+        let _ = send(writer, socket, &Answer::Refuse(e.to_wire()));
         return Err(e);
+    };
+    let admitted = from_slice::<Join>(&join).and_then(|join| admit(state, socket, &join));
+    let welcome = match &admitted {
+        Ok((session, encrypted)) => Welcome::Accept {
+            session: *session,
+            connection: conn,
+            max_frame: state.config.limits.max_frame as u64,
+            encrypted: *encrypted,
+        },
+        Err(e) => Welcome::Refuse(e.to_wire()),
+    };
+    let second = noise.write(&to_vec(&welcome)?)?;
+    let sent = send(writer, socket, &Answer::Noise(ByteBuf::from(second)));
+    let (session, encrypted) = admitted?;
+    let settled = sent.and_then(|()| {
+        if reader.buffered() != 0 {
+            return Err(Error::protocol(
+                "the client sent bytes before the handshake was over",
+            ));
+        }
+        socket.set_read_timeout(None)?;
+        socket.set_write_timeout(None)?;
+        noise.finish()
+    });
+    match settled {
+        Ok(keys) => Ok((session, encrypted.then_some(keys))),
+        Err(e) => {
+            state.table.leave_session(session);
+            Err(e)
+        }
     }
+}
+
+/// Decides whether the manager serves a client that proved the key: its
+/// encryption matches, a connection is free, its session exists. Returns
+/// the session joined and whether the connection is encrypted.
+fn admit(state: &ServerState, socket: &Socket, join: &Join) -> Result<(u64, bool)> {
+    let address = &state.address;
+    let encrypted = if socket.is_tcp() {
+        match (join.encrypt, address.is_encrypted()) {
+            (true, false) => {
+                return Err(Error::Protocol(format!(
+                    "the manager at {address} does not encrypt (it listens on a tcp-plain: \
+                     address); connect to {address} to accept that"
+                )))
+            }
+            (false, true) => {
+                return Err(Error::Protocol(format!(
+                    "the manager at {address} encrypts its connections; connect to {address}, \
+                     or start the manager with a tcp-plain: address too"
+                )))
+            }
+            (_, ours) => ours,
+        }
+    } else {
+        join.encrypt || state.config.limits.encrypt_local
+    };
     if state.connection_count() >= state.config.limits.max_connections as u64 {
-        let e = Error::LimitReached(format!(
+        return Err(Error::LimitReached(format!(
             "the manager serves at most {} connections at once",
             state.config.limits.max_connections
-        ));
-        let _ = send(writer, socket, &Welcome::Refuse(e.to_wire()));
-        return Err(e);
+        )));
     }
-    let session = match proof.session {
-        Some(id) => match state.table.join_session(id) {
-            Ok(()) => id,
-            Err(e) => {
-                let _ = send(writer, socket, &Welcome::Refuse(e.to_wire()));
-                return Err(e);
-            }
-        },
+    let session = match join.session {
+        Some(id) => state.table.join_session(id).map(|()| id)?,
         None => state.table.open_session(),
     };
-    let welcome = Welcome::Accept {
-        proof: key.proof(SERVER_LABEL, &hello.nonce, &nonce),
-        session,
-        connection: conn,
-        max_frame: state.config.limits.max_frame as u64,
-    };
-    if let Err(e) = send(writer, socket, &welcome) {
-        state.table.leave_session(session);
-        return Err(e);
-    }
-    socket.set_read_timeout(None)?;
-    socket.set_write_timeout(None)?;
-    Ok(session)
+    Ok((session, encrypted))
 }

@@ -65,6 +65,8 @@ pub(crate) struct Limits {
     /// no acknowledgement of data sent) before its connection counts as
     /// ended abnormally.
     pub(crate) dead_peer_timeout: Duration,
+    /// Whether connections on a local socket are encrypted too.
+    pub(crate) encrypt_local: bool,
 }
 
 impl Default for Limits {
@@ -77,6 +79,7 @@ impl Default for Limits {
             max_handshakes: 1024,
             max_objects_per_session: 1 << 24,
             dead_peer_timeout: crate::transport::DEAD_PEER_TIMEOUT,
+            encrypt_local: false,
         }
     }
 }
@@ -471,6 +474,13 @@ impl FuzzHarness {
 impl Server {
     pub(crate) fn bind(config: ServerConfig) -> Result<Server> {
         let (listener, address) = Listener::bind(&config.address)?;
+        if address.tcp_parts().is_some() && !address.is_encrypted() && !address.is_loopback() {
+            tracing::warn!(
+                %address,
+                "this manager does not encrypt: anyone on the network path can read and \
+                 alter its calls; use a tcp: address unless the network is trusted"
+            );
+        }
         let state = ServerState::new(config, address, crate::auth::random_u64() >> 20);
         crate::client::register_local(&state);
         Ok(Server { state, listener })

@@ -3,22 +3,29 @@
 //! knows which it has.
 
 mod local;
+pub(crate) mod sealed;
 mod tcp;
 
 use std::io::{self, Read, Write};
 use std::net::TcpStream;
 use std::os::fd::{AsFd, AsRawFd};
 use std::os::unix::net::UnixStream;
+use std::sync::Arc;
 use std::time::Duration;
 
 use crate::address::Address;
+use crate::auth::Keys;
 use crate::error::Result;
+use sealed::Sealed;
 
 /// A connected stream.
 #[derive(Debug)]
 pub(crate) enum Socket {
     Unix(UnixStream),
     Tcp(TcpStream),
+    /// Either of the others, encrypted after the handshake; its clones
+    /// share one sequence of records.
+    Sealed(Arc<Sealed>),
 }
 
 /// How long a silent TCP peer keeps its connection by default: past it, the
@@ -35,6 +42,20 @@ impl Socket {
         }
     }
 
+    /// This socket, encrypted from here on with `keys`.
+    pub(crate) fn seal(self, keys: Keys) -> Socket {
+        Socket::Sealed(Arc::new(Sealed::new(self, keys)))
+    }
+
+    /// Whether this is a TCP connection (encrypted or not).
+    pub(crate) fn is_tcp(&self) -> bool {
+        match self {
+            Socket::Unix(_) => false,
+            Socket::Tcp(_) => true,
+            Socket::Sealed(s) => s.inner.is_tcp(),
+        }
+    }
+
     /// Makes a TCP connection fail within about `bound` once the peer
     /// falls silent without closing it (its machine lost power, a cable was
     /// pulled, a firewall began dropping): keepalive probes while idle, and
@@ -44,6 +65,7 @@ impl Socket {
         match self {
             Socket::Unix(_) => Ok(()),
             Socket::Tcp(s) => tcp::detect_silence(s, bound),
+            Socket::Sealed(s) => s.inner.detect_silence(bound),
         }
     }
 
@@ -51,6 +73,7 @@ impl Socket {
         Ok(match self {
             Socket::Unix(s) => Socket::Unix(s.try_clone()?),
             Socket::Tcp(s) => Socket::Tcp(s.try_clone()?),
+            Socket::Sealed(s) => Socket::Sealed(Arc::clone(s)),
         })
     }
 
@@ -60,6 +83,10 @@ impl Socket {
         let _ = match self {
             Socket::Unix(s) => s.shutdown(std::net::Shutdown::Both),
             Socket::Tcp(s) => s.shutdown(std::net::Shutdown::Both),
+            Socket::Sealed(s) => {
+                s.inner.shutdown();
+                Ok(())
+            }
         };
     }
 
@@ -67,6 +94,7 @@ impl Socket {
         match self {
             Socket::Unix(s) => s.set_read_timeout(t),
             Socket::Tcp(s) => s.set_read_timeout(t),
+            Socket::Sealed(s) => s.inner.set_read_timeout(t),
         }
     }
 
@@ -74,6 +102,7 @@ impl Socket {
         match self {
             Socket::Unix(s) => s.set_write_timeout(t),
             Socket::Tcp(s) => s.set_write_timeout(t),
+            Socket::Sealed(s) => s.inner.set_write_timeout(t),
         }
     }
 
@@ -87,6 +116,7 @@ impl Socket {
             Socket::Tcp(s) => s
                 .peer_addr()
                 .map_or_else(|_| "tcp peer".to_owned(), |a| a.to_string()),
+            Socket::Sealed(s) => s.inner.peer(),
         }
     }
 
@@ -116,6 +146,7 @@ impl Socket {
         match self {
             Socket::Unix(s) => s.as_fd().as_raw_fd(),
             Socket::Tcp(s) => s.as_fd().as_raw_fd(),
+            Socket::Sealed(s) => s.inner.raw_fd(),
         }
     }
 
@@ -137,6 +168,9 @@ impl Socket {
 
 impl crate::wire::frame::ReadFresh for &Socket {
     fn read_append(&mut self, buf: &mut Vec<u8>, n: usize) -> io::Result<usize> {
+        if let Socket::Sealed(s) = *self {
+            return s.read_append(buf, n);
+        }
         buf.reserve(n);
         let spare = buf.spare_capacity_mut();
         let want = n.min(spare.len());
@@ -160,6 +194,7 @@ impl Read for &Socket {
         match *self {
             Socket::Unix(s) => (&mut &*s).read(buf),
             Socket::Tcp(s) => (&mut &*s).read(buf),
+            Socket::Sealed(s) => s.read(buf),
         }
     }
 }
@@ -170,6 +205,7 @@ impl Write for &Socket {
         match *self {
             Socket::Unix(s) => (&mut &*s).write(buf),
             Socket::Tcp(s) => (&mut &*s).write(buf),
+            Socket::Sealed(s) => s.write(&[buf]),
         }
     }
 
@@ -178,6 +214,10 @@ impl Write for &Socket {
         match *self {
             Socket::Unix(s) => (&mut &*s).write_vectored(bufs),
             Socket::Tcp(s) => (&mut &*s).write_vectored(bufs),
+            Socket::Sealed(s) => {
+                let parts: Vec<&[u8]> = bufs.iter().map(|b| &**b).collect();
+                s.write(&parts)
+            }
         }
     }
 

@@ -65,7 +65,7 @@ pub(crate) fn bind(address: &Address) -> Result<(TcpListener, Address)> {
         ))
     })?;
     let real = l.local_addr()?.port();
-    Ok((l, Address::tcp(host, real)))
+    Ok((l, address.with_port(real)))
 }
 
 #[cfg(test)]

@@ -220,6 +220,11 @@ impl FrameReader {
     }
 
     /// Whether a whole frame is already buffered: more requests are waiting.
+    /// Bytes read ahead and not yet returned as frames.
+    pub(crate) fn buffered(&self) -> usize {
+        self.end - self.start
+    }
+
     pub(crate) fn has_frame(&self) -> bool {
         let avail = self.end - self.start;
         if avail < 4 {

@@ -11,38 +11,48 @@ use crate::error::{Error, Result, WireError};
 /// Sent first by a client; names the protocol so a stray peer is refused early.
 pub(crate) const MAGIC: [u8; 8] = *b"manager\0";
 /// Bumped on any incompatible change to the messages below.
-pub(crate) const PROTOCOL_VERSION: u32 = 3;
+pub(crate) const PROTOCOL_VERSION: u32 = 4;
 
-/// Client → server: who we are and a fresh nonce.
+/// Client → server, in clear: the protocol, so that a stray peer or another
+/// version is refused early. Laid out as every earlier version's hello, so
+/// that a manager of any version reads the version and refuses it clearly.
+/// Both sides take its encoding as the Noise prologue.
 #[derive(Debug, Serialize, Deserialize)]
 pub(crate) struct Hello {
     pub(crate) magic: [u8; 8],
     pub(crate) version: u32,
-    pub(crate) nonce: [u8; 32],
+    /// Zero; a nonce in versions before 4.
+    pub(crate) reserved: [u8; 32],
 }
 
-/// Server → client: the server's nonce, or why it will not talk.
+/// Server → client, in clear: the second handshake message, or why the
+/// client is refused before it proved the key (another version, the wrong
+/// key). `Refuse` keeps the variant index it had in earlier versions.
 #[derive(Debug, Serialize, Deserialize)]
-pub(crate) enum Challenge {
-    Nonce([u8; 32]),
+pub(crate) enum Answer {
+    Noise(serde_bytes::ByteBuf),
     Refuse(WireError),
 }
 
-/// Client → server: proof of the key, and the session to join.
+/// Client → server, inside the first handshake message (after the hello,
+/// a frame of its own): the session to join, and whether the connection is
+/// to be encrypted.
 #[derive(Debug, Serialize, Deserialize)]
-pub(crate) struct Proof {
-    pub(crate) proof: [u8; 32],
+pub(crate) struct Join {
     pub(crate) session: Option<u64>,
+    pub(crate) encrypt: bool,
 }
 
-/// Server → client: the server's proof and the connection's identity.
+/// Server → client, inside the second handshake message: the connection's
+/// identity and whether what follows is encrypted, or why the manager will
+/// not serve it.
 #[derive(Debug, Serialize, Deserialize)]
 pub(crate) enum Welcome {
     Accept {
-        proof: [u8; 32],
         session: u64,
         connection: u64,
         max_frame: u64,
+        encrypted: bool,
     },
     Refuse(WireError),
 }
