@@ -69,6 +69,19 @@ fn create_frame(seq: u64, ctor: u32, args: &[u8]) -> Vec<u8> {
 proptest! {
     #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
 
+    /// Arbitrary bytes after valid records on an encrypted connection:
+    /// the valid ones open, nothing forged opens, nothing panics.
+    #[test]
+    fn random_bytes_after_valid_records_never_open(
+        valid in proptest::collection::vec(proptest::collection::vec(any::<u8>(), 0..300), 0..4),
+        tail in proptest::collection::vec(any::<u8>(), 0..600),
+    ) {
+        let parts: Vec<&[u8]> = valid.iter().map(Vec::as_slice).collect();
+        let (plain, failed) = manager::__private::open_records(&tail, &parts);
+        prop_assert_eq!(plain, valid.concat(), "only the valid records open");
+        prop_assert_eq!(failed, !tail.is_empty(), "random bytes never authenticate");
+    }
+
     #[test]
     fn random_bytes_never_panic_or_leak(input in proptest::collection::vec(any::<u8>(), 0..512)) {
         let h = harness();
