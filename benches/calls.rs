@@ -87,8 +87,12 @@ fn main() {
     for t in Transport::ALL {
         let floor = FloorServer::start(t);
         floor_benches(&mut c, t, &floor);
-        let mgr = start_manager(t);
+        let mgr = start_manager(t, false);
         ours_benches(&mut c, t, &mgr);
+        if t == Transport::Tcp {
+            let sealed = start_manager(t, true);
+            noise_benches(&mut c, &mgr, &sealed);
+        }
         if !pinned {
             clients_benches(&mut c, t, &floor, &mgr);
         }
@@ -206,11 +210,14 @@ fn floor_benches(c: &mut Criterion, t: Transport, floor: &FloorServer) {
     g.finish();
 }
 
-fn start_manager(t: Transport) -> Manager {
+/// A manager process on `t`; on TCP, `encrypted` (`tcp:`) or not
+/// (`tcp-plain:`, what the plain TCP rows and Python's managers use).
+fn start_manager(t: Transport, encrypted: bool) -> Manager {
     let b = Manager::builder().register::<Counter>();
     let b = match t {
         Transport::Uds => b,
-        Transport::Tcp => b.address("tcp:127.0.0.1:0".parse().expect("a tcp address")),
+        Transport::Tcp if encrypted => b.address("tcp:127.0.0.1:0".parse().expect("an address")),
+        Transport::Tcp => b.address("tcp-plain:127.0.0.1:0".parse().expect("an address")),
     };
     b.start().expect("start a manager process")
 }
@@ -272,6 +279,46 @@ fn ours_benches(c: &mut Criterion, t: Transport, mgr: &Manager) {
             black_box(counter.size(v).expect("size"));
         },
     );
+    g.finish();
+}
+
+/// Encrypted TCP beside plain TCP: the small call, the pipeline, the large
+/// argument, and a whole short connection (connect, handshake, one call,
+/// goodbye) for both.
+fn noise_benches(c: &mut Criterion, plain: &Manager, sealed: &Manager) {
+    let counter = CounterProxy::new(sealed, 0).expect("create a Counter");
+    for _ in 0..1000 {
+        counter.get().expect("get");
+    }
+    let mut g = Group::new(c, "ours-tcp".to_owned());
+    g.op("noise_get", 1, || {
+        black_box(counter.get().expect("get"));
+    });
+    let mut pending = Vec::with_capacity(DEPTH);
+    g.op("noise_deferred64_incr", DEPTH as u64, || {
+        for _ in 0..DEPTH {
+            pending.push(counter.deferred().incr(1).expect("send incr"));
+        }
+        for p in pending.drain(..) {
+            black_box(p.wait().expect("incr's reply"));
+        }
+    });
+    let data = vec![7u8; BIG];
+    g.op_bytes(
+        "noise_arg_8MiB",
+        BIG as u64,
+        || data.clone(),
+        |v| {
+            black_box(counter.size(v).expect("size"));
+        },
+    );
+    for (id, mgr) in [("handshake", plain), ("noise_handshake", sealed)] {
+        let (address, key) = (mgr.address().clone(), mgr.auth_key().clone());
+        g.op(id, 1, || {
+            let client = manager::Client::connect(&address, &key).expect("connect");
+            client.ping().expect("ping");
+        });
+    }
     g.finish();
 }
 
@@ -447,6 +494,45 @@ fn rows_for(t: Transport) -> Vec<Row> {
             Target::new(Goal::TimeRatio(1.5)),
         ),
     ];
+    if t == Transport::Tcp {
+        rows.extend([
+            ours(
+                "noise_get",
+                "encrypted: get()",
+                1,
+                one,
+                Target::new(Goal::TimeRatio(1.3)).pinned(),
+            ),
+            ours(
+                "noise_deferred64_incr",
+                "encrypted: 64-deep deferred incr",
+                DEPTH as u64,
+                Some(("pipelined64", 1.0)),
+                Target::new(Goal::MinRate(2_000_000.0)).pinned(),
+            ),
+            ours(
+                "noise_arg_8MiB",
+                "encrypted: 8 MiB Vec<u8> argument",
+                1,
+                Some(("8MiB", 1.0)),
+                Target::new(Goal::TimeRatio(3.0)),
+            ),
+            ours(
+                "handshake",
+                "plain: connect+handshake+call+close",
+                1,
+                None,
+                Target::NONE,
+            ),
+            ours(
+                "noise_handshake",
+                "encrypted: connect+handshake+call+close",
+                1,
+                None,
+                Target::NONE,
+            ),
+        ]);
+    }
     for clients in [2, 4] {
         let floor = format!("clients-{n}/floor_{clients}clients");
         rows.push(plain(

@@ -400,15 +400,8 @@ fn wrong_keys_and_mismatched_encryption_are_clear_errors() {
     let e = Client::connect(&encrypted, &key).unwrap_err();
     assert!(e.to_string().contains("does not encrypt"), "{e}");
     // Each still serves a client that asks for what it offers.
-    assert_eq!(
-        Client::connect(unencrypted.address(), &key)
-            .unwrap()
-            .stats()
-            .unwrap()
-            .sessions
-            >= 1,
-        true
-    );
+    let served = Client::connect(unencrypted.address(), &key).unwrap();
+    assert!(served.stats().unwrap().sessions >= 1);
 }
 
 #[test]
