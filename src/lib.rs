@@ -56,9 +56,10 @@
 //! - **Lifetime.** An object lives while a proxy, a name or a token in
 //!   hand-off refers to it. When a client process exits or is killed, its
 //!   references go with it; [`Client::stats`] shows what is alive.
-//! - **Security.** Every connection starts with a mutual HMAC-SHA256
-//!   challenge over the [`AuthKey`]. Local sockets live in a directory only
-//!   their owner can enter; TCP needs an explicit `tcp:` [`Address`].
+//! - **Security.** Every connection starts with a Noise handshake keyed by
+//!   the [`AuthKey`]; on a `tcp:` [`Address`] everything after it is
+//!   encrypted and authenticated (`tcp-plain:` opts out on both ends). Local
+//!   sockets live in a directory only their owner can enter.
 //! - **Failure.** A panic in a shared method comes back as
 //!   [`Error::RemotePanic`] and the manager goes on serving; a client killed
 //!   mid-call costs the manager nothing but that connection.
