@@ -438,3 +438,16 @@ fn encrypted_local_sockets_carry_calls_and_large_values() {
     assert_eq!(v.echo(big.clone()).unwrap(), big);
     assert_eq!(v.load().unwrap(), SECRET);
 }
+
+#[test]
+fn an_unencrypted_manager_off_loopback_warns_at_start() {
+    let key = AuthKey::random();
+    let _mgr = manager("tcp-plain:0.0.0.0:0", &key);
+    let logged = String::from_utf8_lossy(&log().lock().unwrap()).into_owned();
+    assert!(
+        logged
+            .lines()
+            .any(|l| l.contains("WARN") && l.contains("does not encrypt") && l.contains("0.0.0.0")),
+        "{logged}"
+    );
+}
