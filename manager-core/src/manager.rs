@@ -8,6 +8,7 @@ use crate::address::Address;
 use crate::auth::AuthKey;
 use crate::client::Client;
 use crate::error::Result;
+use crate::server::signals::{self, OnSignal};
 use crate::server::{Limits, Server, ServerConfig, ServerThread};
 use crate::shared::{Shared, TypeEntry};
 use crate::spawn::ChildManager;
@@ -84,6 +85,41 @@ impl Manager {
     /// `Error::Io` if a manager process could not be reaped.
     pub fn shutdown(mut self) -> Result<()> {
         self.stop()
+    }
+
+    /// Blocks until the manager stops: a client called
+    /// [`Client::shutdown_manager`], or this process received SIGINT or
+    /// SIGTERM (which stop it cleanly: calls in progress get their replies).
+    /// For a program that hosts a manager and has nothing else to do.
+    ///
+    /// ```
+    /// # fn main() -> manager::Result<()> {
+    /// let mgr = manager::Manager::builder().spawn_thread()?;
+    /// let (address, key) = (mgr.address().clone(), mgr.auth_key().clone());
+    /// std::thread::spawn(move || {
+    ///     let client = manager::Client::connect(&address, &key)?;
+    ///     client.shutdown_manager()
+    /// });
+    /// mgr.wait()?; // returns once the other client has stopped it
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Errors
+    /// `Error::Io` if the signal handlers cannot be installed or a manager
+    /// process cannot be reaped.
+    pub fn wait(mut self) -> Result<()> {
+        let client = self.client.clone();
+        let _on_signal = OnSignal::new(signals::STOP, move || {
+            let _ = client.shutdown_manager();
+        })?;
+        match std::mem::replace(&mut self.running, Running::Stopped) {
+            Running::Thread(mut t) => {
+                t.join();
+                Ok(())
+            }
+            Running::Process(child) => child.wait(),
+            Running::Stopped => Ok(()),
+        }
     }
 
     fn stop(&mut self) -> Result<()> {
@@ -328,22 +364,61 @@ impl ManagerBuilder {
         })
     }
 
-    /// Runs the manager on this thread until it is shut down (by a client's
-    /// [`Client::shutdown_manager`]). For a dedicated server binary.
+    /// Runs the manager on this thread until it is shut down: by a client's
+    /// [`Client::shutdown_manager`], or by SIGINT or SIGTERM, which stop it
+    /// cleanly (calls in progress get their replies). For a dedicated server
+    /// binary; [`ManagerBuilder::serve_with`] also creates what it serves.
     ///
     /// ```no_run
     /// # fn main() -> manager::Result<()> {
     /// manager::Manager::builder()
     ///     .address("tcp:0.0.0.0:5050".parse()?)
-    ///     .auth_key(manager::AuthKey::from_bytes(std::env::var("KEY").unwrap_or_default()))
+    ///     .auth_key(manager::AuthKey::from_hex(&std::env::var("KEY").unwrap_or_default())?)
     ///     .serve()
     /// # }
     /// ```
     ///
     /// # Errors
-    /// `Error::Io` if the address cannot be bound.
+    /// `Error::Io` if the address cannot be bound or the signal handlers
+    /// cannot be installed.
     pub fn serve(self) -> Result<()> {
+        self.serve_with(|_| Ok(()))
+    }
+
+    /// Binds the address, runs `setup` with a client of the manager, then
+    /// serves as [`ManagerBuilder::serve`] does: Python's "register, create
+    /// and publish, then `serve_forever()`". A bind failure (say, the port
+    /// is taken) is an error before `setup` runs; an error of `setup` is
+    /// returned and nothing is served.
+    ///
+    /// What `setup` creates lives while something refers to it: publish
+    /// what clients should find ([`Client::publish`]); the rest is freed
+    /// when `setup` returns.
+    ///
+    /// ```no_run
+    /// # fn main() -> manager::Result<()> {
+    /// manager::Manager::builder()
+    ///     .address("tcp:0.0.0.0:5050".parse()?)
+    ///     .auth_key(manager::AuthKey::from_hex(&std::env::var("KEY").unwrap_or_default())?)
+    ///     .serve_with(|client| {
+    ///         client.publish("jobs", &client.queue::<String>(0)?)?;
+    ///         client.publish("done", &client.value(0u64)?)
+    ///     })
+    /// # }
+    /// ```
+    ///
+    /// # Errors
+    /// `Error::Io` if the address cannot be bound or the signal handlers
+    /// cannot be installed, or what `setup` returns.
+    pub fn serve_with(self, setup: impl FnOnce(&Client) -> Result<()>) -> Result<()> {
         let server = Server::bind(self.config())?;
+        let state = std::sync::Arc::clone(server.state());
+        {
+            let client = Client::local(&state);
+            setup(&client)?;
+        }
+        let _on_signal = OnSignal::new(signals::STOP, move || state.stop())?;
+        tracing::info!(address = %server.state().address, "manager serving");
         server.run();
         Ok(())
     }

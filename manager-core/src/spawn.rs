@@ -21,6 +21,7 @@ use crate::auth::AuthKey;
 use crate::client::Client;
 use crate::error::{Error, Result};
 use crate::server::control::method;
+use crate::server::signals::OnSignal;
 use crate::server::{Limits, Server, ServerConfig};
 use crate::shared::find_type;
 
@@ -163,6 +164,12 @@ impl ChildManager {
         self.reap()
     }
 
+    /// Waits until the child exits by itself (a client asked it to stop).
+    pub(crate) fn wait(mut self) -> Result<()> {
+        self.child.wait()?;
+        self.reap()
+    }
+
     fn reap(&mut self) -> Result<()> {
         drop(self.stdin.take());
         let deadline = Instant::now() + EXIT_TIMEOUT;
@@ -216,8 +223,12 @@ fn serve_child() -> i32 {
     // Before main, Rust's runtime has not yet set SIGPIPE to ignore; a write
     // to a closed socket must be an error, not the end of the manager.
     // SAFETY: setting a signal disposition to SIG_IGN is async-signal-safe.
+    // SIGINT (a Ctrl-C at the terminal reaches the whole process group) is
+    // the parent's to handle, as Python's manager processes leave it: the
+    // parent stops us cleanly, or its exit closes our stdin.
     unsafe {
         libc::signal(libc::SIGPIPE, libc::SIG_IGN);
+        libc::signal(libc::SIGINT, libc::SIG_IGN);
     }
     init_logging();
     let mut stdin = std::io::stdin();
@@ -250,7 +261,10 @@ fn serve_child() -> i32 {
     if watcher.is_err() {
         return 1;
     }
+    let state = std::sync::Arc::clone(server.state());
+    let on_term = OnSignal::new(&[libc::SIGTERM], move || state.stop());
     server.run();
+    drop(on_term);
     0
 }
 

@@ -8,6 +8,7 @@
 
 mod conn;
 pub(crate) mod control;
+pub(crate) mod signals;
 mod table;
 
 use std::collections::HashMap;
@@ -224,8 +225,12 @@ impl ServerState {
         tracing::debug!(address = %self.address, "manager stopping");
         // Wake the accept loop with a connection of our own.
         let _ = Socket::connect(&wake_address(&self.address));
+        // Stop reading, not writing: a call in progress finishes and its
+        // reply goes out; a blocked call notices the stop within its
+        // liveness check and answers `ServerShutdown`. `run` closes what is
+        // still open once the drain time is over.
         for (_, s) in lock(&self.live).values() {
-            s.shutdown();
+            s.shutdown_read();
         }
     }
 
@@ -293,6 +298,9 @@ impl ServerState {
                     remaining = live.len(),
                     "connections still inside a method at shutdown; not waiting for them"
                 );
+                for (_, s) in live.values() {
+                    s.shutdown();
+                }
                 return;
             }
             live = self
@@ -568,6 +576,11 @@ impl ServerThread {
 
     pub(crate) fn stop(&mut self) {
         self.state.stop();
+        self.join();
+    }
+
+    /// Waits until the manager has stopped (a client asked it to).
+    pub(crate) fn join(&mut self) {
         if let Some(t) = self.thread.take() {
             let _ = t.join();
         }

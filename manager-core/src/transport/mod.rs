@@ -90,6 +90,19 @@ impl Socket {
         };
     }
 
+    /// Ends the receiving direction only: a thread of ours blocked reading
+    /// wakes with end-of-stream, while replies can still be written.
+    pub(crate) fn shutdown_read(&self) {
+        let _ = match self {
+            Socket::Unix(s) => s.shutdown(std::net::Shutdown::Read),
+            Socket::Tcp(s) => s.shutdown(std::net::Shutdown::Read),
+            Socket::Sealed(s) => {
+                s.inner.shutdown_read();
+                Ok(())
+            }
+        };
+    }
+
     pub(crate) fn set_read_timeout(&self, t: Option<Duration>) -> io::Result<()> {
         match self {
             Socket::Unix(s) => s.set_read_timeout(t),
