@@ -269,8 +269,12 @@ fn serve_child() -> i32 {
 }
 
 /// The manager process has no `main` of the user's to set up logging, so
-/// it reads [`LOG_ENV`] itself.
-fn init_logging() {
+/// it reads [`LOG_ENV`] itself; so does a manager on a thread of a program
+/// that installed no `tracing` subscriber of its own.
+pub(crate) fn init_logging() {
+    if tracing::dispatcher::has_been_set() {
+        return;
+    }
     let Ok(filter) = std::env::var(LOG_ENV) else {
         return;
     };

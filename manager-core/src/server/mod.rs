@@ -192,28 +192,30 @@ impl ServerState {
         out: &mut Encoder<'_>,
     ) -> Result<()> {
         if object == CONTROL {
-            return catch(
-                || control::call(self, ctx, method, &mut args, out),
-                || {
-                    (
-                        "manager".to_owned(),
-                        control::method_name(method).to_owned(),
-                    )
-                },
-            );
+            return traced(object, "manager", control::method_name(method), || {
+                catch(
+                    || control::call(self, ctx, method, &mut args, out),
+                    || {
+                        (
+                            "manager".to_owned(),
+                            control::method_name(method).to_owned(),
+                        )
+                    },
+                )
+            });
         }
         let obj = self.table.get(object)?;
-        let _span =
-            tracing::trace_span!("call", object, method = obj.method_name(method)).entered();
-        catch(
-            || obj.call(ctx, method, &mut args, out),
-            || {
-                (
-                    obj.type_name().to_owned(),
-                    obj.method_name(method).to_owned(),
-                )
-            },
-        )
+        traced(object, obj.type_name(), obj.method_name(method), || {
+            catch(
+                || obj.call(ctx, method, &mut args, out),
+                || {
+                    (
+                        obj.type_name().to_owned(),
+                        obj.method_name(method).to_owned(),
+                    )
+                },
+            )
+        })
     }
 
     /// Begins shutdown: no new connections, every open one closed. Threads
@@ -344,6 +346,28 @@ impl ServerState {
             .get_or_insert_with(|| Client::local(&me))
             .clone())
     }
+}
+
+/// Runs a call; at `trace` level, logs it with its duration and outcome
+/// (`MANAGER_LOG=trace`). Disabled, this costs one cached check.
+#[inline]
+fn traced(
+    object: u64,
+    type_name: &str,
+    method: &str,
+    call: impl FnOnce() -> Result<()>,
+) -> Result<()> {
+    if !tracing::enabled!(tracing::Level::TRACE) {
+        return call();
+    }
+    let started = Instant::now();
+    let r = call();
+    let elapsed = started.elapsed();
+    match &r {
+        Ok(()) => tracing::trace!(object, type_name, method, ?elapsed, "call returned"),
+        Err(e) => tracing::trace!(object, type_name, method, ?elapsed, error = %e, "call failed"),
+    }
+    r
 }
 
 /// Runs `f`, turning a panic into `Error::RemotePanic`.
@@ -481,6 +505,7 @@ impl FuzzHarness {
 
 impl Server {
     pub(crate) fn bind(config: ServerConfig) -> Result<Server> {
+        crate::spawn::init_logging();
         let (listener, address) = Listener::bind(&config.address)?;
         if address.tcp_parts().is_some() && !address.is_encrypted() && !address.is_loopback() {
             tracing::warn!(

@@ -99,6 +99,11 @@ impl Table {
         }
         *s.refs.entry(id).or_insert(0) += 1;
         refs.counts.insert(id, 1);
+        tracing::debug!(
+            object = id,
+            type_name = object.type_name(),
+            "object created"
+        );
         self.write_objects().insert(id, Arc::from(object));
         Ok(id)
     }
@@ -209,7 +214,11 @@ impl Table {
             return None;
         }
         refs.counts.remove(&id);
-        self.write_objects().remove(&id)
+        let freed = self.write_objects().remove(&id);
+        if let Some(o) = &freed {
+            tracing::debug!(object = id, type_name = o.type_name(), "object freed");
+        }
+        freed
     }
 
     fn write_objects(&self) -> std::sync::RwLockWriteGuard<'_, HashMap<u64, Arc<dyn Object>>> {
@@ -290,6 +299,7 @@ impl Table {
                 return Err(no_such_object(id));
             }
             *refs.counts.entry(id).or_insert(0) += 1;
+            tracing::debug!(name, object = id, "name published");
             let old = refs.names.insert(name.to_owned(), id);
             old.and_then(|old| self.decrement(&mut refs, old, 1))
         };
@@ -319,6 +329,7 @@ impl Table {
                 .names
                 .remove(name)
                 .ok_or_else(|| Error::NoSuchName(name.to_owned()))?;
+            tracing::debug!(name, object = id, "name unpublished");
             self.decrement(&mut refs, id, 1)
         };
         drop(freed);
