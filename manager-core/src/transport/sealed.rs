@@ -242,13 +242,11 @@ impl Opener {
             return Err(forged());
         }
         if self.start == self.end {
+            // Nothing read ahead: start over at the front. A buffer grown to
+            // one whole record stays (64 KiB), so a large transfer does not
+            // allocate per record.
             self.start = 0;
             self.end = 0;
-            if self.raw.len() > INITIAL {
-                // A large transfer is over: give back its buffer.
-                self.raw = Vec::new();
-                self.plain = Vec::new();
-            }
         }
         if self.raw.is_empty() {
             self.raw.resize(INITIAL, 0);
