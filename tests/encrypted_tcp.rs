@@ -451,3 +451,27 @@ fn an_unencrypted_manager_off_loopback_warns_at_start() {
         "{logged}"
     );
 }
+
+#[test]
+fn garbage_and_huge_prefixes_over_tcp_close_only_their_connection() {
+    let key = AuthKey::random();
+    let mgr = manager("tcp:127.0.0.1:0", &key);
+    let target = mgr.address().to_string();
+    let hostport = target.strip_prefix("tcp:").unwrap();
+    let cases: Vec<Vec<u8>> = vec![
+        b"GET / HTTP/1.1\r\nHost: x\r\n\r\n".to_vec(),
+        u32::MAX.to_le_bytes().to_vec(),
+        [&(1u32 << 20).to_le_bytes()[..], &[0u8; 4096]].concat(),
+        vec![0xff; 10_000],
+    ];
+    for bad in cases {
+        let mut s = TcpStream::connect(hostport).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        let _ = s.write_all(&bad);
+        let mut rest = Vec::new();
+        let _ = s.read_to_end(&mut rest); // the manager hangs up
+        assert!(rest.len() < 1024, "nothing but a short refusal");
+        let c = Client::connect(mgr.address(), &key).unwrap();
+        assert_eq!(c.value(3u8).unwrap().get().unwrap(), 3, "others are served");
+    }
+}
