@@ -3,11 +3,10 @@
 
 use std::collections::{HashSet, VecDeque};
 use std::sync::{Condvar, Mutex, MutexGuard};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use crate::builtins::{
-    builtin_object, create, no_such_method, plain_proxy, proxy_methods, take_deadline, Builtin,
-};
+use crate::builtins::wait::Wait;
+use crate::builtins::{create, methods, plain_proxy, proxy_methods, Builtin};
 use crate::client::Client;
 use crate::context::Context;
 use crate::error::{Error, Result};
@@ -47,24 +46,18 @@ pub(crate) struct ConditionObject {
     changed: Condvar,
 }
 
-mod m {
-    pub(super) const ACQUIRE: u32 = 0;
-    pub(super) const RELEASE: u32 = 1;
-    pub(super) const WAIT: u32 = 2;
-    pub(super) const WAIT_TIMEOUT: u32 = 3;
-    pub(super) const NOTIFY: u32 = 4;
-    pub(super) const NOTIFY_ALL: u32 = 5;
-    pub(super) const TRY_ACQUIRE: u32 = 6;
-    pub(super) const ACQUIRE_TIMEOUT: u32 = 7;
-}
-
-/// How long taking the lock may wait.
-#[derive(Clone, Copy)]
-enum Wait {
-    /// Not at all (`try_acquire`).
-    No,
-    /// Until the deadline, or forever with `None`.
-    Until(Option<Instant>),
+methods! {
+    /// A condition's methods, by wire id.
+    enum ConditionMethod -> ConditionCall {
+        0 Acquire => acquire "(&self)",
+        1 Release => release "(&self)",
+        2 Wait => wait "(&self)",
+        3 WaitTimeout(Wait) => wait_timeout "(&self, timeout: Duration) -> bool",
+        4 Notify => notify "(&self)",
+        5 NotifyAll => notify_all "(&self)",
+        6 TryAcquire => try_acquire "(&self) -> bool",
+        7 AcquireTimeout(Wait) => acquire_timeout "(&self, timeout: Duration) -> bool",
+    }
 }
 
 fn not_held(what: &str) -> Error {
@@ -75,16 +68,7 @@ fn not_held(what: &str) -> Error {
 
 impl Builtin for ConditionObject {
     const NAME: &'static str = "manager::Condition";
-    const METHODS: &'static [&'static str] = &[
-        "acquire",
-        "release",
-        "wait",
-        "wait_timeout",
-        "notify",
-        "notify_all",
-        "try_acquire",
-        "acquire_timeout",
-    ];
+    type Methods = ConditionMethod;
 
     fn construct(_ctx: &Context, _args: &mut Decoder<'_>) -> Result<Self> {
         Ok(ConditionObject {
@@ -92,36 +76,15 @@ impl Builtin for ConditionObject {
             changed: Condvar::new(),
         })
     }
-}
 
-builtin_object!(ConditionObject, disconnected);
-
-impl ConditionObject {
-    fn dispatch(
-        &self,
-        ctx: &Context,
-        method: u32,
-        args: &mut Decoder<'_>,
-        out: &mut Encoder<'_>,
-    ) -> Result<()> {
+    fn call(&self, ctx: &Context, call: ConditionCall, out: &mut Encoder<'_>) -> Result<()> {
         let conn = ctx.connection_id();
-        match method {
-            m::ACQUIRE => {
-                args.finish()?;
-                self.take(ctx, lock(&self.state), Wait::Until(None), 1)
-                    .map(drop)
-            }
-            m::TRY_ACQUIRE => {
-                args.finish()?;
-                out.put(&self.take(ctx, lock(&self.state), Wait::No, 1)?)
-            }
-            m::ACQUIRE_TIMEOUT => {
-                let deadline = take_deadline(args)?;
-                args.finish()?;
-                out.put(&self.take(ctx, lock(&self.state), Wait::Until(deadline), 1)?)
-            }
-            m::RELEASE => {
-                args.finish()?;
+        let take = |wait| self.take(ctx, lock(&self.state), wait, 1);
+        match call {
+            ConditionCall::Acquire => take(Wait::Forever).map(drop),
+            ConditionCall::TryAcquire => out.put(&take(Wait::No)?),
+            ConditionCall::AcquireTimeout(wait) => out.put(&take(wait)?),
+            ConditionCall::Release => {
                 let mut s = lock(&self.state);
                 if s.owner != Some(conn) {
                     return Err(not_held("release()"));
@@ -134,33 +97,29 @@ impl ConditionObject {
                 }
                 Ok(())
             }
-            m::WAIT => {
-                args.finish()?;
-                self.wait(ctx, None).map(drop)
-            }
-            m::WAIT_TIMEOUT => {
-                let deadline = take_deadline(args)?;
-                args.finish()?;
-                out.put(&self.wait(ctx, deadline)?)
-            }
-            m::NOTIFY | m::NOTIFY_ALL => {
-                args.finish()?;
-                let mut s = lock(&self.state);
-                if s.owner != Some(conn) {
-                    let what = if method == m::NOTIFY {
-                        "notify()"
-                    } else {
-                        "notify_all()"
-                    };
-                    return Err(not_held(what));
-                }
-                s.notify(if method == m::NOTIFY { 1 } else { usize::MAX });
-                drop(s);
-                self.changed.notify_all();
-                Ok(())
-            }
-            _ => Err(no_such_method::<Self>(method)),
+            ConditionCall::Wait => self.wait(ctx, Wait::Forever).map(drop),
+            ConditionCall::WaitTimeout(wait) => out.put(&self.wait(ctx, wait)?),
+            ConditionCall::Notify => self.notify(conn, 1, "notify()"),
+            ConditionCall::NotifyAll => self.notify(conn, usize::MAX, "notify_all()"),
         }
+    }
+
+    fn disconnected(&self, conn: u64, end: End) {
+        self.release_all(conn, end)
+    }
+}
+
+impl ConditionObject {
+    /// Notifies the `n` oldest waiters, if `conn` holds the lock, as `what` needs.
+    fn notify(&self, conn: u64, n: usize, what: &str) -> Result<()> {
+        let mut s = lock(&self.state);
+        if s.owner != Some(conn) {
+            return Err(not_held(what));
+        }
+        s.notify(n);
+        drop(s);
+        self.changed.notify_all();
+        Ok(())
     }
 
     /// Takes the lock `levels` times for the calling connection, first
@@ -182,9 +141,7 @@ impl ConditionObject {
                     let free = s.owner.is_none();
                     (s, free)
                 }
-                Wait::Until(deadline) => {
-                    ctx.wait_until(s, &self.changed, deadline, |s| s.owner.is_none())?
-                }
+                _ => ctx.wait_until(s, &self.changed, wait.deadline(), |s| s.owner.is_none())?,
             };
             if !free {
                 return Ok(false);
@@ -203,7 +160,7 @@ impl ConditionObject {
     /// Releases every level of the lock, waits to be notified (or for the
     /// deadline), and takes the lock back at the same level, as Python does
     /// even after a timeout. Whether it was notified.
-    fn wait(&self, ctx: &Context, deadline: Option<Instant>) -> Result<bool> {
+    fn wait(&self, ctx: &Context, wait: Wait) -> Result<bool> {
         let mut s = lock(&self.state);
         if s.owner != Some(ctx.connection_id()) {
             return Err(not_held("wait()"));
@@ -214,25 +171,26 @@ impl ConditionObject {
         s.next_ticket = s.next_ticket.wrapping_add(1);
         s.waiting.push_back(ticket);
         self.changed.notify_all();
-        let (mut s, notified) =
-            match ctx.wait_until(s, &self.changed, deadline, |s| s.notified.contains(&ticket)) {
-                Ok(r) => r,
-                Err(e) => {
-                    // The caller is gone: leave the queue, and hand a
-                    // notification it got but cannot act on to the next waiter.
-                    let mut s = lock(&self.state);
-                    s.waiting.retain(|t| *t != ticket);
-                    if s.notified.remove(&ticket) {
-                        s.notify(1);
-                        drop(s);
-                        self.changed.notify_all();
-                    }
-                    return Err(e);
+        let (mut s, notified) = match ctx.wait_until(s, &self.changed, wait.deadline(), |s| {
+            s.notified.contains(&ticket)
+        }) {
+            Ok(r) => r,
+            Err(e) => {
+                // The caller is gone: leave the queue, and hand a
+                // notification it got but cannot act on to the next waiter.
+                let mut s = lock(&self.state);
+                s.waiting.retain(|t| *t != ticket);
+                if s.notified.remove(&ticket) {
+                    s.notify(1);
+                    drop(s);
+                    self.changed.notify_all();
                 }
-            };
+                return Err(e);
+            }
+        };
         s.notified.remove(&ticket);
         s.waiting.retain(|t| *t != ticket);
-        self.take(ctx, s, Wait::Until(None), levels)?;
+        self.take(ctx, s, Wait::Forever, levels)?;
         Ok(notified)
     }
 
@@ -286,53 +244,53 @@ proxy_methods! {
     ///
     /// # Errors
     /// Connection errors.
-    pub fn acquire(&self) -> () = |h| { h.call(m::ACQUIRE, |_| Ok(())) }
+    pub fn acquire(&self) -> () = |h| { h.call(ConditionMethod::Acquire as u32, |_| Ok(())) }
 
     /// Acquires the condition's lock if it is free now, or already this
     /// client thread's (Python: `cond.acquire(blocking=False)`).
     ///
     /// # Errors
     /// Connection errors.
-    pub fn try_acquire(&self) -> bool = |h| { h.call(m::TRY_ACQUIRE, |_| Ok(())) }
+    pub fn try_acquire(&self) -> bool = |h| { h.call(ConditionMethod::TryAcquire as u32, |_| Ok(())) }
 
     /// Acquires the condition's lock, waiting at most `timeout`
     /// (Python: `cond.acquire(timeout=t)`).
     ///
     /// # Errors
     /// Connection errors.
-    pub fn acquire_timeout(&self, timeout: Duration) -> bool = |h| { h.call(m::ACQUIRE_TIMEOUT, |a| a.put(&timeout)) }
+    pub fn acquire_timeout(&self, timeout: Duration) -> bool = |h| { h.call(ConditionMethod::AcquireTimeout as u32, |a| a.put(&timeout)) }
 
     /// Releases one level of the lock (Python: `cond.release()`).
     ///
     /// # Errors
     /// `Error::NotHeld` if this client thread does not hold it.
-    pub fn release(&self) -> () = |h| { h.call(m::RELEASE, |_| Ok(())) }
+    pub fn release(&self) -> () = |h| { h.call(ConditionMethod::Release as u32, |_| Ok(())) }
 
     /// Releases the lock, waits to be notified, and re-acquires it
     /// (Python: `cond.wait()`).
     ///
     /// # Errors
     /// `Error::NotHeld` if this client thread does not hold the lock.
-    pub fn wait(&self) -> () = |h| { h.call(m::WAIT, |_| Ok(())) }
+    pub fn wait(&self) -> () = |h| { h.call(ConditionMethod::Wait as u32, |_| Ok(())) }
 
     /// Like [`ConditionProxy::wait`], for at most `timeout`; whether it was
     /// notified (Python: `cond.wait(t)`). The lock is re-acquired either way.
     ///
     /// # Errors
     /// `Error::NotHeld` if this client thread does not hold the lock.
-    pub fn wait_timeout(&self, timeout: Duration) -> bool = |h| { h.call(m::WAIT_TIMEOUT, |a| a.put(&timeout)) }
+    pub fn wait_timeout(&self, timeout: Duration) -> bool = |h| { h.call(ConditionMethod::WaitTimeout as u32, |a| a.put(&timeout)) }
 
     /// Wakes the longest waiter (Python: `cond.notify()`).
     ///
     /// # Errors
     /// `Error::NotHeld` if this client thread does not hold the lock.
-    pub fn notify(&self) -> () = |h| { h.call(m::NOTIFY, |_| Ok(())) }
+    pub fn notify(&self) -> () = |h| { h.call(ConditionMethod::Notify as u32, |_| Ok(())) }
 
     /// Wakes every waiter (Python: `cond.notify_all()`).
     ///
     /// # Errors
     /// `Error::NotHeld` if this client thread does not hold the lock.
-    pub fn notify_all(&self) -> () = |h| { h.call(m::NOTIFY_ALL, |_| Ok(())) }
+    pub fn notify_all(&self) -> () = |h| { h.call(ConditionMethod::NotifyAll as u32, |_| Ok(())) }
 }
 
 impl Client {

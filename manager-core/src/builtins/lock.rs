@@ -6,9 +6,8 @@
 use std::sync::{Condvar, Mutex};
 use std::time::Duration;
 
-use crate::builtins::{
-    builtin_object, create, no_such_method, plain_proxy, proxy_methods, take_deadline, Builtin,
-};
+use crate::builtins::wait::Wait;
+use crate::builtins::{create, methods, plain_proxy, proxy_methods, Builtin};
 use crate::client::Client;
 use crate::context::Context;
 use crate::error::{Error, Result};
@@ -32,14 +31,15 @@ struct Core {
     released: Condvar,
 }
 
-mod m {
-    pub(super) const ACQUIRE: u32 = 0;
-    pub(super) const TRY_ACQUIRE: u32 = 1;
-    pub(super) const ACQUIRE_TIMEOUT: u32 = 2;
-    pub(super) const RELEASE: u32 = 3;
+methods! {
+    /// The methods of a lock and of an rlock, by wire id.
+    enum LockMethod -> LockCall {
+        0 Acquire => acquire "(&self)",
+        1 TryAcquire => try_acquire "(&self) -> bool",
+        2 AcquireTimeout(Wait) => acquire_timeout "(&self, timeout: Duration) -> bool",
+        3 Release => release "(&self)",
+    }
 }
-
-const METHODS: &[&str] = &["acquire", "try_acquire", "acquire_timeout", "release"];
 
 impl Core {
     fn new(reentrant: bool) -> Core {
@@ -54,18 +54,17 @@ impl Core {
         s.holder.is_none() || (self.reentrant && s.holder == Some(conn))
     }
 
-    /// Acquires for the calling connection, waiting until `deadline`
-    /// (`None`: forever) unless `wait` is false.
-    fn acquire(
-        &self,
-        ctx: &Context,
-        wait: bool,
-        deadline: Option<std::time::Instant>,
-    ) -> Result<bool> {
+    /// Acquires for the calling connection, waiting as `wait` allows.
+    fn acquire(&self, ctx: &Context, wait: Wait) -> Result<bool> {
         let conn = ctx.connection_id();
         let s = guard(&self.state);
-        let (mut s, free) = if wait {
-            match ctx.wait_until(s, &self.released, deadline, |s| self.free_for(s, conn)) {
+        let (mut s, free) = if let Wait::No = wait {
+            let free = self.free_for(&s, conn);
+            (s, free)
+        } else {
+            match ctx.wait_until(s, &self.released, wait.deadline(), |s| {
+                self.free_for(s, conn)
+            }) {
                 Ok(r) => r,
                 Err(e) => {
                     // Pass on a wake-up this caller may have taken.
@@ -73,9 +72,6 @@ impl Core {
                     return Err(e);
                 }
             }
-        } else {
-            let free = self.free_for(&s, conn);
-            (s, free)
         };
         if free {
             s.count = s
@@ -109,35 +105,14 @@ impl Core {
         Ok(())
     }
 
-    /// Runs a lock method; `Ok(false)` if `method` is not one.
-    fn call(
-        &self,
-        ctx: &Context,
-        method: u32,
-        args: &mut Decoder<'_>,
-        out: &mut Encoder<'_>,
-    ) -> Result<bool> {
-        match method {
-            m::ACQUIRE => {
-                args.finish()?;
-                self.acquire(ctx, true, None)?;
-            }
-            m::TRY_ACQUIRE => {
-                args.finish()?;
-                out.put(&self.acquire(ctx, false, None)?)?;
-            }
-            m::ACQUIRE_TIMEOUT => {
-                let deadline = take_deadline(args)?;
-                args.finish()?;
-                out.put(&self.acquire(ctx, true, deadline)?)?;
-            }
-            m::RELEASE => {
-                args.finish()?;
-                self.release(ctx.connection_id())?;
-            }
-            _ => return Ok(false),
+    /// Runs a lock method.
+    fn call(&self, ctx: &Context, call: LockCall, out: &mut Encoder<'_>) -> Result<()> {
+        match call {
+            LockCall::Acquire => self.acquire(ctx, Wait::Forever).map(drop),
+            LockCall::TryAcquire => out.put(&self.acquire(ctx, Wait::No)?),
+            LockCall::AcquireTimeout(wait) => out.put(&self.acquire(ctx, wait)?),
+            LockCall::Release => self.release(ctx.connection_id()),
         }
-        Ok(true)
     }
 
     /// Connection `conn` ended. An RLock it holds (at any level) is free
@@ -165,31 +140,17 @@ macro_rules! lock_object {
     ($obj:ident, $name:literal, $reentrant:literal) => {
         impl Builtin for $obj {
             const NAME: &'static str = $name;
-            const METHODS: &'static [&'static str] = METHODS;
+            type Methods = LockMethod;
 
             fn construct(_ctx: &Context, _args: &mut Decoder<'_>) -> Result<Self> {
                 Ok($obj(Core::new($reentrant)))
             }
-        }
 
-        builtin_object!($obj, disconnected);
-
-        impl $obj {
-            fn dispatch(
-                &self,
-                ctx: &Context,
-                method: u32,
-                args: &mut Decoder<'_>,
-                out: &mut Encoder<'_>,
-            ) -> Result<()> {
-                if self.0.call(ctx, method, args, out)? {
-                    Ok(())
-                } else {
-                    Err(no_such_method::<Self>(method))
-                }
+            fn call(&self, ctx: &Context, call: LockCall, out: &mut Encoder<'_>) -> Result<()> {
+                self.0.call(ctx, call, out)
             }
 
-            fn release_all(&self, conn: u64, end: End) {
+            fn disconnected(&self, conn: u64, end: End) {
                 self.0.release_all(conn, end)
             }
         }
@@ -238,7 +199,10 @@ pub struct LockGuard<'a> {
 
 impl Drop for LockGuard<'_> {
     fn drop(&mut self) {
-        if let Err(e) = self.handle.call::<()>(m::RELEASE, |_| Ok(())) {
+        if let Err(e) = self
+            .handle
+            .call::<()>(LockMethod::Release as u32, |_| Ok(()))
+        {
             tracing::debug!(error = %e, "releasing a lock guard failed");
         }
     }
@@ -260,27 +224,27 @@ macro_rules! lock_proxy_methods {
             ///
             /// # Errors
             /// Connection errors.
-            pub fn acquire(&self) -> () = |h| { h.call(m::ACQUIRE, |_| Ok(())) }
+            pub fn acquire(&self) -> () = |h| { h.call(LockMethod::Acquire as u32, |_| Ok(())) }
 
             /// Acquires the lock if it is free now (Python: `lock.acquire(blocking=False)`).
             ///
             /// # Errors
             /// Connection errors.
-            pub fn try_acquire(&self) -> bool = |h| { h.call(m::TRY_ACQUIRE, |_| Ok(())) }
+            pub fn try_acquire(&self) -> bool = |h| { h.call(LockMethod::TryAcquire as u32, |_| Ok(())) }
 
             /// Acquires the lock, waiting at most `timeout` (Python: `lock.acquire(timeout=t)`).
             ///
             /// # Errors
             /// Connection errors.
             pub fn acquire_timeout(&self, timeout: Duration) -> bool = |h| {
-                h.call(m::ACQUIRE_TIMEOUT, |a| a.put(&timeout))
+                h.call(LockMethod::AcquireTimeout as u32, |a| a.put(&timeout))
             }
 
             /// Releases the lock (Python: `lock.release()`).
             ///
             /// # Errors
             /// `Error::NotHeld` if it is not held (by this client thread, for an RLock).
-            pub fn release(&self) -> () = |h| { h.call(m::RELEASE, |_| Ok(())) }
+            pub fn release(&self) -> () = |h| { h.call(LockMethod::Release as u32, |_| Ok(())) }
         }
 
         impl $proxy {

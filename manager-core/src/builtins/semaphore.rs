@@ -4,12 +4,10 @@
 
 use std::collections::HashMap;
 use std::sync::{Condvar, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use crate::builtins::{
-    builtin_object, create, no_such_method, plain_proxy, proxy_methods, take_deadline, take_usize,
-    Builtin,
-};
+use crate::builtins::wait::Wait;
+use crate::builtins::{create, methods, plain_proxy, proxy_methods, take_usize, Builtin};
 use crate::client::Client;
 use crate::context::Context;
 use crate::error::{Error, Result};
@@ -32,17 +30,19 @@ pub(crate) struct SemaphoreObject {
     released: Condvar,
 }
 
-mod m {
-    pub(super) const ACQUIRE: u32 = 0;
-    pub(super) const TRY_ACQUIRE: u32 = 1;
-    pub(super) const ACQUIRE_TIMEOUT: u32 = 2;
-    pub(super) const RELEASE: u32 = 3;
+methods! {
+    /// A semaphore's methods, by wire id.
+    enum SemaphoreMethod -> SemaphoreCall {
+        0 Acquire => acquire "(&self)",
+        1 TryAcquire => try_acquire "(&self) -> bool",
+        2 AcquireTimeout(Wait) => acquire_timeout "(&self, timeout: Duration) -> bool",
+        3 Release => release "(&self)",
+    }
 }
 
 impl Builtin for SemaphoreObject {
     const NAME: &'static str = "manager::Semaphore";
-    const METHODS: &'static [&'static str] =
-        &["acquire", "try_acquire", "acquire_timeout", "release"];
+    type Methods = SemaphoreMethod;
 
     fn construct(_ctx: &Context, args: &mut Decoder<'_>) -> Result<Self> {
         let initial = take_usize(args)?;
@@ -57,46 +57,30 @@ impl Builtin for SemaphoreObject {
             released: Condvar::new(),
         })
     }
-}
 
-builtin_object!(SemaphoreObject, disconnected);
-
-impl SemaphoreObject {
-    fn dispatch(
-        &self,
-        ctx: &Context,
-        method: u32,
-        args: &mut Decoder<'_>,
-        out: &mut Encoder<'_>,
-    ) -> Result<()> {
-        match method {
-            m::ACQUIRE => {
-                args.finish()?;
-                self.acquire(ctx, true, None).map(drop)
-            }
-            m::TRY_ACQUIRE => {
-                args.finish()?;
-                out.put(&self.acquire(ctx, false, None)?)
-            }
-            m::ACQUIRE_TIMEOUT => {
-                let deadline = take_deadline(args)?;
-                args.finish()?;
-                out.put(&self.acquire(ctx, true, deadline)?)
-            }
-            m::RELEASE => {
-                args.finish()?;
-                self.release(ctx.connection_id())
-            }
-            _ => Err(no_such_method::<Self>(method)),
+    fn call(&self, ctx: &Context, call: SemaphoreCall, out: &mut Encoder<'_>) -> Result<()> {
+        match call {
+            SemaphoreCall::Acquire => self.acquire(ctx, Wait::Forever).map(drop),
+            SemaphoreCall::TryAcquire => out.put(&self.acquire(ctx, Wait::No)?),
+            SemaphoreCall::AcquireTimeout(wait) => out.put(&self.acquire(ctx, wait)?),
+            SemaphoreCall::Release => self.release(ctx.connection_id()),
         }
     }
 
-    /// Takes a permit for the calling connection, waiting until `deadline`
-    /// (`None`: forever) unless `wait` is false.
-    fn acquire(&self, ctx: &Context, wait: bool, deadline: Option<Instant>) -> Result<bool> {
+    fn disconnected(&self, conn: u64, end: End) {
+        self.release_all(conn, end)
+    }
+}
+
+impl SemaphoreObject {
+    /// Takes a permit for the calling connection, waiting as `wait` allows.
+    fn acquire(&self, ctx: &Context, wait: Wait) -> Result<bool> {
         let s = lock(&self.state);
-        let (mut s, free) = if wait {
-            match ctx.wait_until(s, &self.released, deadline, |s| s.value > 0) {
+        let (mut s, free) = if let Wait::No = wait {
+            let free = s.value > 0;
+            (s, free)
+        } else {
+            match ctx.wait_until(s, &self.released, wait.deadline(), |s| s.value > 0) {
                 Ok(r) => r,
                 Err(e) => {
                     // Pass on a wake-up this caller may have taken.
@@ -104,9 +88,6 @@ impl SemaphoreObject {
                     return Err(e);
                 }
             }
-        } else {
-            let free = s.value > 0;
-            (s, free)
         };
         if free {
             s.value -= 1;
@@ -197,25 +178,25 @@ proxy_methods! {
     ///
     /// # Errors
     /// Connection errors.
-    pub fn acquire(&self) -> () = |h| { h.call(m::ACQUIRE, |_| Ok(())) }
+    pub fn acquire(&self) -> () = |h| { h.call(SemaphoreMethod::Acquire as u32, |_| Ok(())) }
 
     /// Takes a permit if one is free now (Python: `sem.acquire(blocking=False)`).
     ///
     /// # Errors
     /// Connection errors.
-    pub fn try_acquire(&self) -> bool = |h| { h.call(m::TRY_ACQUIRE, |_| Ok(())) }
+    pub fn try_acquire(&self) -> bool = |h| { h.call(SemaphoreMethod::TryAcquire as u32, |_| Ok(())) }
 
     /// Takes a permit, waiting at most `timeout` (Python: `sem.acquire(timeout=t)`).
     ///
     /// # Errors
     /// Connection errors.
-    pub fn acquire_timeout(&self, timeout: Duration) -> bool = |h| { h.call(m::ACQUIRE_TIMEOUT, |a| a.put(&timeout)) }
+    pub fn acquire_timeout(&self, timeout: Duration) -> bool = |h| { h.call(SemaphoreMethod::AcquireTimeout as u32, |a| a.put(&timeout)) }
 
     /// Gives a permit back (Python: `sem.release()`).
     ///
     /// # Errors
     /// `Error::NotHeld` for a bounded semaphore already at its initial value.
-    pub fn release(&self) -> () = |h| { h.call(m::RELEASE, |_| Ok(())) }
+    pub fn release(&self) -> () = |h| { h.call(SemaphoreMethod::Release as u32, |_| Ok(())) }
 }
 
 impl Client {
