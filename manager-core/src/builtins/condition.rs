@@ -1,11 +1,11 @@
 //! `Condition` (Python's `threading.Condition` through a manager), with its
-//! own reentrant lock owned per client thread.
+//! own reentrant lock owned per client thread, on the wait core: the lock
+//! is an owned permit, and a notification a grant to the oldest waiter.
 
-use std::collections::{HashSet, VecDeque};
-use std::sync::{Condvar, Mutex, MutexGuard};
+use std::sync::Mutex;
 use std::time::Duration;
 
-use crate::builtins::wait::Wait;
+use crate::builtins::wait::{acquire, wait_turn, Permits, Policy, Wait, Waiters};
 use crate::builtins::{create, methods, plain_proxy, proxy_methods, Builtin};
 use crate::client::Client;
 use crate::context::Context;
@@ -15,35 +15,16 @@ use crate::server::lock;
 use crate::shared::End;
 use crate::wire::codec::{Decoder, Encoder};
 
-#[derive(Default)]
+/// One mutex over both, so that `wait` puts the lock down and queues for a
+/// notification at once: no `notify` falls in between.
 struct State {
-    /// The connection holding the condition's lock, and its recursion level.
-    owner: Option<u64>,
-    count: u64,
-    next_ticket: u64,
-    /// Tickets of the callers in `wait`, oldest first, not yet notified.
-    waiting: VecDeque<u64>,
-    /// Tickets notified whose callers have not woken yet.
-    notified: HashSet<u64>,
-}
-
-impl State {
-    /// Notifies the `n` oldest waiters.
-    fn notify(&mut self, n: usize) {
-        for _ in 0..n {
-            let Some(ticket) = self.waiting.pop_front() else {
-                break;
-            };
-            self.notified.insert(ticket);
-        }
-    }
+    lock: Permits,
+    /// The callers in `wait`, to be notified oldest first.
+    notices: Waiters,
 }
 
 pub(crate) struct ConditionObject {
     state: Mutex<State>,
-    /// Notified whenever the lock is freed or a waiter is notified; every
-    /// sleeper re-checks its own condition (conditions are not a hot path).
-    changed: Condvar,
 }
 
 methods! {
@@ -71,32 +52,27 @@ impl Builtin for ConditionObject {
     type Methods = ConditionMethod;
 
     fn construct(_ctx: &Context, _args: &mut Decoder<'_>) -> Result<Self> {
+        let state = State {
+            lock: Permits::new(1, Some(1), Policy::Owned),
+            notices: Waiters::default(),
+        };
         Ok(ConditionObject {
-            state: Mutex::new(State::default()),
-            changed: Condvar::new(),
+            state: Mutex::new(state),
         })
     }
 
     fn call(&self, ctx: &Context, call: ConditionCall, out: &mut Encoder<'_>) -> Result<()> {
         let conn = ctx.connection_id();
-        let take = |wait| self.take(ctx, lock(&self.state), wait, 1);
+        let state = &self.state;
+        let acquire = |wait| acquire(ctx, state, lock(state), wait, 1, |s| &mut s.lock);
         match call {
-            ConditionCall::Acquire => take(Wait::Forever).map(drop),
-            ConditionCall::TryAcquire => out.put(&take(Wait::No)?),
-            ConditionCall::AcquireTimeout(wait) => out.put(&take(wait)?),
-            ConditionCall::Release => {
-                let mut s = lock(&self.state);
-                if s.owner != Some(conn) {
-                    return Err(not_held("release()"));
-                }
-                s.count -= 1;
-                if s.count == 0 {
-                    s.owner = None;
-                    drop(s);
-                    self.changed.notify_all();
-                }
-                Ok(())
-            }
+            ConditionCall::Acquire => acquire(Wait::Forever).map(drop),
+            ConditionCall::TryAcquire => out.put(&acquire(Wait::No)?.1),
+            ConditionCall::AcquireTimeout(wait) => out.put(&acquire(wait)?.1),
+            ConditionCall::Release => lock(state)
+                .lock
+                .release(conn)
+                .map_err(|_| not_held("release()")),
             ConditionCall::Wait => self.wait(ctx, Wait::Forever).map(drop),
             ConditionCall::WaitTimeout(wait) => out.put(&self.wait(ctx, wait)?),
             ConditionCall::Notify => self.notify(conn, 1, "notify()"),
@@ -104,106 +80,53 @@ impl Builtin for ConditionObject {
         }
     }
 
+    /// Either end frees the lock (at any level): nobody else could.
     fn disconnected(&self, conn: u64, end: End) {
-        self.release_all(conn, end)
+        lock(&self.state).lock.settle(conn, end)
     }
 }
 
 impl ConditionObject {
-    /// Notifies the `n` oldest waiters, if `conn` holds the lock, as `what` needs.
+    /// Notifies the `n` oldest waiters, if `conn` holds the lock, as `what`
+    /// needs.
     fn notify(&self, conn: u64, n: usize, what: &str) -> Result<()> {
         let mut s = lock(&self.state);
-        if s.owner != Some(conn) {
+        if !s.lock.holds(conn) {
             return Err(not_held(what));
         }
-        s.notify(n);
-        drop(s);
-        self.changed.notify_all();
+        for _ in 0..n {
+            if s.notices.hand_off(()).is_err() {
+                break;
+            }
+        }
         Ok(())
     }
 
-    /// Takes the lock `levels` times for the calling connection, first
-    /// waiting as `wait` allows for it to be free if another connection
-    /// holds it. Whether it was taken.
-    fn take(
-        &self,
-        ctx: &Context,
-        s: MutexGuard<'_, State>,
-        wait: Wait,
-        levels: u64,
-    ) -> Result<bool> {
-        let conn = ctx.connection_id();
-        let mut s = if s.owner == Some(conn) {
-            s
-        } else {
-            let (mut s, free) = match wait {
-                Wait::No => {
-                    let free = s.owner.is_none();
-                    (s, free)
-                }
-                _ => ctx.wait_until(s, &self.changed, wait.deadline(), |s| s.owner.is_none())?,
-            };
-            if !free {
-                return Ok(false);
-            }
-            s.owner = Some(conn);
-            s.count = 0;
-            s
-        };
-        s.count = s
-            .count
-            .checked_add(levels)
-            .ok_or_else(|| Error::LimitReached("condition lock recursion depth".into()))?;
-        Ok(true)
-    }
-
-    /// Releases every level of the lock, waits to be notified (or for the
+    /// Puts down every level of the lock, waits to be notified (or for the
     /// deadline), and takes the lock back at the same level, as Python does
     /// even after a timeout. Whether it was notified.
     fn wait(&self, ctx: &Context, wait: Wait) -> Result<bool> {
         let mut s = lock(&self.state);
-        if s.owner != Some(ctx.connection_id()) {
-            return Err(not_held("wait()"));
-        }
-        let levels = std::mem::take(&mut s.count);
-        s.owner = None;
-        let ticket = s.next_ticket;
-        s.next_ticket = s.next_ticket.wrapping_add(1);
-        s.waiting.push_back(ticket);
-        self.changed.notify_all();
-        let (mut s, notified) = match ctx.wait_until(s, &self.changed, wait.deadline(), |s| {
-            s.notified.contains(&ticket)
-        }) {
-            Ok(r) => r,
-            Err(e) => {
-                // The caller is gone: leave the queue, and hand a
-                // notification it got but cannot act on to the next waiter.
-                let mut s = lock(&self.state);
-                s.waiting.retain(|t| *t != ticket);
-                if s.notified.remove(&ticket) {
-                    s.notify(1);
-                    drop(s);
-                    self.changed.notify_all();
-                }
-                return Err(e);
-            }
-        };
-        s.notified.remove(&ticket);
-        s.waiting.retain(|t| *t != ticket);
-        self.take(ctx, s, Wait::Forever, levels)?;
-        Ok(notified)
-    }
-
-    /// Connection `conn` ended, either way: if it holds the lock (at any
-    /// level), the lock is free, since nobody else could release it.
-    fn release_all(&self, conn: u64, _end: End) {
-        let mut s = lock(&self.state);
-        if s.owner == Some(conn) {
-            s.owner = None;
-            s.count = 0;
-            drop(s);
-            self.changed.notify_all();
-        }
+        let levels = s
+            .lock
+            .put_down(ctx.connection_id())
+            .ok_or_else(|| not_held("wait()"))?;
+        // A notification this caller cannot act on goes to the next waiter,
+        // or is lost, as one with nobody waiting is.
+        let (s, notified) = wait_turn(
+            ctx,
+            &self.state,
+            s,
+            wait,
+            |s| &mut s.notices,
+            |s, ()| {
+                let _ = s.notices.hand_off(());
+            },
+        )?;
+        drop(acquire(ctx, &self.state, s, Wait::Forever, levels, |s| {
+            &mut s.lock
+        })?);
+        Ok(notified.is_some())
     }
 }
 

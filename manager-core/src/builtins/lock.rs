@@ -1,35 +1,21 @@
 //! `Lock` and `RLock` (Python's `threading.Lock` and `RLock` through a
-//! manager). The owner is the calling connection: one client thread. When a
-//! connection ends abnormally, the locks it holds are released and waiters
-//! wake; after a normal end a plain Lock stays held, as in Python.
+//! manager): one permit each, on the wait core. The owner is the calling
+//! connection: one client thread. When a connection ends abnormally, the
+//! locks it holds are released and the longest waiter takes them; after a
+//! normal end a plain Lock stays held, as in Python.
 
-use std::sync::{Condvar, Mutex};
+use std::sync::Mutex;
 use std::time::Duration;
 
-use crate::builtins::wait::Wait;
+use crate::builtins::wait::{acquire, Permits, Policy, Refused, Wait};
 use crate::builtins::{create, methods, plain_proxy, proxy_methods, Builtin};
 use crate::client::Client;
 use crate::context::Context;
 use crate::error::{Error, Result};
 use crate::proxy::Handle;
-use crate::server::lock as guard;
+use crate::server::lock;
 use crate::shared::End;
 use crate::wire::codec::{Decoder, Encoder};
-
-#[derive(Default)]
-struct State {
-    /// The connection that acquired it.
-    holder: Option<u64>,
-    /// Recursion level: 1 for a held `Lock`, 1 or more for a held `RLock`.
-    count: u64,
-}
-
-/// A lock, reentrant or not.
-struct Core {
-    reentrant: bool,
-    state: Mutex<State>,
-    released: Condvar,
-}
 
 methods! {
     /// The methods of a lock and of an rlock, by wire id.
@@ -41,124 +27,53 @@ methods! {
     }
 }
 
-impl Core {
-    fn new(reentrant: bool) -> Core {
-        Core {
-            reentrant,
-            state: Mutex::new(State::default()),
-            released: Condvar::new(),
-        }
-    }
-
-    fn free_for(&self, s: &State, conn: u64) -> bool {
-        s.holder.is_none() || (self.reentrant && s.holder == Some(conn))
-    }
-
-    /// Acquires for the calling connection, waiting as `wait` allows.
-    fn acquire(&self, ctx: &Context, wait: Wait) -> Result<bool> {
-        let conn = ctx.connection_id();
-        let s = guard(&self.state);
-        let (mut s, free) = if let Wait::No = wait {
-            let free = self.free_for(&s, conn);
-            (s, free)
-        } else {
-            match ctx.wait_until(s, &self.released, wait.deadline(), |s| {
-                self.free_for(s, conn)
-            }) {
-                Ok(r) => r,
-                Err(e) => {
-                    // Pass on a wake-up this caller may have taken.
-                    self.released.notify_one();
-                    return Err(e);
-                }
-            }
-        };
-        if free {
-            s.count = s
-                .count
-                .checked_add(1)
-                .ok_or_else(|| Error::LimitReached("rlock recursion depth".into()))?;
-            s.holder = Some(conn);
-        }
-        Ok(free)
-    }
-
-    fn release(&self, conn: u64) -> Result<()> {
-        let mut s = guard(&self.state);
-        match s.holder {
-            None => return Err(Error::NotHeld("release of an unlocked lock".into())),
-            Some(owner) if self.reentrant && owner != conn => {
-                return Err(Error::NotHeld(
-                    "release of an RLock held by another client thread".into(),
-                ))
-            }
-            // A plain Lock may be released by anyone, as in Python.
-            Some(_) => {}
-        }
-        s.count = s.count.saturating_sub(1);
-        if !self.reentrant || s.count == 0 {
-            s.holder = None;
-            s.count = 0;
-            drop(s);
-            self.released.notify_one();
-        }
-        Ok(())
-    }
-
-    /// Runs a lock method.
-    fn call(&self, ctx: &Context, call: LockCall, out: &mut Encoder<'_>) -> Result<()> {
-        match call {
-            LockCall::Acquire => self.acquire(ctx, Wait::Forever).map(drop),
-            LockCall::TryAcquire => out.put(&self.acquire(ctx, Wait::No)?),
-            LockCall::AcquireTimeout(wait) => out.put(&self.acquire(ctx, wait)?),
-            LockCall::Release => self.release(ctx.connection_id()),
-        }
-    }
-
-    /// Connection `conn` ended. An RLock it holds (at any level) is free
-    /// again either way: nobody else could release it. A plain Lock stays
-    /// held after a normal end, as in Python, where any client may release
-    /// it; after an abnormal one it is freed.
-    fn release_all(&self, conn: u64, end: End) {
-        if !self.reentrant && end == End::Normal {
-            return;
-        }
-        let mut s = guard(&self.state);
-        if s.holder == Some(conn) {
-            s.holder = None;
-            s.count = 0;
-            drop(s);
-            self.released.notify_one();
-        }
-    }
-}
-
-pub(crate) struct LockObject(Core);
-pub(crate) struct RLockObject(Core);
+/// A lock's one permit: counted for a `Lock` (anyone may release it, and a
+/// normal end leaves it held), owned for an `RLock`.
+pub(crate) struct LockObject(Mutex<Permits>);
+/// See [`LockObject`].
+pub(crate) struct RLockObject(Mutex<Permits>);
 
 macro_rules! lock_object {
-    ($obj:ident, $name:literal, $reentrant:literal) => {
+    ($obj:ident, $name:literal, $policy:expr) => {
         impl Builtin for $obj {
             const NAME: &'static str = $name;
             type Methods = LockMethod;
 
             fn construct(_ctx: &Context, _args: &mut Decoder<'_>) -> Result<Self> {
-                Ok($obj(Core::new($reentrant)))
+                Ok($obj(Mutex::new(Permits::new(1, Some(1), $policy))))
             }
 
             fn call(&self, ctx: &Context, call: LockCall, out: &mut Encoder<'_>) -> Result<()> {
-                self.0.call(ctx, call, out)
+                let permit = &self.0;
+                let acquire = |wait| acquire(ctx, permit, lock(permit), wait, 1, |p| p);
+                match call {
+                    LockCall::Acquire => acquire(Wait::Forever).map(drop),
+                    LockCall::TryAcquire => out.put(&acquire(Wait::No)?.1),
+                    LockCall::AcquireTimeout(wait) => out.put(&acquire(wait)?.1),
+                    LockCall::Release => {
+                        let refused = lock(permit).release(ctx.connection_id()).err();
+                        match refused {
+                            None => Ok(()),
+                            Some(Refused::NothingOut) => {
+                                Err(Error::NotHeld("release of an unlocked lock".into()))
+                            }
+                            Some(Refused::HeldByAnother) => Err(Error::NotHeld(
+                                "release of an RLock held by another client thread".into(),
+                            )),
+                        }
+                    }
+                }
             }
 
             fn disconnected(&self, conn: u64, end: End) {
-                self.0.release_all(conn, end)
+                lock(&self.0).settle(conn, end)
             }
         }
     };
 }
 
-lock_object!(LockObject, "manager::Lock", false);
-lock_object!(RLockObject, "manager::RLock", true);
+lock_object!(LockObject, "manager::Lock", Policy::Counted);
+lock_object!(RLockObject, "manager::RLock", Policy::Owned);
 
 /// Holds a lock until dropped; from [`LockProxy::lock`] or [`RLockProxy::lock`]
 /// (Python: `with lock:`).

@@ -1,12 +1,12 @@
 //! `Semaphore` and `BoundedSemaphore` (Python's `threading` ones through a
-//! manager). Permits are counted per connection, so a client that dies gives
-//! back the permits it took; one that ends normally leaves them taken.
+//! manager), on the wait core. Permits are counted per connection, so a
+//! client that dies gives back the permits it took; one that ends normally
+//! leaves them taken.
 
-use std::collections::HashMap;
-use std::sync::{Condvar, Mutex};
+use std::sync::Mutex;
 use std::time::Duration;
 
-use crate::builtins::wait::Wait;
+use crate::builtins::wait::{acquire, Permits, Policy, Wait};
 use crate::builtins::{create, methods, plain_proxy, proxy_methods, take_usize, Builtin};
 use crate::client::Client;
 use crate::context::Context;
@@ -16,19 +16,8 @@ use crate::server::lock;
 use crate::shared::End;
 use crate::wire::codec::{Decoder, Encoder};
 
-struct State {
-    /// Free permits.
-    value: usize,
-    /// Permits taken and not given back, by the connection that took them.
-    held: HashMap<u64, usize>,
-}
-
-pub(crate) struct SemaphoreObject {
-    initial: usize,
-    bounded: bool,
-    state: Mutex<State>,
-    released: Condvar,
-}
+/// Counted permits; a bounded semaphore's never more free than at first.
+pub(crate) struct SemaphoreObject(Mutex<Permits>);
 
 methods! {
     /// A semaphore's methods, by wire id.
@@ -45,104 +34,33 @@ impl Builtin for SemaphoreObject {
     type Methods = SemaphoreMethod;
 
     fn construct(_ctx: &Context, args: &mut Decoder<'_>) -> Result<Self> {
-        let initial = take_usize(args)?;
+        let initial = take_usize(args)? as u64;
         let bounded: bool = args.take()?;
-        Ok(SemaphoreObject {
-            initial,
-            bounded,
-            state: Mutex::new(State {
-                value: initial,
-                held: HashMap::new(),
-            }),
-            released: Condvar::new(),
-        })
+        let permits = Permits::new(initial, bounded.then_some(initial), Policy::Counted);
+        Ok(SemaphoreObject(Mutex::new(permits)))
     }
 
     fn call(&self, ctx: &Context, call: SemaphoreCall, out: &mut Encoder<'_>) -> Result<()> {
+        let permits = &self.0;
+        let acquire = |wait| acquire(ctx, permits, lock(permits), wait, 1, |p| p);
         match call {
-            SemaphoreCall::Acquire => self.acquire(ctx, Wait::Forever).map(drop),
-            SemaphoreCall::TryAcquire => out.put(&self.acquire(ctx, Wait::No)?),
-            SemaphoreCall::AcquireTimeout(wait) => out.put(&self.acquire(ctx, wait)?),
-            SemaphoreCall::Release => self.release(ctx.connection_id()),
+            SemaphoreCall::Acquire => acquire(Wait::Forever).map(drop),
+            SemaphoreCall::TryAcquire => out.put(&acquire(Wait::No)?.1),
+            SemaphoreCall::AcquireTimeout(wait) => out.put(&acquire(wait)?.1),
+            SemaphoreCall::Release => lock(permits).release(ctx.connection_id()).map_err(|_| {
+                Error::NotHeld(
+                    "a bounded semaphore released more times than it was acquired".into(),
+                )
+            }),
         }
     }
 
+    /// After an abnormal end the permits the connection still holds come
+    /// back; after a normal one they stay taken, as in Python (an acquire
+    /// consumes a permit: that is how a semaphore carries a signal from one
+    /// process to another).
     fn disconnected(&self, conn: u64, end: End) {
-        self.release_all(conn, end)
-    }
-}
-
-impl SemaphoreObject {
-    /// Takes a permit for the calling connection, waiting as `wait` allows.
-    fn acquire(&self, ctx: &Context, wait: Wait) -> Result<bool> {
-        let s = lock(&self.state);
-        let (mut s, free) = if let Wait::No = wait {
-            let free = s.value > 0;
-            (s, free)
-        } else {
-            match ctx.wait_until(s, &self.released, wait.deadline(), |s| s.value > 0) {
-                Ok(r) => r,
-                Err(e) => {
-                    // Pass on a wake-up this caller may have taken.
-                    self.released.notify_one();
-                    return Err(e);
-                }
-            }
-        };
-        if free {
-            s.value -= 1;
-            *s.held.entry(ctx.connection_id()).or_insert(0) += 1;
-        }
-        Ok(free)
-    }
-
-    fn release(&self, conn: u64) -> Result<()> {
-        let mut s = lock(&self.state);
-        if self.bounded && s.value >= self.initial {
-            return Err(Error::NotHeld(
-                "a bounded semaphore released more times than it was acquired".into(),
-            ));
-        }
-        s.value = s.value.saturating_add(1);
-        // The permit comes back from the caller's own, or, released on
-        // another's behalf (allowed, as in Python), from someone else's: so
-        // a connection that closes later gives back only what is still out.
-        let from = if s.held.contains_key(&conn) {
-            Some(conn)
-        } else {
-            s.held.keys().next().copied()
-        };
-        if let Some(from) = from {
-            if let Some(n) = s.held.get_mut(&from) {
-                *n -= 1;
-                if *n == 0 {
-                    s.held.remove(&from);
-                }
-            }
-        }
-        drop(s);
-        self.released.notify_one();
-        Ok(())
-    }
-
-    /// Connection `conn` ended. After an abnormal end the permits it still
-    /// holds come back; after a normal one they stay taken, as in Python
-    /// (an acquire consumes a permit: that is how a semaphore carries a
-    /// signal from one process to another).
-    fn release_all(&self, conn: u64, end: End) {
-        let mut s = lock(&self.state);
-        let held = s.held.remove(&conn);
-        if end == End::Normal {
-            return;
-        }
-        if let Some(n) = held {
-            s.value = s.value.saturating_add(n);
-            if self.bounded {
-                s.value = s.value.min(self.initial);
-            }
-            drop(s);
-            self.released.notify_all();
-        }
+        lock(&self.0).settle(conn, end)
     }
 }
 
