@@ -1,5 +1,7 @@
 //! `Queue` and `JoinableQueue`: FIFO queues with an optional bound
-//! (Python's `queue.Queue` and `multiprocessing.JoinableQueue`).
+//! (Python's `queue.Queue` and `multiprocessing.JoinableQueue`). Blocked
+//! `get`s and `put`s wait on the wait core: an item put goes straight to
+//! the longest-waiting `get`, a slot freed to the longest-waiting `put`.
 
 use std::collections::{HashMap, VecDeque};
 use std::marker::PhantomData;
@@ -9,7 +11,7 @@ use std::time::Duration;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
-use crate::builtins::wait::Wait;
+use crate::builtins::wait::{wait_turn, Policy, Wait, Waiters};
 use crate::builtins::{
     builtin_proxy, create, methods, proxy_methods, take_usize, write_option, Builtin, Elem,
     Methods, Stored,
@@ -30,6 +32,10 @@ struct State {
     /// done, oldest first: they go back to the front of the queue if that
     /// connection ends abnormally (at-least-once, and `join` returns).
     taken: HashMap<u64, VecDeque<Stored>>,
+    /// Callers of `get` waiting for an item: a `put` hands it over.
+    getters: Waiters<Stored>,
+    /// Callers of `put` waiting for room: a `get` reserves them a slot.
+    putters: Waiters,
 }
 
 /// What a queue and a joinable queue share.
@@ -39,8 +45,6 @@ struct Core {
     /// A `JoinableQueue`: `task_done` and `join`, and taken items tracked.
     joinable: bool,
     state: Mutex<State>,
-    not_empty: Condvar,
-    not_full: Condvar,
     all_done: Condvar,
 }
 
@@ -94,70 +98,57 @@ impl Core {
                 items: VecDeque::new(),
                 unfinished: 0,
                 taken: HashMap::new(),
+                getters: Waiters::default(),
+                putters: Waiters::default(),
             }),
-            not_empty: Condvar::new(),
-            not_full: Condvar::new(),
             all_done: Condvar::new(),
         })
     }
 
+    /// Whether a bounded queue has no room, counting the slots reserved
+    /// for waiting putters that have not woken yet.
     fn full(&self, s: &State) -> bool {
-        self.maxsize > 0 && s.items.len() >= self.maxsize
+        self.maxsize > 0 && s.items.len() + s.putters.pending() >= self.maxsize
     }
 
     /// Puts `item` once there is room; `false` (and the item dropped) if
     /// there was none in time.
     fn put(&self, ctx: &Context, item: Elem, wait: Wait) -> Result<bool> {
         let item = Stored::keep(ctx, item);
-        let s = lock(&self.state);
-        let (mut s, room) = match wait {
-            Wait::No => {
-                let room = !self.full(&s);
-                (s, room)
+        let mut s = lock(&self.state);
+        if self.full(&s) {
+            // A slot reserved for a caller that is gone is the next one's.
+            let (waited, slot) = wait_turn(
+                ctx,
+                &self.state,
+                s,
+                wait,
+                |s| &mut s.putters,
+                |s, ()| free_slot(s),
+            )?;
+            if slot.is_none() {
+                return Ok(false);
             }
-            _ => {
-                match ctx.wait_until(s, &self.not_full, wait.deadline(), |s| !self.full(s)) {
-                    Ok(r) => r,
-                    Err(e) => {
-                        // This caller may have taken the wake-up meant for
-                        // another putter: pass it on.
-                        self.not_full.notify_one();
-                        return Err(e);
-                    }
-                }
-            }
-        };
-        if !room {
-            return Ok(false);
+            s = waited;
         }
-        s.items.push_back(item);
         s.unfinished = s.unfinished.saturating_add(1);
-        drop(s);
-        self.not_empty.notify_one();
+        if let Err(item) = s.getters.hand_off(item) {
+            s.items.push_back(item);
+        }
         Ok(true)
     }
 
     /// Takes the oldest item, if there is one in time.
     fn get(&self, ctx: &Context, wait: Wait) -> Result<Option<Stored>> {
-        let s = lock(&self.state);
-        let mut s = match wait {
-            Wait::No => s,
-            _ => {
-                match ctx.wait_until(s, &self.not_empty, wait.deadline(), |s| !s.items.is_empty()) {
-                    Ok((s, _)) => s,
-                    Err(e) => {
-                        self.not_empty.notify_one();
-                        return Err(e);
-                    }
-                }
-            }
-        };
-        let item = s.items.pop_front();
-        drop(s);
-        if item.is_some() {
-            self.not_full.notify_one();
+        let mut s = lock(&self.state);
+        // Nobody waits for an item while there is one: an item put goes to
+        // a waiting getter first.
+        if let Some(item) = s.items.pop_front() {
+            free_slot(&mut s);
+            return Ok(Some(item));
         }
-        Ok(item)
+        // An item handed to a caller that is gone is the next one's.
+        wait_turn(ctx, &self.state, s, wait, |s| &mut s.getters, put_front).map(|(_, item)| item)
     }
 
     /// Marks one item done: the oldest the calling connection took, or, for
@@ -205,8 +196,7 @@ impl Core {
     /// Puts `item`, taken by a caller who left before its reply, back at
     /// the front, where it was.
     fn put_back(&self, item: Stored) {
-        lock(&self.state).items.push_front(item);
-        self.not_empty.notify_one();
+        put_front(&mut lock(&self.state), item);
     }
 
     /// Remembers that `conn` took `item` from a joinable queue.
@@ -224,10 +214,11 @@ impl Core {
     /// after a normal one they stay unfinished, as in Python.
     fn release_all(&self, conn: u64, end: End) {
         let mut s = lock(&self.state);
-        let Some(taken) = s.taken.remove(&conn) else {
+        let Some(mut taken) = s.taken.remove(&conn) else {
             return;
         };
-        if end == End::Normal {
+        // An item taken is held as a counted permit is.
+        if !Policy::Counted.gives_back(end) {
             drop(s);
             drop(taken);
             return;
@@ -237,11 +228,15 @@ impl Core {
             items = taken.len(),
             "a consumer ended abnormally: its unfinished items go back to the queue"
         );
+        while let Some(item) = taken.pop_front() {
+            if let Err(item) = s.getters.hand_off(item) {
+                taken.push_front(item);
+                break;
+            }
+        }
         for item in taken.into_iter().rev() {
             s.items.push_front(item);
         }
-        drop(s);
-        self.not_empty.notify_all();
     }
 
     /// Runs a queue method.
@@ -296,6 +291,18 @@ impl Core {
             let core = Arc::clone(self);
             ctx.on_undelivered(move || core.put_back(item));
         }
+    }
+}
+
+/// A slot came free: the longest-waiting putter's, if any.
+fn free_slot(s: &mut State) {
+    let _ = s.putters.hand_off(());
+}
+
+/// `item` goes to the front: to the longest-waiting getter, if any.
+fn put_front(s: &mut State, item: Stored) {
+    if let Err(item) = s.getters.hand_off(item) {
+        s.items.push_front(item);
     }
 }
 

@@ -1,5 +1,5 @@
-//! The one wait core of the blocking built-ins: lock, rlock, semaphore and
-//! condition wait here.
+//! The one wait core of the blocking built-ins: lock, rlock, semaphore,
+//! condition and queue (plain and joinable) all wait here.
 //!
 //! - [`Waiters`]: the callers waiting for a grant (a permit, a notification,
 //!   an item), oldest first. A grant is handed to the oldest waiter, which
@@ -91,6 +91,11 @@ impl<G> Waiters<G> {
     /// Whether anybody is waiting for a grant.
     pub(crate) fn any(&self) -> bool {
         !self.queue.is_empty()
+    }
+
+    /// How many grants were handed over and not yet taken up.
+    pub(crate) fn pending(&self) -> usize {
+        self.granted.len()
     }
 
     /// Hands `grant` to the oldest waiter and wakes it: `Ok` with the

@@ -19,10 +19,12 @@ fn grants_go_to_the_oldest_waiter_and_wait_to_be_taken_up() {
     let second = waiting(&mut w, 2);
     assert_eq!(w.hand_off("a"), Ok(1));
     assert!(w.is_granted(first) && !w.is_granted(second));
+    assert_eq!(w.pending(), 1);
     assert_eq!(w.hand_off("b"), Ok(2));
     assert_eq!(w.hand_off("c"), Err("c"), "nobody left waiting");
     assert_eq!(w.leave(second), Some("b"));
     assert_eq!(w.leave(first), Some("a"));
+    assert_eq!(w.pending(), 0);
 }
 
 #[test]
