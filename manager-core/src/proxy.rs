@@ -507,9 +507,10 @@ mod tests {
     fn the_fingerprint_of_a_list_of_u32_is_fixed() {
         assert_eq!(std::any::type_name::<u32>(), "u32");
         // FNV-1a over the base fingerprint's little-endian bytes, a 0 byte
-        // and "u32"; the base over "manager::List" and each method name,
-        // each after a 0 byte (checked against an independent computation).
-        const LIST_OF_U32: u64 = 0x76c3_0bc9_3e57_a95c;
+        // and "u32"; the base over "manager::List" and each method's
+        // signature ("push(&self, value: T)", …), each after a 0 byte
+        // (checked against an independent computation).
+        const LIST_OF_U32: u64 = 0xc954_1a87_98bb_24f5;
         assert_eq!(Kind::of::<ListProxy<u32>>().fingerprint, LIST_OF_U32);
         assert_eq!(<ListProxy<u32> as Proxy>::__fingerprint(), LIST_OF_U32);
     }

@@ -2,12 +2,10 @@
 
 use std::collections::HashMap;
 use std::sync::{Condvar, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use crate::builtins::{
-    builtin_object, create, no_such_method, plain_proxy, proxy_methods, take_deadline, take_usize,
-    Builtin,
-};
+use crate::builtins::wait::Wait;
+use crate::builtins::{create, methods, plain_proxy, proxy_methods, take_usize, Builtin};
 use crate::client::Client;
 use crate::context::Context;
 use crate::error::{Error, Result};
@@ -69,27 +67,22 @@ pub(crate) struct BarrierObject {
     changed: Condvar,
 }
 
-mod m {
-    pub(super) const WAIT: u32 = 0;
-    pub(super) const WAIT_TIMEOUT: u32 = 1;
-    pub(super) const RESET: u32 = 2;
-    pub(super) const ABORT: u32 = 3;
-    pub(super) const PARTIES: u32 = 4;
-    pub(super) const N_WAITING: u32 = 5;
-    pub(super) const IS_BROKEN: u32 = 6;
+methods! {
+    /// A barrier's methods, by wire id.
+    enum BarrierMethod -> BarrierCall {
+        0 Wait => wait "(&self) -> usize",
+        1 WaitTimeout(Wait) => wait_timeout "(&self, timeout: Duration) -> usize",
+        2 Reset => reset "(&self)",
+        3 Abort => abort "(&self)",
+        4 Parties => parties "(&self) -> usize",
+        5 NWaiting => n_waiting "(&self) -> usize",
+        6 IsBroken => is_broken "(&self) -> bool",
+    }
 }
 
 impl Builtin for BarrierObject {
     const NAME: &'static str = "manager::Barrier";
-    const METHODS: &'static [&'static str] = &[
-        "wait",
-        "wait_timeout",
-        "reset",
-        "abort",
-        "parties",
-        "n_waiting",
-        "is_broken",
-    ];
+    type Methods = BarrierMethod;
 
     fn construct(_ctx: &Context, args: &mut Decoder<'_>) -> Result<Self> {
         let parties = take_usize(args)?;
@@ -107,30 +100,12 @@ impl Builtin for BarrierObject {
             changed: Condvar::new(),
         })
     }
-}
 
-builtin_object!(BarrierObject, disconnected);
-
-impl BarrierObject {
-    fn dispatch(
-        &self,
-        ctx: &Context,
-        method: u32,
-        args: &mut Decoder<'_>,
-        out: &mut Encoder<'_>,
-    ) -> Result<()> {
-        match method {
-            m::WAIT => {
-                args.finish()?;
-                out.put(&self.wait(ctx, None)?)
-            }
-            m::WAIT_TIMEOUT => {
-                let deadline = take_deadline(args)?;
-                args.finish()?;
-                out.put(&self.wait(ctx, deadline)?)
-            }
-            m::RESET => {
-                args.finish()?;
+    fn call(&self, ctx: &Context, call: BarrierCall, out: &mut Encoder<'_>) -> Result<()> {
+        match call {
+            BarrierCall::Wait => out.put(&self.wait(ctx, Wait::Forever)?),
+            BarrierCall::WaitTimeout(wait) => out.put(&self.wait(ctx, wait)?),
+            BarrierCall::Reset => {
                 let mut s = lock(&self.state);
                 s.break_round();
                 s.broken = false;
@@ -138,8 +113,7 @@ impl BarrierObject {
                 self.changed.notify_all();
                 Ok(())
             }
-            m::ABORT => {
-                args.finish()?;
+            BarrierCall::Abort => {
                 let mut s = lock(&self.state);
                 s.broken = true;
                 s.break_round();
@@ -147,24 +121,20 @@ impl BarrierObject {
                 self.changed.notify_all();
                 Ok(())
             }
-            m::PARTIES => {
-                args.finish()?;
-                out.put(&self.parties)
-            }
-            m::N_WAITING => {
-                args.finish()?;
-                out.put(&lock(&self.state).waiters.len())
-            }
-            m::IS_BROKEN => {
-                args.finish()?;
-                out.put(&lock(&self.state).broken)
-            }
-            _ => Err(no_such_method::<Self>(method)),
+            BarrierCall::Parties => out.put(&self.parties),
+            BarrierCall::NWaiting => out.put(&lock(&self.state).waiters.len()),
+            BarrierCall::IsBroken => out.put(&lock(&self.state).broken),
         }
     }
 
+    fn disconnected(&self, conn: u64, end: End) {
+        self.release_all(conn, end)
+    }
+}
+
+impl BarrierObject {
     /// Waits for the round to pass; this caller's arrival index.
-    fn wait(&self, ctx: &Context, deadline: Option<Instant>) -> Result<usize> {
+    fn wait(&self, ctx: &Context, wait: Wait) -> Result<usize> {
         let conn = ctx.connection_id();
         let mut s = lock(&self.state);
         if s.broken {
@@ -181,7 +151,9 @@ impl BarrierObject {
         }
         s.waiters.push(conn);
         let generation = s.generation;
-        let waited = ctx.wait_until(s, &self.changed, deadline, |s| s.generation != generation);
+        let waited = ctx.wait_until(s, &self.changed, wait.deadline(), |s| {
+            s.generation != generation
+        });
         let (mut s, over) = match waited {
             Ok(r) => r,
             Err(e) => {
@@ -252,45 +224,45 @@ proxy_methods! {
     ///
     /// # Errors
     /// `Error::BrokenBarrier` if the barrier is or becomes broken.
-    pub fn wait(&self) -> usize = |h| { h.call(m::WAIT, |_| Ok(())) }
+    pub fn wait(&self) -> usize = |h| { h.call(BarrierMethod::Wait as u32, |_| Ok(())) }
 
     /// Like [`BarrierProxy::wait`], for at most `timeout`; a timeout breaks
     /// the barrier (Python: `barrier.wait(t)`).
     ///
     /// # Errors
     /// `Error::BrokenBarrier` on timeout or if the barrier is broken.
-    pub fn wait_timeout(&self, timeout: Duration) -> usize = |h| { h.call(m::WAIT_TIMEOUT, |a| a.put(&timeout)) }
+    pub fn wait_timeout(&self, timeout: Duration) -> usize = |h| { h.call(BarrierMethod::WaitTimeout as u32, |a| a.put(&timeout)) }
 
     /// Returns the barrier to its initial state; current waiters get
     /// `BrokenBarrier` (Python: `barrier.reset()`).
     ///
     /// # Errors
     /// Connection errors.
-    pub fn reset(&self) -> () = |h| { h.call(m::RESET, |_| Ok(())) }
+    pub fn reset(&self) -> () = |h| { h.call(BarrierMethod::Reset as u32, |_| Ok(())) }
 
     /// Breaks the barrier (Python: `barrier.abort()`).
     ///
     /// # Errors
     /// Connection errors.
-    pub fn abort(&self) -> () = |h| { h.call(m::ABORT, |_| Ok(())) }
+    pub fn abort(&self) -> () = |h| { h.call(BarrierMethod::Abort as u32, |_| Ok(())) }
 
     /// How many callers it takes to pass (Python: `barrier.parties`).
     ///
     /// # Errors
     /// Connection errors.
-    pub fn parties(&self) -> usize = |h| { h.call(m::PARTIES, |_| Ok(())) }
+    pub fn parties(&self) -> usize = |h| { h.call(BarrierMethod::Parties as u32, |_| Ok(())) }
 
     /// How many callers wait now (Python: `barrier.n_waiting`).
     ///
     /// # Errors
     /// Connection errors.
-    pub fn n_waiting(&self) -> usize = |h| { h.call(m::N_WAITING, |_| Ok(())) }
+    pub fn n_waiting(&self) -> usize = |h| { h.call(BarrierMethod::NWaiting as u32, |_| Ok(())) }
 
     /// Whether it is broken (Python: `barrier.broken`).
     ///
     /// # Errors
     /// Connection errors.
-    pub fn is_broken(&self) -> bool = |h| { h.call(m::IS_BROKEN, |_| Ok(())) }
+    pub fn is_broken(&self) -> bool = |h| { h.call(BarrierMethod::IsBroken as u32, |_| Ok(())) }
 }
 
 impl Client {

@@ -1,13 +1,12 @@
 //! `Condition` (Python's `threading.Condition` through a manager), with its
-//! own reentrant lock owned per client thread.
+//! own reentrant lock owned per client thread, on the wait core: the lock
+//! is an owned permit, and a notification a grant to the oldest waiter.
 
-use std::collections::{HashSet, VecDeque};
-use std::sync::{Condvar, Mutex, MutexGuard};
-use std::time::{Duration, Instant};
+use std::sync::Mutex;
+use std::time::Duration;
 
-use crate::builtins::{
-    builtin_object, create, no_such_method, plain_proxy, proxy_methods, take_deadline, Builtin,
-};
+use crate::builtins::wait::{acquire, wait_turn, Permits, Policy, Wait, Waiters};
+use crate::builtins::{create, methods, plain_proxy, proxy_methods, Builtin};
 use crate::client::Client;
 use crate::context::Context;
 use crate::error::{Error, Result};
@@ -16,55 +15,30 @@ use crate::server::lock;
 use crate::shared::End;
 use crate::wire::codec::{Decoder, Encoder};
 
-#[derive(Default)]
+/// One mutex over both, so that `wait` puts the lock down and queues for a
+/// notification at once: no `notify` falls in between.
 struct State {
-    /// The connection holding the condition's lock, and its recursion level.
-    owner: Option<u64>,
-    count: u64,
-    next_ticket: u64,
-    /// Tickets of the callers in `wait`, oldest first, not yet notified.
-    waiting: VecDeque<u64>,
-    /// Tickets notified whose callers have not woken yet.
-    notified: HashSet<u64>,
-}
-
-impl State {
-    /// Notifies the `n` oldest waiters.
-    fn notify(&mut self, n: usize) {
-        for _ in 0..n {
-            let Some(ticket) = self.waiting.pop_front() else {
-                break;
-            };
-            self.notified.insert(ticket);
-        }
-    }
+    lock: Permits,
+    /// The callers in `wait`, to be notified oldest first.
+    notices: Waiters,
 }
 
 pub(crate) struct ConditionObject {
     state: Mutex<State>,
-    /// Notified whenever the lock is freed or a waiter is notified; every
-    /// sleeper re-checks its own condition (conditions are not a hot path).
-    changed: Condvar,
 }
 
-mod m {
-    pub(super) const ACQUIRE: u32 = 0;
-    pub(super) const RELEASE: u32 = 1;
-    pub(super) const WAIT: u32 = 2;
-    pub(super) const WAIT_TIMEOUT: u32 = 3;
-    pub(super) const NOTIFY: u32 = 4;
-    pub(super) const NOTIFY_ALL: u32 = 5;
-    pub(super) const TRY_ACQUIRE: u32 = 6;
-    pub(super) const ACQUIRE_TIMEOUT: u32 = 7;
-}
-
-/// How long taking the lock may wait.
-#[derive(Clone, Copy)]
-enum Wait {
-    /// Not at all (`try_acquire`).
-    No,
-    /// Until the deadline, or forever with `None`.
-    Until(Option<Instant>),
+methods! {
+    /// A condition's methods, by wire id.
+    enum ConditionMethod -> ConditionCall {
+        0 Acquire => acquire "(&self)",
+        1 Release => release "(&self)",
+        2 Wait => wait "(&self)",
+        3 WaitTimeout(Wait) => wait_timeout "(&self, timeout: Duration) -> bool",
+        4 Notify => notify "(&self)",
+        5 NotifyAll => notify_all "(&self)",
+        6 TryAcquire => try_acquire "(&self) -> bool",
+        7 AcquireTimeout(Wait) => acquire_timeout "(&self, timeout: Duration) -> bool",
+    }
 }
 
 fn not_held(what: &str) -> Error {
@@ -75,177 +49,84 @@ fn not_held(what: &str) -> Error {
 
 impl Builtin for ConditionObject {
     const NAME: &'static str = "manager::Condition";
-    const METHODS: &'static [&'static str] = &[
-        "acquire",
-        "release",
-        "wait",
-        "wait_timeout",
-        "notify",
-        "notify_all",
-        "try_acquire",
-        "acquire_timeout",
-    ];
+    type Methods = ConditionMethod;
 
     fn construct(_ctx: &Context, _args: &mut Decoder<'_>) -> Result<Self> {
+        let state = State {
+            lock: Permits::new(1, Some(1), Policy::Owned),
+            notices: Waiters::default(),
+        };
         Ok(ConditionObject {
-            state: Mutex::new(State::default()),
-            changed: Condvar::new(),
+            state: Mutex::new(state),
         })
+    }
+
+    fn call(&self, ctx: &Context, call: ConditionCall, out: &mut Encoder<'_>) -> Result<()> {
+        let conn = ctx.connection_id();
+        let state = &self.state;
+        let acquire = |wait| acquire(ctx, state, lock(state), wait, 1, |s| &mut s.lock);
+        match call {
+            ConditionCall::Acquire => acquire(Wait::Forever).map(drop),
+            ConditionCall::TryAcquire => out.put(&acquire(Wait::No)?.1),
+            ConditionCall::AcquireTimeout(wait) => out.put(&acquire(wait)?.1),
+            ConditionCall::Release => lock(state)
+                .lock
+                .release(conn)
+                .map_err(|_| not_held("release()")),
+            ConditionCall::Wait => self.wait(ctx, Wait::Forever).map(drop),
+            ConditionCall::WaitTimeout(wait) => out.put(&self.wait(ctx, wait)?),
+            ConditionCall::Notify => self.notify(conn, 1, "notify()"),
+            ConditionCall::NotifyAll => self.notify(conn, usize::MAX, "notify_all()"),
+        }
+    }
+
+    /// Either end frees the lock (at any level): nobody else could.
+    fn disconnected(&self, conn: u64, end: End) {
+        lock(&self.state).lock.settle(conn, end)
     }
 }
 
-builtin_object!(ConditionObject, disconnected);
-
 impl ConditionObject {
-    fn dispatch(
-        &self,
-        ctx: &Context,
-        method: u32,
-        args: &mut Decoder<'_>,
-        out: &mut Encoder<'_>,
-    ) -> Result<()> {
-        let conn = ctx.connection_id();
-        match method {
-            m::ACQUIRE => {
-                args.finish()?;
-                self.take(ctx, lock(&self.state), Wait::Until(None), 1)
-                    .map(drop)
-            }
-            m::TRY_ACQUIRE => {
-                args.finish()?;
-                out.put(&self.take(ctx, lock(&self.state), Wait::No, 1)?)
-            }
-            m::ACQUIRE_TIMEOUT => {
-                let deadline = take_deadline(args)?;
-                args.finish()?;
-                out.put(&self.take(ctx, lock(&self.state), Wait::Until(deadline), 1)?)
-            }
-            m::RELEASE => {
-                args.finish()?;
-                let mut s = lock(&self.state);
-                if s.owner != Some(conn) {
-                    return Err(not_held("release()"));
-                }
-                s.count -= 1;
-                if s.count == 0 {
-                    s.owner = None;
-                    drop(s);
-                    self.changed.notify_all();
-                }
-                Ok(())
-            }
-            m::WAIT => {
-                args.finish()?;
-                self.wait(ctx, None).map(drop)
-            }
-            m::WAIT_TIMEOUT => {
-                let deadline = take_deadline(args)?;
-                args.finish()?;
-                out.put(&self.wait(ctx, deadline)?)
-            }
-            m::NOTIFY | m::NOTIFY_ALL => {
-                args.finish()?;
-                let mut s = lock(&self.state);
-                if s.owner != Some(conn) {
-                    let what = if method == m::NOTIFY {
-                        "notify()"
-                    } else {
-                        "notify_all()"
-                    };
-                    return Err(not_held(what));
-                }
-                s.notify(if method == m::NOTIFY { 1 } else { usize::MAX });
-                drop(s);
-                self.changed.notify_all();
-                Ok(())
-            }
-            _ => Err(no_such_method::<Self>(method)),
+    /// Notifies the `n` oldest waiters, if `conn` holds the lock, as `what`
+    /// needs.
+    fn notify(&self, conn: u64, n: usize, what: &str) -> Result<()> {
+        let mut s = lock(&self.state);
+        if !s.lock.holds(conn) {
+            return Err(not_held(what));
         }
-    }
-
-    /// Takes the lock `levels` times for the calling connection, first
-    /// waiting as `wait` allows for it to be free if another connection
-    /// holds it. Whether it was taken.
-    fn take(
-        &self,
-        ctx: &Context,
-        s: MutexGuard<'_, State>,
-        wait: Wait,
-        levels: u64,
-    ) -> Result<bool> {
-        let conn = ctx.connection_id();
-        let mut s = if s.owner == Some(conn) {
-            s
-        } else {
-            let (mut s, free) = match wait {
-                Wait::No => {
-                    let free = s.owner.is_none();
-                    (s, free)
-                }
-                Wait::Until(deadline) => {
-                    ctx.wait_until(s, &self.changed, deadline, |s| s.owner.is_none())?
-                }
-            };
-            if !free {
-                return Ok(false);
+        for _ in 0..n {
+            if s.notices.hand_off(()).is_err() {
+                break;
             }
-            s.owner = Some(conn);
-            s.count = 0;
-            s
-        };
-        s.count = s
-            .count
-            .checked_add(levels)
-            .ok_or_else(|| Error::LimitReached("condition lock recursion depth".into()))?;
-        Ok(true)
+        }
+        Ok(())
     }
 
-    /// Releases every level of the lock, waits to be notified (or for the
+    /// Puts down every level of the lock, waits to be notified (or for the
     /// deadline), and takes the lock back at the same level, as Python does
     /// even after a timeout. Whether it was notified.
-    fn wait(&self, ctx: &Context, deadline: Option<Instant>) -> Result<bool> {
+    fn wait(&self, ctx: &Context, wait: Wait) -> Result<bool> {
         let mut s = lock(&self.state);
-        if s.owner != Some(ctx.connection_id()) {
-            return Err(not_held("wait()"));
-        }
-        let levels = std::mem::take(&mut s.count);
-        s.owner = None;
-        let ticket = s.next_ticket;
-        s.next_ticket = s.next_ticket.wrapping_add(1);
-        s.waiting.push_back(ticket);
-        self.changed.notify_all();
-        let (mut s, notified) =
-            match ctx.wait_until(s, &self.changed, deadline, |s| s.notified.contains(&ticket)) {
-                Ok(r) => r,
-                Err(e) => {
-                    // The caller is gone: leave the queue, and hand a
-                    // notification it got but cannot act on to the next waiter.
-                    let mut s = lock(&self.state);
-                    s.waiting.retain(|t| *t != ticket);
-                    if s.notified.remove(&ticket) {
-                        s.notify(1);
-                        drop(s);
-                        self.changed.notify_all();
-                    }
-                    return Err(e);
-                }
-            };
-        s.notified.remove(&ticket);
-        s.waiting.retain(|t| *t != ticket);
-        self.take(ctx, s, Wait::Until(None), levels)?;
-        Ok(notified)
-    }
-
-    /// Connection `conn` ended, either way: if it holds the lock (at any
-    /// level), the lock is free, since nobody else could release it.
-    fn release_all(&self, conn: u64, _end: End) {
-        let mut s = lock(&self.state);
-        if s.owner == Some(conn) {
-            s.owner = None;
-            s.count = 0;
-            drop(s);
-            self.changed.notify_all();
-        }
+        let levels = s
+            .lock
+            .put_down(ctx.connection_id())
+            .ok_or_else(|| not_held("wait()"))?;
+        // A notification this caller cannot act on goes to the next waiter,
+        // or is lost, as one with nobody waiting is.
+        let (s, notified) = wait_turn(
+            ctx,
+            &self.state,
+            s,
+            wait,
+            |s| &mut s.notices,
+            |s, ()| {
+                let _ = s.notices.hand_off(());
+            },
+        )?;
+        drop(acquire(ctx, &self.state, s, Wait::Forever, levels, |s| {
+            &mut s.lock
+        })?);
+        Ok(notified.is_some())
     }
 }
 
@@ -286,53 +167,53 @@ proxy_methods! {
     ///
     /// # Errors
     /// Connection errors.
-    pub fn acquire(&self) -> () = |h| { h.call(m::ACQUIRE, |_| Ok(())) }
+    pub fn acquire(&self) -> () = |h| { h.call(ConditionMethod::Acquire as u32, |_| Ok(())) }
 
     /// Acquires the condition's lock if it is free now, or already this
     /// client thread's (Python: `cond.acquire(blocking=False)`).
     ///
     /// # Errors
     /// Connection errors.
-    pub fn try_acquire(&self) -> bool = |h| { h.call(m::TRY_ACQUIRE, |_| Ok(())) }
+    pub fn try_acquire(&self) -> bool = |h| { h.call(ConditionMethod::TryAcquire as u32, |_| Ok(())) }
 
     /// Acquires the condition's lock, waiting at most `timeout`
     /// (Python: `cond.acquire(timeout=t)`).
     ///
     /// # Errors
     /// Connection errors.
-    pub fn acquire_timeout(&self, timeout: Duration) -> bool = |h| { h.call(m::ACQUIRE_TIMEOUT, |a| a.put(&timeout)) }
+    pub fn acquire_timeout(&self, timeout: Duration) -> bool = |h| { h.call(ConditionMethod::AcquireTimeout as u32, |a| a.put(&timeout)) }
 
     /// Releases one level of the lock (Python: `cond.release()`).
     ///
     /// # Errors
     /// `Error::NotHeld` if this client thread does not hold it.
-    pub fn release(&self) -> () = |h| { h.call(m::RELEASE, |_| Ok(())) }
+    pub fn release(&self) -> () = |h| { h.call(ConditionMethod::Release as u32, |_| Ok(())) }
 
     /// Releases the lock, waits to be notified, and re-acquires it
     /// (Python: `cond.wait()`).
     ///
     /// # Errors
     /// `Error::NotHeld` if this client thread does not hold the lock.
-    pub fn wait(&self) -> () = |h| { h.call(m::WAIT, |_| Ok(())) }
+    pub fn wait(&self) -> () = |h| { h.call(ConditionMethod::Wait as u32, |_| Ok(())) }
 
     /// Like [`ConditionProxy::wait`], for at most `timeout`; whether it was
     /// notified (Python: `cond.wait(t)`). The lock is re-acquired either way.
     ///
     /// # Errors
     /// `Error::NotHeld` if this client thread does not hold the lock.
-    pub fn wait_timeout(&self, timeout: Duration) -> bool = |h| { h.call(m::WAIT_TIMEOUT, |a| a.put(&timeout)) }
+    pub fn wait_timeout(&self, timeout: Duration) -> bool = |h| { h.call(ConditionMethod::WaitTimeout as u32, |a| a.put(&timeout)) }
 
     /// Wakes the longest waiter (Python: `cond.notify()`).
     ///
     /// # Errors
     /// `Error::NotHeld` if this client thread does not hold the lock.
-    pub fn notify(&self) -> () = |h| { h.call(m::NOTIFY, |_| Ok(())) }
+    pub fn notify(&self) -> () = |h| { h.call(ConditionMethod::Notify as u32, |_| Ok(())) }
 
     /// Wakes every waiter (Python: `cond.notify_all()`).
     ///
     /// # Errors
     /// `Error::NotHeld` if this client thread does not hold the lock.
-    pub fn notify_all(&self) -> () = |h| { h.call(m::NOTIFY_ALL, |_| Ok(())) }
+    pub fn notify_all(&self) -> () = |h| { h.call(ConditionMethod::NotifyAll as u32, |_| Ok(())) }
 }
 
 impl Client {

@@ -10,8 +10,8 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use crate::builtins::{
-    builtin_object, builtin_proxy, create, no_such_method, proxy_methods, read, write,
-    write_option_with, Builtin, Elem, ElemBuf, Stored,
+    builtin_proxy, create, methods, proxy_methods, read, write, write_option_with, Builtin, Elem,
+    ElemBuf, Stored,
 };
 use crate::caps::capturing;
 use crate::client::Client;
@@ -112,60 +112,39 @@ pub(crate) struct DictObject {
     map: Arc<RwLock<IndexSet<Entry>>>,
 }
 
-mod m {
-    pub(super) const INSERT: u32 = 0;
-    pub(super) const GET: u32 = 1;
-    pub(super) const REMOVE: u32 = 2;
-    pub(super) const CONTAINS_KEY: u32 = 3;
-    pub(super) const LEN: u32 = 4;
-    pub(super) const IS_EMPTY: u32 = 5;
-    pub(super) const KEYS: u32 = 6;
-    pub(super) const VALUES: u32 = 7;
-    pub(super) const ITEMS: u32 = 8;
-    pub(super) const CLEAR: u32 = 9;
-    pub(super) const UPDATE: u32 = 10;
+methods! {
+    /// A dict's methods, by wire id.
+    enum DictMethod -> DictCall {
+        0 Insert(Elem, Elem) => insert "(&self, key: K, value: V) -> Option<V>",
+        1 Get(ElemBuf) => get "(&self, key: &K) -> Option<V>",
+        2 Remove(ElemBuf) => remove "(&self, key: &K) -> Option<V>",
+        3 ContainsKey(ElemBuf) => contains_key "(&self, key: &K) -> bool",
+        4 Len => len "(&self) -> usize",
+        5 IsEmpty => is_empty "(&self) -> bool",
+        6 Keys => keys "(&self) -> Vec<K>",
+        7 Values => values "(&self) -> Vec<V>",
+        8 Items => items "(&self) -> Vec<(K, V)>",
+        9 Clear => clear "(&self)",
+        10 Update(Vec<(Elem, Elem)>) => update
+            "(&self, pairs: impl IntoIterator<Item = (K, V)>)",
+    }
 }
 
 impl Builtin for DictObject {
     const NAME: &'static str = "manager::Dict";
     const ELEMENTS: usize = 2;
-    const METHODS: &'static [&'static str] = &[
-        "insert",
-        "get",
-        "remove",
-        "contains_key",
-        "len",
-        "is_empty",
-        "keys",
-        "values",
-        "items",
-        "clear",
-        "update",
-    ];
+    type Methods = DictMethod;
 
     fn construct(_ctx: &Context, _args: &mut Decoder<'_>) -> Result<Self> {
         Ok(DictObject {
             map: Arc::default(),
         })
     }
-}
 
-builtin_object!(DictObject);
-
-impl DictObject {
-    fn dispatch(
-        &self,
-        ctx: &Context,
-        method: u32,
-        args: &mut Decoder<'_>,
-        out: &mut Encoder<'_>,
-    ) -> Result<()> {
+    fn call(&self, ctx: &Context, call: DictCall, out: &mut Encoder<'_>) -> Result<()> {
         let map = &self.map;
-        match method {
-            m::INSERT => {
-                let k: Elem = args.take()?;
-                let v: Elem = args.take()?;
-                args.finish()?;
+        match call {
+            DictCall::Insert(k, v) => {
                 let entry = Entry::new(ctx, k, v);
                 // The position stays the first insertion's, as in Python.
                 // The key is replaced too, by one that encodes the same.
@@ -173,15 +152,11 @@ impl DictObject {
                 write_option_with(out, old.as_ref(), Entry::write_value);
                 Ok(())
             }
-            m::GET => {
-                let k: ElemBuf = args.take()?;
-                args.finish()?;
+            DictCall::Get(k) => {
                 write_option_with(out, read(map).get(&k[..]), Entry::write_value);
                 Ok(())
             }
-            m::REMOVE => {
-                let k: ElemBuf = args.take()?;
-                args.finish()?;
+            DictCall::Remove(k) => {
                 let old = write(map).shift_take(&k[..]);
                 write_option_with(out, old.as_ref(), Entry::write_value);
                 if let Some(entry) = old {
@@ -193,35 +168,22 @@ impl DictObject {
                 }
                 Ok(())
             }
-            m::CONTAINS_KEY => {
-                let k: ElemBuf = args.take()?;
-                args.finish()?;
-                out.put(&read(map).contains(&k[..]))
-            }
-            m::LEN => {
-                args.finish()?;
-                out.put(&read(map).len())
-            }
-            m::IS_EMPTY => {
-                args.finish()?;
-                out.put(&read(map).is_empty())
-            }
-            m::KEYS => {
-                args.finish()?;
+            DictCall::ContainsKey(k) => out.put(&read(map).contains(&k[..])),
+            DictCall::Len => out.put(&read(map).len()),
+            DictCall::IsEmpty => out.put(&read(map).is_empty()),
+            DictCall::Keys => {
                 let map = read(map);
                 out.put(&map.len())?;
                 map.iter().for_each(|e| e.write_key(out));
                 Ok(())
             }
-            m::VALUES => {
-                args.finish()?;
+            DictCall::Values => {
                 let map = read(map);
                 out.put(&map.len())?;
                 map.iter().for_each(|e| e.write_value(out));
                 Ok(())
             }
-            m::ITEMS => {
-                args.finish()?;
+            DictCall::Items => {
                 let map = read(map);
                 out.put(&map.len())?;
                 for e in map.iter() {
@@ -230,15 +192,12 @@ impl DictObject {
                 }
                 Ok(())
             }
-            m::CLEAR => {
-                args.finish()?;
+            DictCall::Clear => {
                 let old = std::mem::take(&mut *write(map));
                 drop(old);
                 Ok(())
             }
-            m::UPDATE => {
-                let pairs: Vec<(Elem, Elem)> = args.take()?;
-                args.finish()?;
+            DictCall::Update(pairs) => {
                 let kept: Vec<_> = pairs
                     .into_iter()
                     .map(|(k, v)| Entry::new(ctx, k, v))
@@ -252,7 +211,6 @@ impl DictObject {
                 drop(old);
                 Ok(())
             }
-            _ => Err(no_such_method::<Self>(method)),
         }
     }
 }
@@ -293,7 +251,7 @@ proxy_methods! {
     pub fn insert(&self, key: K, value: V) -> Option<V> = |h| {
         let k = h.elem(&key)?;
         let v = h.elem(&value)?;
-        h.call(m::INSERT, |a| {
+        h.call(DictMethod::Insert as u32, |a| {
             a.put(&k)?;
             a.put(&v)
         })
@@ -305,7 +263,7 @@ proxy_methods! {
     /// Connection errors.
     pub fn get(&self, key: &K) -> Option<V> = |h| {
         let k = lookup_key(key)?;
-        h.call(m::GET, |a| a.put(&k))
+        h.call(DictMethod::Get as u32, |a| a.put(&k))
     }
 
     /// Removes `key` and returns its value (Python: `d.pop(k, None)`).
@@ -314,7 +272,7 @@ proxy_methods! {
     /// Connection errors.
     pub fn remove(&self, key: &K) -> Option<V> = |h| {
         let k = lookup_key(key)?;
-        h.call(m::REMOVE, |a| a.put(&k))
+        h.call(DictMethod::Remove as u32, |a| a.put(&k))
     }
 
     /// Whether `key` is present (Python: `k in d`).
@@ -323,44 +281,44 @@ proxy_methods! {
     /// Connection errors.
     pub fn contains_key(&self, key: &K) -> bool = |h| {
         let k = lookup_key(key)?;
-        h.call(m::CONTAINS_KEY, |a| a.put(&k))
+        h.call(DictMethod::ContainsKey as u32, |a| a.put(&k))
     }
 
     /// The number of entries (Python: `len(d)`).
     ///
     /// # Errors
     /// Connection errors.
-    pub fn len(&self) -> usize = |h| { h.call(m::LEN, |_| Ok(())) }
+    pub fn len(&self) -> usize = |h| { h.call(DictMethod::Len as u32, |_| Ok(())) }
 
     /// Whether there are no entries (Python: `not d`).
     ///
     /// # Errors
     /// Connection errors.
-    pub fn is_empty(&self) -> bool = |h| { h.call(m::IS_EMPTY, |_| Ok(())) }
+    pub fn is_empty(&self) -> bool = |h| { h.call(DictMethod::IsEmpty as u32, |_| Ok(())) }
 
     /// The keys in insertion order (Python: `list(d.keys())`).
     ///
     /// # Errors
     /// Connection errors.
-    pub fn keys(&self) -> Vec<K> = |h| { h.call(m::KEYS, |_| Ok(())) }
+    pub fn keys(&self) -> Vec<K> = |h| { h.call(DictMethod::Keys as u32, |_| Ok(())) }
 
     /// The values in insertion order (Python: `list(d.values())`).
     ///
     /// # Errors
     /// Connection errors.
-    pub fn values(&self) -> Vec<V> = |h| { h.call(m::VALUES, |_| Ok(())) }
+    pub fn values(&self) -> Vec<V> = |h| { h.call(DictMethod::Values as u32, |_| Ok(())) }
 
     /// The entries in insertion order (Python: `list(d.items())`).
     ///
     /// # Errors
     /// Connection errors.
-    pub fn items(&self) -> Vec<(K, V)> = |h| { h.call(m::ITEMS, |_| Ok(())) }
+    pub fn items(&self) -> Vec<(K, V)> = |h| { h.call(DictMethod::Items as u32, |_| Ok(())) }
 
     /// Removes every entry (Python: `d.clear()`).
     ///
     /// # Errors
     /// Connection errors.
-    pub fn clear(&self) -> () = |h| { h.call(m::CLEAR, |_| Ok(())) }
+    pub fn clear(&self) -> () = |h| { h.call(DictMethod::Clear as u32, |_| Ok(())) }
 
     /// Sets every pair, in one call (Python: `d.update(pairs)`).
     ///
@@ -379,7 +337,7 @@ proxy_methods! {
                 ))
             })
             .collect::<Result<Vec<_>>>()?;
-        h.call(m::UPDATE, |a| a.put(&es))
+        h.call(DictMethod::Update as u32, |a| a.put(&es))
     }
 }
 

@@ -3,9 +3,8 @@
 use std::sync::{Condvar, Mutex};
 use std::time::Duration;
 
-use crate::builtins::{
-    builtin_object, create, no_such_method, plain_proxy, proxy_methods, take_deadline, Builtin,
-};
+use crate::builtins::wait::Wait;
+use crate::builtins::{create, methods, plain_proxy, proxy_methods, Builtin};
 use crate::client::Client;
 use crate::context::Context;
 use crate::error::Result;
@@ -18,17 +17,20 @@ pub(crate) struct EventObject {
     changed: Condvar,
 }
 
-mod m {
-    pub(super) const SET: u32 = 0;
-    pub(super) const CLEAR: u32 = 1;
-    pub(super) const IS_SET: u32 = 2;
-    pub(super) const WAIT: u32 = 3;
-    pub(super) const WAIT_TIMEOUT: u32 = 4;
+methods! {
+    /// An event's methods, by wire id.
+    enum EventMethod -> EventCall {
+        0 Set => set "(&self)",
+        1 Clear => clear "(&self)",
+        2 IsSet => is_set "(&self) -> bool",
+        3 Wait => wait "(&self)",
+        4 WaitTimeout(Wait) => wait_timeout "(&self, timeout: Duration) -> bool",
+    }
 }
 
 impl Builtin for EventObject {
     const NAME: &'static str = "manager::Event";
-    const METHODS: &'static [&'static str] = &["set", "clear", "is_set", "wait", "wait_timeout"];
+    type Methods = EventMethod;
 
     fn construct(_ctx: &Context, _args: &mut Decoder<'_>) -> Result<Self> {
         Ok(EventObject {
@@ -36,50 +38,32 @@ impl Builtin for EventObject {
             changed: Condvar::new(),
         })
     }
-}
 
-builtin_object!(EventObject);
-
-impl EventObject {
-    fn dispatch(
-        &self,
-        ctx: &Context,
-        method: u32,
-        args: &mut Decoder<'_>,
-        out: &mut Encoder<'_>,
-    ) -> Result<()> {
-        match method {
-            m::SET => {
-                args.finish()?;
+    fn call(&self, ctx: &Context, call: EventCall, out: &mut Encoder<'_>) -> Result<()> {
+        match call {
+            EventCall::Set => {
                 *lock(&self.set) = true;
                 self.changed.notify_all();
                 Ok(())
             }
-            m::CLEAR => {
-                args.finish()?;
+            EventCall::Clear => {
                 *lock(&self.set) = false;
                 Ok(())
             }
-            m::IS_SET => {
-                args.finish()?;
-                out.put(&*lock(&self.set))
-            }
-            m::WAIT => {
-                args.finish()?;
-                let (set, _) = ctx.wait_until(lock(&self.set), &self.changed, None, |s| *s)?;
-                drop(set);
-                Ok(())
-            }
-            m::WAIT_TIMEOUT => {
-                let deadline = take_deadline(args)?;
-                args.finish()?;
-                let (guard, set) =
-                    ctx.wait_until(lock(&self.set), &self.changed, deadline, |s| *s)?;
-                drop(guard);
-                out.put(&set)
-            }
-            _ => Err(no_such_method::<Self>(method)),
+            EventCall::IsSet => out.put(&*lock(&self.set)),
+            EventCall::Wait => self.wait(ctx, Wait::Forever).map(drop),
+            EventCall::WaitTimeout(wait) => out.put(&self.wait(ctx, wait)?),
         }
+    }
+}
+
+impl EventObject {
+    /// Waits as `wait` allows for the flag to be set; whether it is.
+    fn wait(&self, ctx: &Context, wait: Wait) -> Result<bool> {
+        let (guard, set) =
+            ctx.wait_until(lock(&self.set), &self.changed, wait.deadline(), |s| *s)?;
+        drop(guard);
+        Ok(set)
     }
 }
 
@@ -113,31 +97,31 @@ proxy_methods! {
     ///
     /// # Errors
     /// Connection errors.
-    pub fn set(&self) -> () = |h| { h.call(m::SET, |_| Ok(())) }
+    pub fn set(&self) -> () = |h| { h.call(EventMethod::Set as u32, |_| Ok(())) }
 
     /// Clears the flag (Python: `event.clear()`).
     ///
     /// # Errors
     /// Connection errors.
-    pub fn clear(&self) -> () = |h| { h.call(m::CLEAR, |_| Ok(())) }
+    pub fn clear(&self) -> () = |h| { h.call(EventMethod::Clear as u32, |_| Ok(())) }
 
     /// Whether the flag is set (Python: `event.is_set()`).
     ///
     /// # Errors
     /// Connection errors.
-    pub fn is_set(&self) -> bool = |h| { h.call(m::IS_SET, |_| Ok(())) }
+    pub fn is_set(&self) -> bool = |h| { h.call(EventMethod::IsSet as u32, |_| Ok(())) }
 
     /// Waits until the flag is set (Python: `event.wait()`).
     ///
     /// # Errors
     /// Connection errors.
-    pub fn wait(&self) -> () = |h| { h.call(m::WAIT, |_| Ok(())) }
+    pub fn wait(&self) -> () = |h| { h.call(EventMethod::Wait as u32, |_| Ok(())) }
 
     /// Waits at most `timeout`; whether the flag is set (Python: `event.wait(t)`).
     ///
     /// # Errors
     /// Connection errors.
-    pub fn wait_timeout(&self, timeout: Duration) -> bool = |h| { h.call(m::WAIT_TIMEOUT, |a| a.put(&timeout)) }
+    pub fn wait_timeout(&self, timeout: Duration) -> bool = |h| { h.call(EventMethod::WaitTimeout as u32, |a| a.put(&timeout)) }
 }
 
 impl Client {

@@ -7,8 +7,8 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use crate::builtins::{
-    builtin_object, builtin_proxy, create, no_such_method, proxy_methods, read, take_usize, write,
-    write_option, write_seq, Builtin, Elem, Stored,
+    builtin_proxy, create, methods, proxy_methods, read, write, write_option, write_seq, Builtin,
+    Elem, Stored,
 };
 use crate::client::Client;
 use crate::context::Context;
@@ -22,18 +22,21 @@ pub(crate) struct ListObject {
     items: Arc<RwLock<Vec<Stored>>>,
 }
 
-mod m {
-    pub(super) const PUSH: u32 = 0;
-    pub(super) const POP: u32 = 1;
-    pub(super) const GET: u32 = 2;
-    pub(super) const SET: u32 = 3;
-    pub(super) const INSERT: u32 = 4;
-    pub(super) const REMOVE: u32 = 5;
-    pub(super) const LEN: u32 = 6;
-    pub(super) const IS_EMPTY: u32 = 7;
-    pub(super) const EXTEND: u32 = 8;
-    pub(super) const CLEAR: u32 = 9;
-    pub(super) const TO_VEC: u32 = 10;
+methods! {
+    /// A list's methods, by wire id.
+    enum ListMethod -> ListCall {
+        0 Push(Elem) => push "(&self, value: T)",
+        1 Pop => pop "(&self) -> Option<T>",
+        2 Get(usize) => get "(&self, index: usize) -> Option<T>",
+        3 Set(usize, Elem) => set "(&self, index: usize, value: T)",
+        4 Insert(usize, Elem) => insert "(&self, index: usize, value: T)",
+        5 Remove(usize) => remove "(&self, index: usize) -> T",
+        6 Len => len "(&self) -> usize",
+        7 IsEmpty => is_empty "(&self) -> bool",
+        8 Extend(Vec<Elem>) => extend "(&self, values: impl IntoIterator<Item = T>)",
+        9 Clear => clear "(&self)",
+        10 ToVec => to_vec "(&self) -> Vec<T>",
+    }
 }
 
 fn out_of_range(index: usize, len: usize) -> Error {
@@ -43,39 +46,23 @@ fn out_of_range(index: usize, len: usize) -> Error {
 impl Builtin for ListObject {
     const NAME: &'static str = "manager::List";
     const ELEMENTS: usize = 1;
-    const METHODS: &'static [&'static str] = &[
-        "push", "pop", "get", "set", "insert", "remove", "len", "is_empty", "extend", "clear",
-        "to_vec",
-    ];
+    type Methods = ListMethod;
 
     fn construct(_ctx: &Context, _args: &mut Decoder<'_>) -> Result<Self> {
         Ok(ListObject {
             items: Arc::default(),
         })
     }
-}
 
-builtin_object!(ListObject);
-
-impl ListObject {
-    fn dispatch(
-        &self,
-        ctx: &Context,
-        method: u32,
-        args: &mut Decoder<'_>,
-        out: &mut Encoder<'_>,
-    ) -> Result<()> {
+    fn call(&self, ctx: &Context, call: ListCall, out: &mut Encoder<'_>) -> Result<()> {
         let items = &self.items;
-        match method {
-            m::PUSH => {
-                let e: Elem = args.take()?;
-                args.finish()?;
+        match call {
+            ListCall::Push(e) => {
                 let s = Stored::keep(ctx, e);
                 write(items).push(s);
                 Ok(())
             }
-            m::POP => {
-                args.finish()?;
+            ListCall::Pop => {
                 let popped = write(items).pop();
                 write_option(out, popped.as_ref());
                 if let Some(item) = popped {
@@ -84,16 +71,11 @@ impl ListObject {
                 }
                 Ok(())
             }
-            m::GET => {
-                let i = take_usize(args)?;
-                args.finish()?;
+            ListCall::Get(i) => {
                 write_option(out, read(items).get(i));
                 Ok(())
             }
-            m::SET => {
-                let i = take_usize(args)?;
-                let e: Elem = args.take()?;
-                args.finish()?;
+            ListCall::Set(i, e) => {
                 let s = Stored::keep(ctx, e);
                 let mut v = write(items);
                 let len = v.len();
@@ -103,10 +85,7 @@ impl ListObject {
                 drop(old);
                 Ok(())
             }
-            m::INSERT => {
-                let i = take_usize(args)?;
-                let e: Elem = args.take()?;
-                args.finish()?;
+            ListCall::Insert(i, e) => {
                 let s = Stored::keep(ctx, e);
                 let mut v = write(items);
                 if i > v.len() {
@@ -115,9 +94,7 @@ impl ListObject {
                 v.insert(i, s);
                 Ok(())
             }
-            m::REMOVE => {
-                let i = take_usize(args)?;
-                args.finish()?;
+            ListCall::Remove(i) => {
                 let mut v = write(items);
                 if i >= v.len() {
                     return Err(out_of_range(i, v.len()));
@@ -133,32 +110,19 @@ impl ListObject {
                 });
                 Ok(())
             }
-            m::LEN => {
-                args.finish()?;
-                out.put(&read(items).len())
-            }
-            m::IS_EMPTY => {
-                args.finish()?;
-                out.put(&read(items).is_empty())
-            }
-            m::EXTEND => {
-                let es: Vec<Elem> = args.take()?;
-                args.finish()?;
+            ListCall::Len => out.put(&read(items).len()),
+            ListCall::IsEmpty => out.put(&read(items).is_empty()),
+            ListCall::Extend(es) => {
                 let kept: Vec<Stored> = es.into_iter().map(|e| Stored::keep(ctx, e)).collect();
                 write(items).extend(kept);
                 Ok(())
             }
-            m::CLEAR => {
-                args.finish()?;
+            ListCall::Clear => {
                 let old = std::mem::take(&mut *write(items));
                 drop(old);
                 Ok(())
             }
-            m::TO_VEC => {
-                args.finish()?;
-                write_seq(out, read(items).iter())
-            }
-            _ => Err(no_such_method::<Self>(method)),
+            ListCall::ToVec => write_seq(out, read(items).iter()),
         }
     }
 }
@@ -199,20 +163,20 @@ proxy_methods! {
     /// Connection errors.
     pub fn push(&self, value: T) -> () = |h| {
         let e = h.elem(&value)?;
-        h.call(m::PUSH, |a| a.put(&e))
+        h.call(ListMethod::Push as u32, |a| a.put(&e))
     }
 
     /// Removes and returns the last element, `None` if empty (Python: `list.pop()`).
     ///
     /// # Errors
     /// Connection errors; `Error::Protocol` if the element is not a `T`.
-    pub fn pop(&self) -> Option<T> = |h| { h.call(m::POP, |_| Ok(())) }
+    pub fn pop(&self) -> Option<T> = |h| { h.call(ListMethod::Pop as u32, |_| Ok(())) }
 
     /// The element at `index`, `None` past the end (Python: `list[i]`).
     ///
     /// # Errors
     /// Connection errors.
-    pub fn get(&self, index: usize) -> Option<T> = |h| { h.call(m::GET, |a| a.put(&(index as u64))) }
+    pub fn get(&self, index: usize) -> Option<T> = |h| { h.call(ListMethod::Get as u32, |a| a.put(&(index as u64))) }
 
     /// Replaces the element at `index` (Python: `list[i] = x`).
     ///
@@ -220,7 +184,7 @@ proxy_methods! {
     /// `Error::IndexOutOfRange` past the end.
     pub fn set(&self, index: usize, value: T) -> () = |h| {
         let e = h.elem(&value)?;
-        h.call(m::SET, |a| {
+        h.call(ListMethod::Set as u32, |a| {
             a.put(&(index as u64))?;
             a.put(&e)
         })
@@ -232,7 +196,7 @@ proxy_methods! {
     /// `Error::IndexOutOfRange` if `index > len`.
     pub fn insert(&self, index: usize, value: T) -> () = |h| {
         let e = h.elem(&value)?;
-        h.call(m::INSERT, |a| {
+        h.call(ListMethod::Insert as u32, |a| {
             a.put(&(index as u64))?;
             a.put(&e)
         })
@@ -242,19 +206,19 @@ proxy_methods! {
     ///
     /// # Errors
     /// `Error::IndexOutOfRange` past the end.
-    pub fn remove(&self, index: usize) -> T = |h| { h.call(m::REMOVE, |a| a.put(&(index as u64))) }
+    pub fn remove(&self, index: usize) -> T = |h| { h.call(ListMethod::Remove as u32, |a| a.put(&(index as u64))) }
 
     /// The number of elements (Python: `len(list)`).
     ///
     /// # Errors
     /// Connection errors.
-    pub fn len(&self) -> usize = |h| { h.call(m::LEN, |_| Ok(())) }
+    pub fn len(&self) -> usize = |h| { h.call(ListMethod::Len as u32, |_| Ok(())) }
 
     /// Whether the list is empty (Python: `not list`).
     ///
     /// # Errors
     /// Connection errors.
-    pub fn is_empty(&self) -> bool = |h| { h.call(m::IS_EMPTY, |_| Ok(())) }
+    pub fn is_empty(&self) -> bool = |h| { h.call(ListMethod::IsEmpty as u32, |_| Ok(())) }
 
     /// Appends every value, in one call (Python: `list.extend(xs)`).
     ///
@@ -268,20 +232,20 @@ proxy_methods! {
             .iter()
             .map(|v| h.elem(v))
             .collect::<Result<Vec<_>>>()?;
-        h.call(m::EXTEND, |a| a.put(&es))
+        h.call(ListMethod::Extend as u32, |a| a.put(&es))
     }
 
     /// Removes every element (Python: `list.clear()`).
     ///
     /// # Errors
     /// Connection errors.
-    pub fn clear(&self) -> () = |h| { h.call(m::CLEAR, |_| Ok(())) }
+    pub fn clear(&self) -> () = |h| { h.call(ListMethod::Clear as u32, |_| Ok(())) }
 
     /// A copy of every element (Python: `list[:]`).
     ///
     /// # Errors
     /// Connection errors.
-    pub fn to_vec(&self) -> Vec<T> = |h| { h.call(m::TO_VEC, |_| Ok(())) }
+    pub fn to_vec(&self) -> Vec<T> = |h| { h.call(ListMethod::ToVec as u32, |_| Ok(())) }
 }
 
 impl Client {

@@ -1,203 +1,79 @@
 //! `Lock` and `RLock` (Python's `threading.Lock` and `RLock` through a
-//! manager). The owner is the calling connection: one client thread. When a
-//! connection ends abnormally, the locks it holds are released and waiters
-//! wake; after a normal end a plain Lock stays held, as in Python.
+//! manager): one permit each, on the wait core. The owner is the calling
+//! connection: one client thread. When a connection ends abnormally, the
+//! locks it holds are released and the longest waiter takes them; after a
+//! normal end a plain Lock stays held, as in Python.
 
-use std::sync::{Condvar, Mutex};
+use std::sync::Mutex;
 use std::time::Duration;
 
-use crate::builtins::{
-    builtin_object, create, no_such_method, plain_proxy, proxy_methods, take_deadline, Builtin,
-};
+use crate::builtins::wait::{acquire, Permits, Policy, Refused, Wait};
+use crate::builtins::{create, methods, plain_proxy, proxy_methods, Builtin};
 use crate::client::Client;
 use crate::context::Context;
 use crate::error::{Error, Result};
 use crate::proxy::Handle;
-use crate::server::lock as guard;
+use crate::server::lock;
 use crate::shared::End;
 use crate::wire::codec::{Decoder, Encoder};
 
-#[derive(Default)]
-struct State {
-    /// The connection that acquired it.
-    holder: Option<u64>,
-    /// Recursion level: 1 for a held `Lock`, 1 or more for a held `RLock`.
-    count: u64,
-}
-
-/// A lock, reentrant or not.
-struct Core {
-    reentrant: bool,
-    state: Mutex<State>,
-    released: Condvar,
-}
-
-mod m {
-    pub(super) const ACQUIRE: u32 = 0;
-    pub(super) const TRY_ACQUIRE: u32 = 1;
-    pub(super) const ACQUIRE_TIMEOUT: u32 = 2;
-    pub(super) const RELEASE: u32 = 3;
-}
-
-const METHODS: &[&str] = &["acquire", "try_acquire", "acquire_timeout", "release"];
-
-impl Core {
-    fn new(reentrant: bool) -> Core {
-        Core {
-            reentrant,
-            state: Mutex::new(State::default()),
-            released: Condvar::new(),
-        }
-    }
-
-    fn free_for(&self, s: &State, conn: u64) -> bool {
-        s.holder.is_none() || (self.reentrant && s.holder == Some(conn))
-    }
-
-    /// Acquires for the calling connection, waiting until `deadline`
-    /// (`None`: forever) unless `wait` is false.
-    fn acquire(
-        &self,
-        ctx: &Context,
-        wait: bool,
-        deadline: Option<std::time::Instant>,
-    ) -> Result<bool> {
-        let conn = ctx.connection_id();
-        let s = guard(&self.state);
-        let (mut s, free) = if wait {
-            match ctx.wait_until(s, &self.released, deadline, |s| self.free_for(s, conn)) {
-                Ok(r) => r,
-                Err(e) => {
-                    // Pass on a wake-up this caller may have taken.
-                    self.released.notify_one();
-                    return Err(e);
-                }
-            }
-        } else {
-            let free = self.free_for(&s, conn);
-            (s, free)
-        };
-        if free {
-            s.count = s
-                .count
-                .checked_add(1)
-                .ok_or_else(|| Error::LimitReached("rlock recursion depth".into()))?;
-            s.holder = Some(conn);
-        }
-        Ok(free)
-    }
-
-    fn release(&self, conn: u64) -> Result<()> {
-        let mut s = guard(&self.state);
-        match s.holder {
-            None => return Err(Error::NotHeld("release of an unlocked lock".into())),
-            Some(owner) if self.reentrant && owner != conn => {
-                return Err(Error::NotHeld(
-                    "release of an RLock held by another client thread".into(),
-                ))
-            }
-            // A plain Lock may be released by anyone, as in Python.
-            Some(_) => {}
-        }
-        s.count = s.count.saturating_sub(1);
-        if !self.reentrant || s.count == 0 {
-            s.holder = None;
-            s.count = 0;
-            drop(s);
-            self.released.notify_one();
-        }
-        Ok(())
-    }
-
-    /// Runs a lock method; `Ok(false)` if `method` is not one.
-    fn call(
-        &self,
-        ctx: &Context,
-        method: u32,
-        args: &mut Decoder<'_>,
-        out: &mut Encoder<'_>,
-    ) -> Result<bool> {
-        match method {
-            m::ACQUIRE => {
-                args.finish()?;
-                self.acquire(ctx, true, None)?;
-            }
-            m::TRY_ACQUIRE => {
-                args.finish()?;
-                out.put(&self.acquire(ctx, false, None)?)?;
-            }
-            m::ACQUIRE_TIMEOUT => {
-                let deadline = take_deadline(args)?;
-                args.finish()?;
-                out.put(&self.acquire(ctx, true, deadline)?)?;
-            }
-            m::RELEASE => {
-                args.finish()?;
-                self.release(ctx.connection_id())?;
-            }
-            _ => return Ok(false),
-        }
-        Ok(true)
-    }
-
-    /// Connection `conn` ended. An RLock it holds (at any level) is free
-    /// again either way: nobody else could release it. A plain Lock stays
-    /// held after a normal end, as in Python, where any client may release
-    /// it; after an abnormal one it is freed.
-    fn release_all(&self, conn: u64, end: End) {
-        if !self.reentrant && end == End::Normal {
-            return;
-        }
-        let mut s = guard(&self.state);
-        if s.holder == Some(conn) {
-            s.holder = None;
-            s.count = 0;
-            drop(s);
-            self.released.notify_one();
-        }
+methods! {
+    /// The methods of a lock and of an rlock, by wire id.
+    enum LockMethod -> LockCall {
+        0 Acquire => acquire "(&self)",
+        1 TryAcquire => try_acquire "(&self) -> bool",
+        2 AcquireTimeout(Wait) => acquire_timeout "(&self, timeout: Duration) -> bool",
+        3 Release => release "(&self)",
     }
 }
 
-pub(crate) struct LockObject(Core);
-pub(crate) struct RLockObject(Core);
+/// A lock's one permit: counted for a `Lock` (anyone may release it, and a
+/// normal end leaves it held), owned for an `RLock`.
+pub(crate) struct LockObject(Mutex<Permits>);
+/// See [`LockObject`].
+pub(crate) struct RLockObject(Mutex<Permits>);
 
 macro_rules! lock_object {
-    ($obj:ident, $name:literal, $reentrant:literal) => {
+    ($obj:ident, $name:literal, $policy:expr) => {
         impl Builtin for $obj {
             const NAME: &'static str = $name;
-            const METHODS: &'static [&'static str] = METHODS;
+            type Methods = LockMethod;
 
             fn construct(_ctx: &Context, _args: &mut Decoder<'_>) -> Result<Self> {
-                Ok($obj(Core::new($reentrant)))
+                Ok($obj(Mutex::new(Permits::new(1, Some(1), $policy))))
             }
-        }
 
-        builtin_object!($obj, disconnected);
-
-        impl $obj {
-            fn dispatch(
-                &self,
-                ctx: &Context,
-                method: u32,
-                args: &mut Decoder<'_>,
-                out: &mut Encoder<'_>,
-            ) -> Result<()> {
-                if self.0.call(ctx, method, args, out)? {
-                    Ok(())
-                } else {
-                    Err(no_such_method::<Self>(method))
+            fn call(&self, ctx: &Context, call: LockCall, out: &mut Encoder<'_>) -> Result<()> {
+                let permit = &self.0;
+                let acquire = |wait| acquire(ctx, permit, lock(permit), wait, 1, |p| p);
+                match call {
+                    LockCall::Acquire => acquire(Wait::Forever).map(drop),
+                    LockCall::TryAcquire => out.put(&acquire(Wait::No)?.1),
+                    LockCall::AcquireTimeout(wait) => out.put(&acquire(wait)?.1),
+                    LockCall::Release => {
+                        let refused = lock(permit).release(ctx.connection_id()).err();
+                        match refused {
+                            None => Ok(()),
+                            Some(Refused::NothingOut) => {
+                                Err(Error::NotHeld("release of an unlocked lock".into()))
+                            }
+                            Some(Refused::HeldByAnother) => Err(Error::NotHeld(
+                                "release of an RLock held by another client thread".into(),
+                            )),
+                        }
+                    }
                 }
             }
 
-            fn release_all(&self, conn: u64, end: End) {
-                self.0.release_all(conn, end)
+            fn disconnected(&self, conn: u64, end: End) {
+                lock(&self.0).settle(conn, end)
             }
         }
     };
 }
 
-lock_object!(LockObject, "manager::Lock", false);
-lock_object!(RLockObject, "manager::RLock", true);
+lock_object!(LockObject, "manager::Lock", Policy::Counted);
+lock_object!(RLockObject, "manager::RLock", Policy::Owned);
 
 /// Holds a lock until dropped; from [`LockProxy::lock`] or [`RLockProxy::lock`]
 /// (Python: `with lock:`).
@@ -238,7 +114,10 @@ pub struct LockGuard<'a> {
 
 impl Drop for LockGuard<'_> {
     fn drop(&mut self) {
-        if let Err(e) = self.handle.call::<()>(m::RELEASE, |_| Ok(())) {
+        if let Err(e) = self
+            .handle
+            .call::<()>(LockMethod::Release as u32, |_| Ok(()))
+        {
             tracing::debug!(error = %e, "releasing a lock guard failed");
         }
     }
@@ -260,27 +139,27 @@ macro_rules! lock_proxy_methods {
             ///
             /// # Errors
             /// Connection errors.
-            pub fn acquire(&self) -> () = |h| { h.call(m::ACQUIRE, |_| Ok(())) }
+            pub fn acquire(&self) -> () = |h| { h.call(LockMethod::Acquire as u32, |_| Ok(())) }
 
             /// Acquires the lock if it is free now (Python: `lock.acquire(blocking=False)`).
             ///
             /// # Errors
             /// Connection errors.
-            pub fn try_acquire(&self) -> bool = |h| { h.call(m::TRY_ACQUIRE, |_| Ok(())) }
+            pub fn try_acquire(&self) -> bool = |h| { h.call(LockMethod::TryAcquire as u32, |_| Ok(())) }
 
             /// Acquires the lock, waiting at most `timeout` (Python: `lock.acquire(timeout=t)`).
             ///
             /// # Errors
             /// Connection errors.
             pub fn acquire_timeout(&self, timeout: Duration) -> bool = |h| {
-                h.call(m::ACQUIRE_TIMEOUT, |a| a.put(&timeout))
+                h.call(LockMethod::AcquireTimeout as u32, |a| a.put(&timeout))
             }
 
             /// Releases the lock (Python: `lock.release()`).
             ///
             /// # Errors
             /// `Error::NotHeld` if it is not held (by this client thread, for an RLock).
-            pub fn release(&self) -> () = |h| { h.call(m::RELEASE, |_| Ok(())) }
+            pub fn release(&self) -> () = |h| { h.call(LockMethod::Release as u32, |_| Ok(())) }
         }
 
         impl $proxy {

@@ -13,8 +13,7 @@ use serde::de::{self, DeserializeOwned, Visitor};
 use serde::{ser, Deserialize, Deserializer, Serialize};
 
 use crate::builtins::{
-    builtin_object, create, no_such_method, plain_proxy, proxy_methods, read, write, Builtin, Elem,
-    Stored,
+    create, methods, plain_proxy, proxy_methods, read, write, Builtin, Elem, Stored,
 };
 use crate::caps::capturing;
 use crate::client::Client;
@@ -33,39 +32,30 @@ pub(crate) struct NamespaceObject {
     values: RwLock<IndexMap<String, Entry>>,
 }
 
-mod m {
-    pub(super) const GET: u32 = 0;
-    pub(super) const SET: u32 = 1;
-    pub(super) const REMOVE: u32 = 2;
-    pub(super) const NAMES: u32 = 3;
+methods! {
+    /// A namespace's methods, by wire id.
+    enum NamespaceMethod -> NamespaceCall {
+        0 Get(String) => get "<T>(&self, name: &str) -> Option<T>",
+        1 Set(String, u64, Elem) => set "<T>(&self, name: &str, value: T)",
+        2 Remove(String) => remove "(&self, name: &str) -> bool",
+        3 Names => names "(&self) -> Vec<String>",
+    }
 }
 
 impl Builtin for NamespaceObject {
     const NAME: &'static str = "manager::Namespace";
-    const METHODS: &'static [&'static str] = &["get", "set", "remove", "names"];
+    type Methods = NamespaceMethod;
 
     fn construct(_ctx: &Context, _args: &mut Decoder<'_>) -> Result<Self> {
         Ok(NamespaceObject {
             values: RwLock::new(IndexMap::new()),
         })
     }
-}
 
-builtin_object!(NamespaceObject);
-
-impl NamespaceObject {
-    fn dispatch(
-        &self,
-        ctx: &Context,
-        method: u32,
-        args: &mut Decoder<'_>,
-        out: &mut Encoder<'_>,
-    ) -> Result<()> {
+    fn call(&self, ctx: &Context, call: NamespaceCall, out: &mut Encoder<'_>) -> Result<()> {
         let values = &self.values;
-        match method {
-            m::GET => {
-                let name: String = args.take()?;
-                args.finish()?;
+        match call {
+            NamespaceCall::Get(name) => {
                 // `Option<(u64, T)>`, the value as a byte string: the proxy
                 // decodes it, and can say which value is not a `T`.
                 match read(values).get(&name) {
@@ -78,11 +68,7 @@ impl NamespaceObject {
                 }
                 Ok(())
             }
-            m::SET => {
-                let name: String = args.take()?;
-                let shape: u64 = args.take()?;
-                let value: Elem = args.take()?;
-                args.finish()?;
+            NamespaceCall::Set(name, shape, value) => {
                 let entry = Entry {
                     shape,
                     value: Stored::keep(ctx, value),
@@ -92,14 +78,11 @@ impl NamespaceObject {
                 drop(old);
                 Ok(())
             }
-            m::REMOVE => {
-                let name: String = args.take()?;
-                args.finish()?;
+            NamespaceCall::Remove(name) => {
                 let old = write(values).shift_remove(&name);
                 out.put(&old.is_some())
             }
-            m::NAMES => {
-                args.finish()?;
+            NamespaceCall::Names => {
                 let values = read(values);
                 out.put(&values.len())?;
                 for name in values.keys() {
@@ -107,7 +90,6 @@ impl NamespaceObject {
                 }
                 Ok(())
             }
-            _ => Err(no_such_method::<Self>(method)),
         }
     }
 }
@@ -150,7 +132,7 @@ proxy_methods! {
     pub fn set[T: Serialize](&self, name: &str, value: T) -> () = |h| {
         let shape = shape(&value)?;
         let e = h.elem(&value)?;
-        h.call(m::SET, |a| {
+        h.call(NamespaceMethod::Set as u32, |a| {
             a.put(name)?;
             a.put(&shape)?;
             a.put(&e)
@@ -161,13 +143,13 @@ proxy_methods! {
     ///
     /// # Errors
     /// Connection errors.
-    pub fn remove(&self, name: &str) -> bool = |h| { h.call(m::REMOVE, |a| a.put(name)) }
+    pub fn remove(&self, name: &str) -> bool = |h| { h.call(NamespaceMethod::Remove as u32, |a| a.put(name)) }
 
     /// The names, in the order they were first set (Python: `vars(ns).keys()`).
     ///
     /// # Errors
     /// Connection errors.
-    pub fn names(&self) -> Vec<String> = |h| { h.call(m::NAMES, |_| Ok(())) }
+    pub fn names(&self) -> Vec<String> = |h| { h.call(NamespaceMethod::Names as u32, |_| Ok(())) }
 }
 
 impl NamespaceProxy {
@@ -179,7 +161,9 @@ impl NamespaceProxy {
     /// message names the value and `T`); connection errors. (No deferred
     /// form: the type check runs on the reply.)
     pub fn get<T: Serialize + DeserializeOwned>(&self, name: &str) -> Result<Option<T>> {
-        let got: Option<(u64, Value<T>)> = self.handle.call(m::GET, |a| a.put(name))?;
+        let got: Option<(u64, Value<T>)> = self
+            .handle
+            .call(NamespaceMethod::Get as u32, |a| a.put(name))?;
         let Some((stored, Value(value))) = got else {
             return Ok(None);
         };

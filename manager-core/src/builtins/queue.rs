@@ -1,17 +1,20 @@
 //! `Queue` and `JoinableQueue`: FIFO queues with an optional bound
-//! (Python's `queue.Queue` and `multiprocessing.JoinableQueue`).
+//! (Python's `queue.Queue` and `multiprocessing.JoinableQueue`). Blocked
+//! `get`s and `put`s wait on the wait core: an item put goes straight to
+//! the longest-waiting `get`, a slot freed to the longest-waiting `put`.
 
 use std::collections::{HashMap, VecDeque};
 use std::marker::PhantomData;
 use std::sync::{Arc, Condvar, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
+use crate::builtins::wait::{wait_turn, Policy, Wait, Waiters};
 use crate::builtins::{
-    builtin_object, builtin_proxy, create, no_such_method, proxy_methods, take_deadline,
-    take_usize, write_option, Builtin, Elem, Stored,
+    builtin_proxy, create, methods, proxy_methods, take_usize, write_option, Builtin, Elem,
+    Methods, Stored,
 };
 use crate::client::Client;
 use crate::context::Context;
@@ -29,6 +32,10 @@ struct State {
     /// done, oldest first: they go back to the front of the queue if that
     /// connection ends abnormally (at-least-once, and `join` returns).
     taken: HashMap<u64, VecDeque<Stored>>,
+    /// Callers of `get` waiting for an item: a `put` hands it over.
+    getters: Waiters<Stored>,
+    /// Callers of `put` waiting for room: a `get` reserves them a slot.
+    putters: Waiters,
 }
 
 /// What a queue and a joinable queue share.
@@ -38,48 +45,49 @@ struct Core {
     /// A `JoinableQueue`: `task_done` and `join`, and taken items tracked.
     joinable: bool,
     state: Mutex<State>,
-    not_empty: Condvar,
-    not_full: Condvar,
     all_done: Condvar,
 }
 
-/// How long a `put` or `get` may wait.
-#[derive(Clone, Copy)]
-enum Wait {
-    /// Not at all (`try_*`).
-    No,
-    /// Until the deadline, or forever with `None`.
-    Until(Option<Instant>),
+methods! {
+    /// A joinable queue's methods, by wire id; a plain queue has those
+    /// before `task_done` ([`PlainQueueMethods`]).
+    enum QueueMethod -> QueueCall {
+        0 Put(Elem) => put "(&self, item: T)",
+        1 PutTimeout(Elem, Wait) => put_timeout "(&self, item: T, timeout: Duration) -> bool",
+        2 TryPut(Elem) => try_put "(&self, item: T) -> bool",
+        3 Get => get "(&self) -> T",
+        4 GetTimeout(Wait) => get_timeout "(&self, timeout: Duration) -> Option<T>",
+        5 TryGet => try_get "(&self) -> Option<T>",
+        6 Len => len "(&self) -> usize",
+        7 IsEmpty => is_empty "(&self) -> bool",
+        8 IsFull => is_full "(&self) -> bool",
+        9 TaskDone => task_done "(&self)",
+        10 Join => join "(&self)",
+        11 JoinTimeout(Wait) => join_timeout "(&self, timeout: Duration) -> bool",
+        12 Unfinished => unfinished "(&self) -> u64",
+    }
 }
 
-mod m {
-    pub(super) const PUT: u32 = 0;
-    pub(super) const PUT_TIMEOUT: u32 = 1;
-    pub(super) const TRY_PUT: u32 = 2;
-    pub(super) const GET: u32 = 3;
-    pub(super) const GET_TIMEOUT: u32 = 4;
-    pub(super) const TRY_GET: u32 = 5;
-    pub(super) const LEN: u32 = 6;
-    pub(super) const IS_EMPTY: u32 = 7;
-    pub(super) const IS_FULL: u32 = 8;
-    pub(super) const TASK_DONE: u32 = 9;
-    pub(super) const JOIN: u32 = 10;
-    pub(super) const JOIN_TIMEOUT: u32 = 11;
-    pub(super) const UNFINISHED: u32 = 12;
-}
+/// A plain queue's methods: a joinable queue's before `task_done`.
+pub(crate) struct PlainQueueMethods;
 
-/// The methods of a `Queue`; a `JoinableQueue` has these and two more.
-const QUEUE_METHODS: &[&str] = &[
-    "put",
-    "put_timeout",
-    "try_put",
-    "get",
-    "get_timeout",
-    "try_get",
-    "len",
-    "is_empty",
-    "is_full",
-];
+impl Methods for PlainQueueMethods {
+    const NAMES: &'static [&'static str] = QueueMethod::NAMES
+        .split_at(QueueMethod::TaskDone as usize)
+        .0;
+    const SIGNATURES: &'static [&'static str] = QueueMethod::SIGNATURES
+        .split_at(QueueMethod::TaskDone as usize)
+        .0;
+    type Call<'a> = QueueCall;
+
+    fn parse(id: u32, args: &mut Decoder<'_>) -> Result<Option<QueueCall>> {
+        if id < QueueMethod::TaskDone as u32 {
+            QueueMethod::parse(id, args)
+        } else {
+            Ok(None)
+        }
+    }
+}
 
 impl Core {
     fn new(args: &mut Decoder<'_>, joinable: bool) -> Result<Core> {
@@ -90,69 +98,57 @@ impl Core {
                 items: VecDeque::new(),
                 unfinished: 0,
                 taken: HashMap::new(),
+                getters: Waiters::default(),
+                putters: Waiters::default(),
             }),
-            not_empty: Condvar::new(),
-            not_full: Condvar::new(),
             all_done: Condvar::new(),
         })
     }
 
+    /// Whether a bounded queue has no room, counting the slots reserved
+    /// for waiting putters that have not woken yet.
     fn full(&self, s: &State) -> bool {
-        self.maxsize > 0 && s.items.len() >= self.maxsize
+        self.maxsize > 0 && s.items.len() + s.putters.pending() >= self.maxsize
     }
 
     /// Puts `item` once there is room; `false` (and the item dropped) if
     /// there was none in time.
-    fn put(&self, ctx: &Context, item: Stored, wait: Wait) -> Result<bool> {
-        let s = lock(&self.state);
-        let (mut s, room) = match wait {
-            Wait::No => {
-                let room = !self.full(&s);
-                (s, room)
+    fn put(&self, ctx: &Context, item: Elem, wait: Wait) -> Result<bool> {
+        let item = Stored::keep(ctx, item);
+        let mut s = lock(&self.state);
+        if self.full(&s) {
+            // A slot reserved for a caller that is gone is the next one's.
+            let (waited, slot) = wait_turn(
+                ctx,
+                &self.state,
+                s,
+                wait,
+                |s| &mut s.putters,
+                |s, ()| free_slot(s),
+            )?;
+            if slot.is_none() {
+                return Ok(false);
             }
-            Wait::Until(deadline) => {
-                match ctx.wait_until(s, &self.not_full, deadline, |s| !self.full(s)) {
-                    Ok(r) => r,
-                    Err(e) => {
-                        // This caller may have taken the wake-up meant for
-                        // another putter: pass it on.
-                        self.not_full.notify_one();
-                        return Err(e);
-                    }
-                }
-            }
-        };
-        if !room {
-            return Ok(false);
+            s = waited;
         }
-        s.items.push_back(item);
         s.unfinished = s.unfinished.saturating_add(1);
-        drop(s);
-        self.not_empty.notify_one();
+        if let Err(item) = s.getters.hand_off(item) {
+            s.items.push_back(item);
+        }
         Ok(true)
     }
 
     /// Takes the oldest item, if there is one in time.
     fn get(&self, ctx: &Context, wait: Wait) -> Result<Option<Stored>> {
-        let s = lock(&self.state);
-        let mut s = match wait {
-            Wait::No => s,
-            Wait::Until(deadline) => {
-                match ctx.wait_until(s, &self.not_empty, deadline, |s| !s.items.is_empty()) {
-                    Ok((s, _)) => s,
-                    Err(e) => {
-                        self.not_empty.notify_one();
-                        return Err(e);
-                    }
-                }
-            }
-        };
-        let item = s.items.pop_front();
-        drop(s);
-        if item.is_some() {
-            self.not_full.notify_one();
+        let mut s = lock(&self.state);
+        // Nobody waits for an item while there is one: an item put goes to
+        // a waiting getter first.
+        if let Some(item) = s.items.pop_front() {
+            free_slot(&mut s);
+            return Ok(Some(item));
         }
-        Ok(item)
+        // An item handed to a caller that is gone is the next one's.
+        wait_turn(ctx, &self.state, s, wait, |s| &mut s.getters, put_front).map(|(_, item)| item)
     }
 
     /// Marks one item done: the oldest the calling connection took, or, for
@@ -189,9 +185,10 @@ impl Core {
 
     /// Waits until every item put has been marked done, until `deadline`
     /// (`None`: forever); whether they were.
-    fn join(&self, ctx: &Context, deadline: Option<Instant>) -> Result<bool> {
+    fn join(&self, ctx: &Context, wait: Wait) -> Result<bool> {
         let s = lock(&self.state);
-        let (s, done) = ctx.wait_until(s, &self.all_done, deadline, |s| s.unfinished == 0)?;
+        let (s, done) =
+            ctx.wait_until(s, &self.all_done, wait.deadline(), |s| s.unfinished == 0)?;
         drop(s);
         Ok(done)
     }
@@ -199,8 +196,7 @@ impl Core {
     /// Puts `item`, taken by a caller who left before its reply, back at
     /// the front, where it was.
     fn put_back(&self, item: Stored) {
-        lock(&self.state).items.push_front(item);
-        self.not_empty.notify_one();
+        put_front(&mut lock(&self.state), item);
     }
 
     /// Remembers that `conn` took `item` from a joinable queue.
@@ -218,10 +214,11 @@ impl Core {
     /// after a normal one they stay unfinished, as in Python.
     fn release_all(&self, conn: u64, end: End) {
         let mut s = lock(&self.state);
-        let Some(taken) = s.taken.remove(&conn) else {
+        let Some(mut taken) = s.taken.remove(&conn) else {
             return;
         };
-        if end == End::Normal {
+        // An item taken is held as a counted permit is.
+        if !Policy::Counted.gives_back(end) {
             drop(s);
             drop(taken);
             return;
@@ -231,97 +228,81 @@ impl Core {
             items = taken.len(),
             "a consumer ended abnormally: its unfinished items go back to the queue"
         );
+        while let Some(item) = taken.pop_front() {
+            if let Err(item) = s.getters.hand_off(item) {
+                taken.push_front(item);
+                break;
+            }
+        }
         for item in taken.into_iter().rev() {
             s.items.push_front(item);
         }
-        drop(s);
-        self.not_empty.notify_all();
     }
 
-    /// Runs a queue method; `Ok(false)` if `method` is not one
-    /// (`task_done` and `join` are, for a joinable queue).
-    fn call(
+    /// Runs a queue method.
+    fn call(self: &Arc<Self>, ctx: &Context, call: QueueCall, out: &mut Encoder<'_>) -> Result<()> {
+        match call {
+            QueueCall::Put(item) => self.put(ctx, item, Wait::Forever).map(drop),
+            QueueCall::PutTimeout(item, wait) => out.put(&self.put(ctx, item, wait)?),
+            QueueCall::TryPut(item) => out.put(&self.put(ctx, item, Wait::No)?),
+            QueueCall::Get => {
+                // A wait without deadline ends with an item or an error.
+                let item = self.get(ctx, Wait::Forever)?;
+                let item = item.ok_or_else(|| Error::Timeout("queue get".into()))?;
+                item.write(out);
+                self.hand_out(ctx, item);
+                Ok(())
+            }
+            QueueCall::GetTimeout(wait) => self.get_option(ctx, wait, out),
+            QueueCall::TryGet => self.get_option(ctx, Wait::No, out),
+            QueueCall::Len => out.put(&lock(&self.state).items.len()),
+            QueueCall::IsEmpty => out.put(&lock(&self.state).items.is_empty()),
+            QueueCall::IsFull => out.put(&self.full(&lock(&self.state))),
+            QueueCall::TaskDone => self.task_done(ctx.connection_id()),
+            QueueCall::Join => self.join(ctx, Wait::Forever).map(drop),
+            QueueCall::JoinTimeout(wait) => out.put(&self.join(ctx, wait)?),
+            QueueCall::Unfinished => out.put(&lock(&self.state).unfinished),
+        }
+    }
+
+    /// A `get` that writes `Option<T>`.
+    fn get_option(
         self: &Arc<Self>,
         ctx: &Context,
-        method: u32,
-        args: &mut Decoder<'_>,
+        wait: Wait,
         out: &mut Encoder<'_>,
-    ) -> Result<bool> {
-        match method {
-            m::PUT | m::PUT_TIMEOUT | m::TRY_PUT => {
-                let e: Elem = args.take()?;
-                let wait = match method {
-                    m::PUT => Wait::Until(None),
-                    m::PUT_TIMEOUT => Wait::Until(take_deadline(args)?),
-                    _ => Wait::No,
-                };
-                args.finish()?;
-                let put = self.put(ctx, Stored::keep(ctx, e), wait)?;
-                if method != m::PUT {
-                    out.put(&put)?;
-                }
-            }
-            m::GET | m::GET_TIMEOUT | m::TRY_GET => {
-                let wait = match method {
-                    m::GET => Wait::Until(None),
-                    m::GET_TIMEOUT => Wait::Until(take_deadline(args)?),
-                    _ => Wait::No,
-                };
-                args.finish()?;
-                let item = self.get(ctx, wait)?;
-                if method == m::GET {
-                    // A wait without deadline ends with an item or an error.
-                    let item = item
-                        .as_ref()
-                        .ok_or_else(|| Error::Timeout("queue get".into()))?;
-                    item.write(out);
-                } else {
-                    write_option(out, item.as_ref());
-                }
-                match item {
-                    Some(item) if self.joinable => self.took(ctx.connection_id(), item),
-                    // A joinable queue's taken item goes back when its
-                    // connection ends abnormally; a plain queue's, if the
-                    // reply carrying it cannot be delivered.
-                    Some(item) => {
-                        let core = Arc::clone(self);
-                        ctx.on_undelivered(move || core.put_back(item));
-                    }
-                    None => {}
-                }
-            }
-            m::LEN => {
-                args.finish()?;
-                out.put(&lock(&self.state).items.len())?;
-            }
-            m::IS_EMPTY => {
-                args.finish()?;
-                out.put(&lock(&self.state).items.is_empty())?;
-            }
-            m::IS_FULL => {
-                args.finish()?;
-                out.put(&self.full(&lock(&self.state)))?;
-            }
-            m::TASK_DONE if self.joinable => {
-                args.finish()?;
-                self.task_done(ctx.connection_id())?;
-            }
-            m::JOIN if self.joinable => {
-                args.finish()?;
-                self.join(ctx, None)?;
-            }
-            m::JOIN_TIMEOUT if self.joinable => {
-                let deadline = take_deadline(args)?;
-                args.finish()?;
-                out.put(&self.join(ctx, deadline)?)?;
-            }
-            m::UNFINISHED if self.joinable => {
-                args.finish()?;
-                out.put(&lock(&self.state).unfinished)?;
-            }
-            _ => return Ok(false),
+    ) -> Result<()> {
+        let item = self.get(ctx, wait)?;
+        write_option(out, item.as_ref());
+        if let Some(item) = item {
+            self.hand_out(ctx, item);
         }
-        Ok(true)
+        Ok(())
+    }
+
+    /// Settles what becomes of `item`, taken by this call, if it is not
+    /// finished: a joinable queue's goes back when its connection ends
+    /// abnormally; a plain queue's, if the reply carrying it cannot be
+    /// delivered.
+    fn hand_out(self: &Arc<Self>, ctx: &Context, item: Stored) {
+        if self.joinable {
+            self.took(ctx.connection_id(), item);
+        } else {
+            let core = Arc::clone(self);
+            ctx.on_undelivered(move || core.put_back(item));
+        }
+    }
+}
+
+/// A slot came free: the longest-waiting putter's, if any.
+fn free_slot(s: &mut State) {
+    let _ = s.putters.hand_off(());
+}
+
+/// `item` goes to the front: to the longest-waiting getter, if any.
+fn put_front(s: &mut State, item: Stored) {
+    if let Err(item) = s.getters.hand_off(item) {
+        s.items.push_front(item);
     }
 }
 
@@ -331,74 +312,32 @@ pub(crate) struct JoinableQueueObject(Arc<Core>);
 impl Builtin for QueueObject {
     const NAME: &'static str = "manager::Queue";
     const ELEMENTS: usize = 1;
-    const METHODS: &'static [&'static str] = QUEUE_METHODS;
+    type Methods = PlainQueueMethods;
 
     fn construct(_ctx: &Context, args: &mut Decoder<'_>) -> Result<Self> {
         Core::new(args, false).map(|c| QueueObject(Arc::new(c)))
     }
-}
 
-builtin_object!(QueueObject);
-
-impl QueueObject {
-    fn dispatch(
-        &self,
-        ctx: &Context,
-        method: u32,
-        args: &mut Decoder<'_>,
-        out: &mut Encoder<'_>,
-    ) -> Result<()> {
-        if self.0.call(ctx, method, args, out)? {
-            Ok(())
-        } else {
-            Err(no_such_method::<Self>(method))
-        }
+    fn call(&self, ctx: &Context, call: QueueCall, out: &mut Encoder<'_>) -> Result<()> {
+        self.0.call(ctx, call, out)
     }
 }
 
 impl Builtin for JoinableQueueObject {
     const NAME: &'static str = "manager::JoinableQueue";
     const ELEMENTS: usize = 1;
-    const METHODS: &'static [&'static str] = &[
-        "put",
-        "put_timeout",
-        "try_put",
-        "get",
-        "get_timeout",
-        "try_get",
-        "len",
-        "is_empty",
-        "is_full",
-        "task_done",
-        "join",
-        "join_timeout",
-        "unfinished",
-    ];
+    type Methods = QueueMethod;
 
     fn construct(_ctx: &Context, args: &mut Decoder<'_>) -> Result<Self> {
         Core::new(args, true).map(|c| JoinableQueueObject(Arc::new(c)))
     }
-}
 
-builtin_object!(JoinableQueueObject, disconnected);
-
-impl JoinableQueueObject {
-    fn release_all(&self, conn: u64, end: End) {
-        self.0.release_all(conn, end)
+    fn call(&self, ctx: &Context, call: QueueCall, out: &mut Encoder<'_>) -> Result<()> {
+        self.0.call(ctx, call, out)
     }
 
-    fn dispatch(
-        &self,
-        ctx: &Context,
-        method: u32,
-        args: &mut Decoder<'_>,
-        out: &mut Encoder<'_>,
-    ) -> Result<()> {
-        if self.0.call(ctx, method, args, out)? {
-            Ok(())
-        } else {
-            Err(no_such_method::<Self>(method))
-        }
+    fn disconnected(&self, conn: u64, end: End) {
+        self.0.release_all(conn, end)
     }
 }
 
@@ -414,7 +353,7 @@ macro_rules! queue_methods {
             /// Connection errors.
             pub fn put(&self, item: T) -> () = |h| {
                 let e = h.elem(&item)?;
-                h.call(m::PUT, |a| a.put(&e))
+                h.call(QueueMethod::Put as u32, |a| a.put(&e))
             }
 
             /// Puts `item`, waiting at most `timeout` for room; `false` (and the
@@ -424,7 +363,7 @@ macro_rules! queue_methods {
             /// Connection errors.
             pub fn put_timeout(&self, item: T, timeout: Duration) -> bool = |h| {
                 let e = h.elem(&item)?;
-                h.call(m::PUT_TIMEOUT, |a| {
+                h.call(QueueMethod::PutTimeout as u32, |a| {
                     a.put(&e)?;
                     a.put(&timeout)
                 })
@@ -436,46 +375,46 @@ macro_rules! queue_methods {
             /// Connection errors.
             pub fn try_put(&self, item: T) -> bool = |h| {
                 let e = h.elem(&item)?;
-                h.call(m::TRY_PUT, |a| a.put(&e))
+                h.call(QueueMethod::TryPut as u32, |a| a.put(&e))
             }
 
             /// Takes the oldest item, waiting for one (Python: `q.get()`).
             ///
             /// # Errors
             /// Connection errors.
-            pub fn get(&self) -> T = |h| { h.call(m::GET, |_| Ok(())) }
+            pub fn get(&self) -> T = |h| { h.call(QueueMethod::Get as u32, |_| Ok(())) }
 
             /// Takes the oldest item, waiting at most `timeout` (Python: `q.get(timeout=t)`).
             ///
             /// # Errors
             /// Connection errors.
             pub fn get_timeout(&self, timeout: Duration) -> Option<T> = |h| {
-                h.call(m::GET_TIMEOUT, |a| a.put(&timeout))
+                h.call(QueueMethod::GetTimeout as u32, |a| a.put(&timeout))
             }
 
             /// Takes the oldest item if there is one now (Python: `q.get_nowait()`).
             ///
             /// # Errors
             /// Connection errors.
-            pub fn try_get(&self) -> Option<T> = |h| { h.call(m::TRY_GET, |_| Ok(())) }
+            pub fn try_get(&self) -> Option<T> = |h| { h.call(QueueMethod::TryGet as u32, |_| Ok(())) }
 
             /// The number of items (Python: `q.qsize()`).
             ///
             /// # Errors
             /// Connection errors.
-            pub fn len(&self) -> usize = |h| { h.call(m::LEN, |_| Ok(())) }
+            pub fn len(&self) -> usize = |h| { h.call(QueueMethod::Len as u32, |_| Ok(())) }
 
             /// Whether the queue is empty (Python: `q.empty()`).
             ///
             /// # Errors
             /// Connection errors.
-            pub fn is_empty(&self) -> bool = |h| { h.call(m::IS_EMPTY, |_| Ok(())) }
+            pub fn is_empty(&self) -> bool = |h| { h.call(QueueMethod::IsEmpty as u32, |_| Ok(())) }
 
             /// Whether a bounded queue is full (Python: `q.full()`).
             ///
             /// # Errors
             /// Connection errors.
-            pub fn is_full(&self) -> bool = |h| { h.call(m::IS_FULL, |_| Ok(())) }
+            pub fn is_full(&self) -> bool = |h| { h.call(QueueMethod::IsFull as u32, |_| Ok(())) }
         }
     };
 }
@@ -544,13 +483,13 @@ proxy_methods! {
     ///
     /// # Errors
     /// `Error::TaskDoneTooOften` if called more times than items were put.
-    pub fn task_done(&self) -> () = |h| { h.call(m::TASK_DONE, |_| Ok(())) }
+    pub fn task_done(&self) -> () = |h| { h.call(QueueMethod::TaskDone as u32, |_| Ok(())) }
 
     /// Waits until every item put has been marked done (Python: `q.join()`).
     ///
     /// # Errors
     /// Connection errors.
-    pub fn join(&self) -> () = |h| { h.call(m::JOIN, |_| Ok(())) }
+    pub fn join(&self) -> () = |h| { h.call(QueueMethod::Join as u32, |_| Ok(())) }
 
     /// Waits at most `timeout` until every item put has been marked done;
     /// whether they were.
@@ -558,7 +497,7 @@ proxy_methods! {
     /// # Errors
     /// Connection errors.
     pub fn join_timeout(&self, timeout: Duration) -> bool = |h| {
-        h.call(m::JOIN_TIMEOUT, |a| a.put(&timeout))
+        h.call(QueueMethod::JoinTimeout as u32, |a| a.put(&timeout))
     }
 
     /// How many items were put and not yet marked done (Python keeps this
@@ -566,7 +505,7 @@ proxy_methods! {
     ///
     /// # Errors
     /// Connection errors.
-    pub fn unfinished(&self) -> u64 = |h| { h.call(m::UNFINISHED, |_| Ok(())) }
+    pub fn unfinished(&self) -> u64 = |h| { h.call(QueueMethod::Unfinished as u32, |_| Ok(())) }
 }
 
 impl Client {

@@ -8,33 +8,34 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use crate::builtins::{
-    builtin_proxy, create, decode, method_name, no_such_method, proxy_methods, Builtin, Elem,
-    Stored,
+    builtin_proxy, create, decode, methods, proxy_methods, read, write, Builtin, Elem, Stored,
 };
 use crate::client::Client;
 use crate::context::Context;
 use crate::error::{Error, Result};
 use crate::proxy::Handle;
-use crate::shared::Object;
 use crate::wire::codec::{Decoder, Encoder};
 
 pub(crate) struct ValueObject {
     value: RwLock<Stored>,
 }
 
-mod m {
-    pub(super) const GET: u32 = 0;
-    pub(super) const SET: u32 = 1;
-    pub(super) const SWAP: u32 = 2;
-    pub(super) const COMPARE_EXCHANGE: u32 = 3;
-    pub(super) const FETCH_ADD: u32 = 4;
+methods! {
+    /// A value's methods, by wire id.
+    enum ValueMethod -> ValueCall<'a> {
+        0 Get => get "(&self) -> T",
+        1 Set(Elem) => set "(&self, value: T)",
+        2 Swap(Elem) => swap "(&self, value: T) -> T",
+        3 CompareExchange(Elem, Elem) => compare_exchange
+            "(&self, current: T, new: T) -> Result<T, T>",
+        4 FetchAdd(u8, &'a [u8]) => fetch_add "(&self, delta: T) -> T",
+    }
 }
 
 impl Builtin for ValueObject {
     const NAME: &'static str = "manager::Value";
     const ELEMENTS: usize = 1;
-    const METHODS: &'static [&'static str] =
-        &["get", "set", "swap", "compare_exchange", "fetch_add"];
+    type Methods = ValueMethod;
 
     fn construct(ctx: &Context, args: &mut Decoder<'_>) -> Result<Self> {
         let value: Elem = args.take()?;
@@ -42,56 +43,27 @@ impl Builtin for ValueObject {
             value: RwLock::new(Stored::keep(ctx, value)),
         })
     }
-}
 
-impl Object for ValueObject {
-    fn type_name(&self) -> &'static str {
-        Self::NAME
-    }
-    fn fingerprint(&self) -> u64 {
-        Self::FINGERPRINT
-    }
-    fn method_name(&self, m: u32) -> &'static str {
-        method_name::<Self>(m)
-    }
-
-    fn call(
-        &self,
-        ctx: &Context,
-        method: u32,
-        args: &mut Decoder<'_>,
-        out: &mut Encoder<'_>,
-    ) -> Result<()> {
+    fn call(&self, ctx: &Context, call: ValueCall<'_>, out: &mut Encoder<'_>) -> Result<()> {
         let value = &self.value;
-        match method {
-            m::GET => {
-                args.finish()?;
-                value
-                    .read()
-                    .unwrap_or_else(std::sync::PoisonError::into_inner)
-                    .write(out);
+        match call {
+            ValueCall::Get => {
+                read(value).write(out);
                 Ok(())
             }
-            m::SET => {
-                let new: Elem = args.take()?;
-                args.finish()?;
+            ValueCall::Set(new) => {
                 let new = Stored::keep(ctx, new);
                 let old = std::mem::replace(&mut *write(value), new);
                 drop(old);
                 Ok(())
             }
-            m::SWAP => {
-                let new: Elem = args.take()?;
-                args.finish()?;
+            ValueCall::Swap(new) => {
                 let new = Stored::keep(ctx, new);
                 let old = std::mem::replace(&mut *write(value), new);
                 old.write(out);
                 Ok(())
             }
-            m::COMPARE_EXCHANGE => {
-                let current: Elem = args.take()?;
-                let new: Elem = args.take()?;
-                args.finish()?;
+            ValueCall::CompareExchange(current, new) => {
                 let mut v = write(value);
                 // Equal encodings are equal values: postcard is deterministic.
                 if v.bytes() == current.bytes() {
@@ -104,10 +76,7 @@ impl Object for ValueObject {
                 }
                 Ok(())
             }
-            m::FETCH_ADD => {
-                let kind: u8 = args.take()?;
-                let delta = args.take_byte_slice()?;
-                args.finish()?;
+            ValueCall::FetchAdd(kind, delta) => {
                 let mut v = write(value);
                 let mut sum = [0u8; 24];
                 let next = add_encoded(kind, v.bytes(), delta, &mut sum)?;
@@ -115,13 +84,8 @@ impl Object for ValueObject {
                 old.write(out);
                 Ok(())
             }
-            _ => Err(no_such_method::<Self>(method)),
         }
     }
-}
-
-fn write(v: &RwLock<Stored>) -> std::sync::RwLockWriteGuard<'_, Stored> {
-    v.write().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 /// `a + b` for two encoded integers of kind `kind`, wrapping like the
@@ -188,7 +152,7 @@ proxy_methods! {
     ///
     /// # Errors
     /// Connection errors; `Error::Protocol` if the value is not a `T`.
-    pub fn get(&self) -> T = |h| { h.call(m::GET, |_| Ok(())) }
+    pub fn get(&self) -> T = |h| { h.call(ValueMethod::Get as u32, |_| Ok(())) }
 
     /// Replaces the value (Python: `value.value = x`).
     ///
@@ -196,7 +160,7 @@ proxy_methods! {
     /// Connection errors.
     pub fn set(&self, value: T) -> () = |h| {
         let e = h.elem(&value)?;
-        h.call(m::SET, |a| a.put(&e))
+        h.call(ValueMethod::Set as u32, |a| a.put(&e))
     }
 
     /// Replaces the value and returns the previous one.
@@ -205,7 +169,7 @@ proxy_methods! {
     /// Connection errors.
     pub fn swap(&self, value: T) -> T = |h| {
         let e = h.elem(&value)?;
-        h.call(m::SWAP, |a| a.put(&e))
+        h.call(ValueMethod::Swap as u32, |a| a.put(&e))
     }
 
     /// Stores `new` if the value is `current`: `Ok(previous)` on success,
@@ -216,7 +180,7 @@ proxy_methods! {
     pub fn compare_exchange(&self, current: T, new: T) -> std::result::Result<T, T> = |h| {
         let c = h.elem(&current)?;
         let n = h.elem(&new)?;
-        h.call(m::COMPARE_EXCHANGE, |a| {
+        h.call(ValueMethod::CompareExchange as u32, |a| {
             a.put(&c)?;
             a.put(&n)
         })
@@ -234,7 +198,7 @@ proxy_methods! {
         // An integer's encoding fits on the stack: no allocation per call.
         let mut tmp = [0u8; 24];
         let d = postcard::to_slice(&delta, &mut tmp)?;
-        h.call(m::FETCH_ADD, |a| {
+        h.call(ValueMethod::FetchAdd as u32, |a| {
             a.put(&T::KIND)?;
             a.put(serde_bytes::Bytes::new(d))
         })
