@@ -9,19 +9,19 @@ use std::sync::mpsc;
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use common::bounded;
+use common::{bounded, eventually};
 use manager::Manager;
 
 const LONG: Duration = Duration::from_secs(20);
-/// Time for a call sent just now to reach the manager and block there.
-const SETTLE: Duration = Duration::from_millis(300);
-
 /// Runs `connect` then `wait` on a thread of its own (its own connection),
-/// and returns once `wait` has had time to block in the manager.
+/// and returns once `wait` is blocked in the manager (one more blocked call
+/// in `stats()`).
 fn blocked<T: Send + 'static>(
+    mgr: &Manager,
     connect: impl FnOnce() + Send + 'static,
     wait: impl FnOnce() -> T + Send + 'static,
 ) -> JoinHandle<T> {
+    let before = mgr.stats().unwrap().blocked_calls;
     let (ready, connected) = mpsc::channel();
     let waiter = std::thread::spawn(move || {
         connect();
@@ -29,7 +29,10 @@ fn blocked<T: Send + 'static>(
         wait()
     });
     connected.recv_timeout(LONG).expect("the waiter connected");
-    std::thread::sleep(SETTLE);
+    assert!(
+        eventually(LONG, || mgr.stats().unwrap().blocked_calls > before),
+        "the waiter blocks in the manager"
+    );
     waiter
 }
 
@@ -41,6 +44,7 @@ fn a_released_lock_goes_to_its_waiter_not_to_a_later_try() {
         lock.acquire().unwrap();
         let (l1, l2) = (lock.clone(), lock.clone());
         let waiter = blocked(
+            &mgr,
             move || assert!(!l1.try_acquire().unwrap()),
             move || l2.acquire_timeout(LONG).unwrap(),
         );
@@ -60,6 +64,7 @@ fn semaphore_waiters_are_served_in_arrival_order() {
             .map(|i| {
                 let (s1, s2, served) = (sem.clone(), sem.clone(), served.clone());
                 blocked(
+                    &mgr,
                     move || assert!(!s1.try_acquire().unwrap()),
                     move || {
                         assert!(s2.acquire_timeout(LONG).unwrap());
@@ -83,6 +88,7 @@ fn an_item_put_goes_to_the_waiting_get() {
         let q = mgr.queue::<u32>(0).unwrap();
         let (q1, q2) = (q.clone(), q.clone());
         let getter = blocked(
+            &mgr,
             move || assert_eq!(q1.len().unwrap(), 0),
             move || q2.get_timeout(LONG).unwrap(),
         );
@@ -100,6 +106,7 @@ fn a_slot_freed_in_a_full_queue_is_kept_for_the_waiting_put() {
         q.put(1).unwrap();
         let (q1, q2) = (q.clone(), q.clone());
         let putter = blocked(
+            &mgr,
             move || assert!(q1.is_full().unwrap()),
             move || q2.put_timeout(2, LONG).unwrap(),
         );

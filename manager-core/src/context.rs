@@ -207,6 +207,7 @@ impl Context {
         mut ready: impl FnMut(&mut T) -> bool,
     ) -> Result<(MutexGuard<'a, T>, bool)> {
         let mut first = true;
+        let mut _blocked = None;
         loop {
             if ready(&mut guard) {
                 return Ok((guard, true));
@@ -217,6 +218,7 @@ impl Context {
                 }
                 // Replies held back must not wait behind this call.
                 self.flush_replies()?;
+                _blocked = Some(Blocked::new(&self.server.blocked));
             }
             let mut slice = LIVENESS_CHECK;
             if let Some(d) = deadline {
@@ -239,6 +241,22 @@ impl Context {
                 ));
             }
         }
+    }
+}
+
+/// Counts a call as blocked while it lives (`Stats::blocked_calls`).
+struct Blocked<'a>(&'a std::sync::atomic::AtomicU64);
+
+impl<'a> Blocked<'a> {
+    fn new(count: &'a std::sync::atomic::AtomicU64) -> Self {
+        count.fetch_add(1, Ordering::Relaxed);
+        Blocked(count)
+    }
+}
+
+impl Drop for Blocked<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
     }
 }
 

@@ -31,4 +31,7 @@ pub struct Stats {
     pub sessions: u64,
     /// Names published now.
     pub names: u64,
+    /// Calls blocked in the manager now, waiting for a lock, a permit, an
+    /// item, a notification (`Context::wait_until`).
+    pub blocked_calls: u64,
 }

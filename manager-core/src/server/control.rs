@@ -97,6 +97,7 @@ pub(crate) fn call(
                 objects_by_type: state.table.objects_by_type(),
                 sessions,
                 names,
+                blocked_calls: state.blocked.load(std::sync::atomic::Ordering::Relaxed),
             };
             out.put(&stats)
         }

@@ -95,6 +95,8 @@ pub(crate) struct ServerState {
     /// Connections still in the handshake.
     handshakes: AtomicUsize,
     pub(crate) calls: AtomicU64,
+    /// Calls blocked in a wait now (`Context::wait_until`).
+    pub(crate) blocked: AtomicU64,
     stopping: AtomicBool,
     /// Open connections and their sessions, to close them on shutdown and
     /// to wait for a session's connections when its client says goodbye.
@@ -420,6 +422,7 @@ impl ServerState {
             next_conn: AtomicU64::new(1),
             handshakes: AtomicUsize::new(0),
             calls: AtomicU64::new(0),
+            blocked: AtomicU64::new(0),
             stopping: AtomicBool::new(false),
             live: Mutex::new(HashMap::new()),
             drained: Condvar::new(),
