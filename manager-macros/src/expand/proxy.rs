@@ -6,7 +6,7 @@ use quote::{quote, quote_spanned, ToTokens};
 use syn::spanned::Spanned;
 
 use super::{deferred_ident, encode_args, params, proxy_ident};
-use crate::model::{Constructor, Method, SharedImpl, SharedType};
+use crate::model::{Constructor, Lend, Method, SharedImpl, SharedType};
 
 /// The proxy, its deferred view, and the traits every proxy implements.
 pub fn proxy_type(t: &SharedType) -> TokenStream {
@@ -173,11 +173,15 @@ fn method(x: &Method, index: u32) -> TokenStream {
     let attrs = &x.attrs;
     let params = params(&x.args);
     let encode = encode_args(&x.args);
-    // A `Vec<u8>` argument (the first) is written from where it is.
+    // A `Vec<u8>` or `&[u8]` argument (the first) is written from where it is.
     let (callee, args) = match x.args.iter().find(|a| a.ty.bytes) {
         Some(a) => {
             let bytes = &a.ident;
-            ("call_with_bytes", quote!(#index, &#bytes, #encode))
+            let bytes = match a.lend {
+                Lend::Value => quote!(&#bytes),
+                Lend::Ref | Lend::Slice => quote!(#bytes),
+            };
+            ("call_with_bytes", quote!(#index, #bytes, #encode))
         }
         None => ("call", quote!(#index, #encode)),
     };

@@ -3,7 +3,7 @@
 //! registry through which a spawned manager process finds it by name.
 
 use proc_macro2::TokenStream;
-use quote::{quote, ToTokens};
+use quote::quote;
 
 use super::proxy_ident;
 use crate::model::{self, Arg, Receiver, SharedImpl, SharedType};
@@ -77,12 +77,16 @@ pub fn method_names(m: &SharedImpl) -> Vec<String> {
     m.methods.iter().map(|x| model::name(&x.ident)).collect()
 }
 
+/// An argument's type as the caller's encoding sees it: a borrowed argument
+/// is its owned type (`&str` is `String`, `&[T]` is `Vec<T>`, `&T` is `T`),
+/// because the two are sent alike, so a client whose method takes a `String`
+/// and a manager whose method takes a `&str` speak the same interface.
 fn arg_type(a: &Arg) -> String {
-    type_text(&a.ty.ty)
+    a.signature.clone()
 }
 
 fn type_text(ty: &syn::Type) -> String {
-    ty.to_token_stream().to_string()
+    model::type_text(ty)
 }
 
 #[cfg(test)]
@@ -117,6 +121,27 @@ mod tests {
                 "checked_div(&self, i64) -> Result < i64 , String >",
                 "new(i64) -> Self",
             ]
+        );
+    }
+
+    #[test]
+    fn borrowed_and_owned_arguments_sign_alike() {
+        let borrowed = signatures_of(syn::parse_quote! {
+            impl T {
+                pub fn f(&self, s: &str, xs: &[u32], p: &Point) -> String { String::new() }
+                pub fn new(name: &str) -> Self { T }
+            }
+        });
+        let owned = signatures_of(syn::parse_quote! {
+            impl T {
+                pub fn f(&self, s: String, xs: Vec<u32>, p: Point) -> String { s }
+                pub fn new(name: String) -> Self { T }
+            }
+        });
+        assert_eq!(borrowed, owned);
+        assert_eq!(
+            borrowed[0],
+            "f(&self, String, Vec < u32 >, Point) -> String"
         );
     }
 
