@@ -399,3 +399,26 @@ fn every_shared_type_is_in_the_registry() {
         Some(<Counter as Interface>::FINGERPRINT)
     );
 }
+
+#[test]
+fn a_type_declared_in_a_function_body_expands() {
+    // Doc tests declare their types in `main`: a block, not a module.
+    #[shared]
+    struct Local {
+        n: u8,
+    }
+
+    #[shared]
+    impl Local {
+        pub fn new(n: &u8) -> Self {
+            Local { n: *n }
+        }
+        pub fn n(&self) -> u8 {
+            self.n
+        }
+    }
+
+    let _: fn(&Client, &u8) -> Result<LocalProxy> = LocalProxy::new;
+    let _: fn(&LocalProxy) -> Result<u8> = LocalProxy::n;
+    assert_eq!(Local::new(&3).n(), 3);
+}

@@ -4,14 +4,16 @@
 
 use std::sync::RwLock;
 
+use crate::client::Client;
 use crate::context::Context;
 use crate::error::{Error, Result};
-use crate::proxy::Proxy;
+use crate::proxy::{create, Kind, Proxy};
 use crate::wire::codec::{Decoder, Encoder};
 
 /// A type whose objects live in a manager and are used through proxies.
 ///
-/// Implemented by `#[shared]`; not meant to be implemented by hand.
+/// Implemented by `#[shared]` on the type's declaration; not meant to be
+/// implemented by hand.
 ///
 /// ```
 /// use manager::{shared, Shared};
@@ -27,6 +29,11 @@ use crate::wire::codec::{Decoder, Encoder};
 ///
 /// assert!(<Gauge as Shared>::TYPE_NAME.ends_with("::Gauge"));
 /// ```
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` is not a shared type",
+    label = "`{Self}` needs `#[shared]` on its declaration",
+    note = "add `#[shared]` to `struct {Self}` (or `enum {Self}`) as well as to its inherent impl block"
+)]
 pub trait Shared: Interface {
     /// The full path of the type (`module_path!()` and the ident): its name on
     /// the wire and in [`Stats`](crate::Stats).
@@ -259,13 +266,65 @@ const fn fnv(mut hash: u64, bytes: &[u8], prime: u64) -> u64 {
     hash
 }
 
-/// The error for a method index the type does not have.
+/// The error for a method index the type does not have. Bound by
+/// [`Interface`] alone, which the impl block's expansion implements itself,
+/// so that without `#[shared]` on the type the dispatcher adds no error to
+/// the one [`assert_proxy`] reports.
 #[doc(hidden)]
-pub fn no_such_method<T: Shared>(method: u32) -> Error {
+pub fn no_such_method<T: Interface>(method: u32) -> Error {
     Error::Protocol(format!(
         "{} has no method or constructor number {method}",
-        T::TYPE_NAME
+        std::any::type_name::<T>()
     ))
+}
+
+/// How a generated proxy constructor creates its object: through the proxy
+/// type, so that the constructors of the stand-in proxy an impl block's
+/// expansion declares (see [`assert_proxy`]) compile too.
+#[doc(hidden)]
+pub trait ConstructProxy: Sized {
+    /// Creates an object in `client`'s manager with constructor `ctor`.
+    fn __construct(
+        client: &Client,
+        ctor: u32,
+        args: impl FnOnce(&mut Encoder<'_>) -> Result<()>,
+    ) -> Result<Self>;
+}
+
+impl<P: Proxy> ConstructProxy for P {
+    fn __construct(
+        client: &Client,
+        ctor: u32,
+        args: impl FnOnce(&mut Encoder<'_>) -> Result<()>,
+    ) -> Result<P> {
+        create(client, Kind::of::<P>(), ctor, args).map(P::__from_handle)
+    }
+}
+
+/// Holds for a type and itself only: `T::Proxy: ProxyInScope<P>` says that
+/// `P`, the proxy's name as the impl block's module resolves it, is `T`'s
+/// proxy and not the stand-in.
+#[doc(hidden)]
+#[diagnostic::on_unimplemented(
+    message = "this `#[shared]` impl block does not see `{Self}`",
+    label = "`{Self}` is not in scope here",
+    note = "import `{Self}` and `{Self}Deferred` into the module of this impl block"
+)]
+pub trait ProxyInScope<P: ?Sized> {}
+
+impl<P: ?Sized> ProxyInScope<P> for P {}
+
+/// Compiles only if `T` is `#[shared]` and `P` is its proxy. `#[shared]` on
+/// an impl block asserts it for the type and the proxy's name, spanned at
+/// the type's name, and declares stand-ins for the proxy and its deferred
+/// view that the real ones shadow: without `#[shared]` on the type (or its
+/// proxy imported), this is the one error the user sees, instead of one
+/// "cannot find type" per use of the proxy.
+#[doc(hidden)]
+pub const fn assert_proxy<T: Shared, P>()
+where
+    T::Proxy: ProxyInScope<P>,
+{
 }
 
 #[cfg(test)]

@@ -33,10 +33,14 @@ pub fn shared(model: &SharedItem) -> TokenStream {
             // manager; clippy's advice to add `Default` does not apply.
             item.attrs
                 .push(syn::parse_quote!(#[allow(clippy::new_without_default)]));
+            // The check first, so that without `#[shared]` on the type its
+            // error comes first, and the stand-ins keep it the only one.
+            let check = registry::proxy_check(m);
+            let stand_in = proxy::stand_in(m);
             let methods = proxy::proxy_methods(m);
             let checks = wire_type_checks(m);
             let interface = dispatch::interface(m);
-            quote!(#item #methods #checks #interface)
+            quote!(#item #check #stand_in #methods #checks #interface)
         }
     }
 }

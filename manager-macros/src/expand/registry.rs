@@ -3,7 +3,7 @@
 //! registry through which a spawned manager process finds it by name.
 
 use proc_macro2::TokenStream;
-use quote::quote;
+use quote::{quote, quote_spanned};
 
 use super::proxy_ident;
 use crate::model::{self, Arg, Receiver, SharedImpl, SharedType};
@@ -25,6 +25,18 @@ pub fn shared_impl(t: &SharedType) -> TokenStream {
             static __MANAGER_TYPE_ENTRY: ::manager::__private::TypeEntry =
                 ::manager::__private::TypeEntry::of::<#ty>();
         };
+    }
+}
+
+/// Compiles only if the type is `#[shared]` and the proxy the impl block's
+/// module sees is its own, not `proxy::stand_in`'s: spanned at the type's
+/// name in `impl Counter`, where the error says to add `#[shared]` to the
+/// type, or to import its proxy.
+pub fn proxy_check(m: &SharedImpl) -> TokenStream {
+    let ty = &m.self_ty;
+    let proxy = proxy_ident(ty);
+    quote_spanned! {ty.span()=>
+        const _: () = ::manager::__private::assert_proxy::<#ty, #proxy>();
     }
 }
 
