@@ -13,10 +13,17 @@ pub fn shared_impl(t: &SharedType) -> TokenStream {
     let ty = &t.ident;
     let proxy = proxy_ident(ty);
     let type_name = type_name(ty);
+    // The one requirement that the type be `Send + Sync`, spanned at its
+    // name: where the compiler says which field is not.
+    let entry = quote_spanned! {ty.span()=>
+        const __ENTRY: ::manager::__private::TypeEntry =
+            ::manager::__private::TypeEntry::new::<#ty>();
+    };
     quote! {
         impl ::manager::Shared for #ty {
             const TYPE_NAME: &'static str = #type_name;
             type Proxy = #proxy;
+            #entry
         }
 
         const _: () = {
