@@ -161,16 +161,16 @@ pub fn stand_in(m: &SharedImpl) -> TokenStream {
         #[doc(hidden)]
         #[allow(non_snake_case, dead_code)]
         mod #module {
-            pub struct #proxy {
+            pub(super) struct #proxy {
                 pub(super) __handle: ::manager::__private::Handle,
             }
 
-            pub struct #deferred<'a> {
+            pub(super) struct #deferred<'a> {
                 pub(super) __handle: &'a ::manager::__private::Handle,
             }
 
             impl #proxy {
-                pub fn deferred(&self) -> #deferred<'_> {
+                pub(super) fn deferred(&self) -> #deferred<'_> {
                     #deferred {
                         __handle: &self.__handle,
                     }
