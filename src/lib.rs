@@ -135,8 +135,10 @@ pub use manager_core::*;
 /// its name). The type must be `Send + Sync`, as the manager's threads share
 /// each object behind a reader-writer lock, and it must not be generic. It
 /// need not be serde: it may hold files, threads and sockets. Put
-/// `#[shared]` on its inherent impl block too, in the same module (or one
-/// that imports `XProxy` and `XProxyDeferred`).
+/// `#[shared]` on its inherent impl block too, in the same module, or in a
+/// module inside it that imports `XProxy` and `XProxyDeferred` by name (a
+/// glob import of them meets the hidden stand-ins the impl block's expansion
+/// declares, and the compiler asks for the import by name).
 ///
 /// # Methods and constructors
 ///

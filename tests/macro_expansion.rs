@@ -257,6 +257,35 @@ pub mod v2 {
     }
 }
 
+/// The type in one module, its methods in a module inside it that imports
+/// the proxy: the proxy's fields are private to the type's module.
+pub mod split {
+    use manager::shared;
+
+    #[shared]
+    pub struct Split {
+        n: u8,
+    }
+
+    mod methods {
+        use manager::shared;
+
+        use super::{Split, SplitProxy, SplitProxyDeferred};
+
+        #[shared]
+        impl Split {
+            /// At `n`.
+            pub fn new(n: u8) -> Self {
+                Split { n }
+            }
+            /// The value.
+            pub fn n(&self) -> u8 {
+                self.n
+            }
+        }
+    }
+}
+
 fn is_proxy<P: Proxy>() {}
 
 #[test]
@@ -266,6 +295,9 @@ fn proxies_have_the_promised_signatures() {
     is_proxy::<UnitProxy>();
     is_proxy::<PointProxy>();
     is_proxy::<HolderProxy>();
+    is_proxy::<split::SplitProxy>();
+    let _: fn(&Client, u8) -> Result<split::SplitProxy> = split::SplitProxy::new;
+    let _: fn(&split::SplitProxy) -> Result<u8> = split::SplitProxy::n;
 
     // Constructors take the client first; the context is the manager's.
     let _: fn(&Client, i64) -> Result<CounterProxy> = CounterProxy::new;

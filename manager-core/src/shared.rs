@@ -321,7 +321,7 @@ impl<P: Proxy> ConstructProxy for P {
 #[diagnostic::on_unimplemented(
     message = "this `#[shared]` impl block does not see `{Self}`",
     label = "`{Self}` is not in scope here",
-    note = "import `{Self}` and `{Self}Deferred` into the module of this impl block"
+    note = "put this impl block in the module that declares the type, or in a module inside it that imports `{Self}` and `{Self}Deferred`"
 )]
 pub trait ProxyInScope<P: ?Sized> {}
 

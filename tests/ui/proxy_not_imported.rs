@@ -2,18 +2,18 @@ mod counter {
     use manager::shared;
 
     #[shared]
-    pub struct Counter { pub(crate) value: i64 }
-}
+    pub struct Counter { value: i64 }
 
-mod methods {
-    use manager::shared;
+    mod methods {
+        use manager::shared;
 
-    use crate::counter::Counter;
+        use super::Counter;
 
-    #[shared]
-    impl Counter {
-        pub fn new() -> Self { Counter { value: 0 } }
-        pub fn get(&self) -> i64 { self.value }
+        #[shared]
+        impl Counter {
+            pub fn new() -> Self { Counter { value: 0 } }
+            pub fn get(&self) -> i64 { self.value }
+        }
     }
 }
 
