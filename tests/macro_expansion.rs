@@ -32,6 +32,13 @@ impl Counter {
         }
     }
 
+    /// A counter at the length of `label`: a borrowing constructor.
+    pub fn labelled(label: &str) -> Self {
+        Counter {
+            value: label.len() as i64,
+        }
+    }
+
     /// A parameter named like the proxy's `client`.
     pub fn named(client: String) -> Self {
         Counter {
@@ -74,6 +81,13 @@ impl Counter {
     /// Patterns for parameters.
     pub fn add_pair(&mut self, (a, b): (i64, i64), _: u8) -> i64 {
         self.value += a + b;
+        self.value
+    }
+
+    /// Borrowed arguments, mixed with an owned one.
+    pub fn add_all(&mut self, label: &str, items: &[i64], times: i64, min: &i64) -> i64 {
+        let sum: i64 = items.iter().filter(|&i| i >= min).sum();
+        self.value += sum * times + label.len() as i64;
         self.value
     }
 
@@ -243,6 +257,35 @@ pub mod v2 {
     }
 }
 
+/// The type in one module, its methods in a module inside it that imports
+/// the proxy: the proxy's fields are private to the type's module.
+pub mod split {
+    use manager::shared;
+
+    #[shared]
+    pub struct Split {
+        n: u8,
+    }
+
+    mod methods {
+        use manager::shared;
+
+        use super::{Split, SplitProxy, SplitProxyDeferred};
+
+        #[shared]
+        impl Split {
+            /// At `n`.
+            pub fn new(n: u8) -> Self {
+                Split { n }
+            }
+            /// The value.
+            pub fn n(&self) -> u8 {
+                self.n
+            }
+        }
+    }
+}
+
 fn is_proxy<P: Proxy>() {}
 
 #[test]
@@ -252,12 +295,16 @@ fn proxies_have_the_promised_signatures() {
     is_proxy::<UnitProxy>();
     is_proxy::<PointProxy>();
     is_proxy::<HolderProxy>();
+    is_proxy::<split::SplitProxy>();
+    let _: fn(&Client, u8) -> Result<split::SplitProxy> = split::SplitProxy::new;
+    let _: fn(&split::SplitProxy) -> Result<u8> = split::SplitProxy::n;
 
     // Constructors take the client first; the context is the manager's.
     let _: fn(&Client, i64) -> Result<CounterProxy> = CounterProxy::new;
     let _: fn(&Client) -> Result<CounterProxy> = CounterProxy::zero;
     let _: fn(&Client) -> Result<CounterProxy> = CounterProxy::for_caller;
     let _: fn(&Client, String) -> Result<CounterProxy> = CounterProxy::named;
+    let _: fn(&Client, &str) -> Result<CounterProxy> = CounterProxy::labelled;
     let _: fn(&Client) -> Result<UnitProxy> = UnitProxy::new;
     let _: fn(&Client) -> Result<LightProxy> = LightProxy::off;
 
@@ -270,6 +317,8 @@ fn proxies_have_the_promised_signatures() {
     let _: fn(&CounterProxy) -> Result<()> = CounterProxy::reset;
     let _: fn(&CounterProxy) -> Result<()> = CounterProxy::nothing;
     let _: fn(&CounterProxy, (i64, i64), u8) -> Result<i64> = CounterProxy::add_pair;
+    // Borrowed arguments stay borrowed on the proxy.
+    let _: fn(&CounterProxy, &str, &[i64], i64, &i64) -> Result<i64> = CounterProxy::add_all;
     let _: fn(&CounterProxy, Vec<u8>, usize) -> Result<Vec<u8>> = CounterProxy::echo;
     let _: fn(&CounterProxy, u8) -> Result<bool> = CounterProxy::r#match;
     let _: fn(&CounterProxy) -> Result<i64> = CounterProxy::typed;
@@ -287,6 +336,7 @@ fn proxies_have_the_promised_signatures() {
     let _ = |d: CounterProxyDeferred<'_>| -> Result<Pending<i64>> { d.incr(1) };
     let _ = |d: CounterProxyDeferred<'_>| -> Result<Pending<()>> { d.reset() };
     let _ = |d: CounterProxyDeferred<'_>| -> Result<Pending<Vec<u8>>> { d.echo(vec![], 0) };
+    let _ = |d: CounterProxyDeferred<'_>| -> Result<Pending<i64>> { d.add_all("", &[1], 1, &0) };
 
     // Server-side functions stay on the type.
     assert_eq!(Counter::helper(3), 3);
@@ -323,6 +373,7 @@ fn method_tables_list_proxy_methods_in_source_order() {
             "reset",
             "nothing",
             "add_pair",
+            "add_all",
             "echo",
             "match",
             "old",
@@ -379,4 +430,27 @@ fn every_shared_type_is_in_the_registry() {
         entry.map(|t| t.fingerprint),
         Some(<Counter as Interface>::FINGERPRINT)
     );
+}
+
+#[test]
+fn a_type_declared_in_a_function_body_expands() {
+    // Doc tests declare their types in `main`: a block, not a module.
+    #[shared]
+    struct Local {
+        n: u8,
+    }
+
+    #[shared]
+    impl Local {
+        pub fn new(n: &u8) -> Self {
+            Local { n: *n }
+        }
+        pub fn n(&self) -> u8 {
+            self.n
+        }
+    }
+
+    let _: fn(&Client, &u8) -> Result<LocalProxy> = LocalProxy::new;
+    let _: fn(&LocalProxy) -> Result<u8> = LocalProxy::n;
+    assert_eq!(Local::new(&3).n(), 3);
 }

@@ -53,7 +53,10 @@ pub mod __private {
 
     pub use crate::proxy::{construct, deserialize_proxy, Handle};
     pub use crate::server::FuzzHarness;
-    pub use crate::shared::{fingerprint, no_such_method, Interface, TypeEntry, TYPES};
+    pub use crate::shared::{
+        assert_proxy, fingerprint, no_such_method, ConstructProxy, Interface, ProxyInScope,
+        TypeEntry, TYPES,
+    };
     pub use crate::transport::sealed::open_stream as open_records;
     pub use crate::wire::codec::{Decoder, Encoder};
 

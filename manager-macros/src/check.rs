@@ -165,42 +165,89 @@ pub fn receiver(r: &syn::Receiver, self_ty: &syn::Ident, errors: &mut Errors) ->
     receiver
 }
 
-/// A type that crosses the wire, as an argument or a result: owned, concrete
-/// and nameable. Whether it is serde is left to the compiler, through the
-/// assertions the expansion spans at the type.
-pub fn wire_type(ty: &Type, errors: &mut Errors) {
-    struct Finder<'e> {
-        errors: &'e mut Errors,
+const MISPLACED_CONTEXT: &str = "the manager supplies `&Context` only as the first parameter after `self` (the first of a constructor): move it there, as `ctx: &Context`";
+
+/// An argument's type: a value, or a shared borrow of one at its top level
+/// (`&str`, `&[T]`, `&T`), which the manager decodes as an owned value and
+/// lends to the method. Whether the value is serde is left to the compiler,
+/// through the assertions the expansion spans at the type.
+pub fn arg_type(ty: &Type, errors: &mut Errors) {
+    let Type::Reference(r) = parse::peel(ty) else {
+        Finder::new(errors, Role::Argument).visit_type(ty);
+        return;
+    };
+    if parse::is_context_path(&r.elem) {
+        errors.refuse(r, MISPLACED_CONTEXT);
+    } else if r.mutability.is_some() {
+        errors.refuse(
+            r,
+            "a shared method cannot take a `&mut` argument: the manager works on a copy the caller never sees, so take `&T` or a value and return what the method changed",
+        );
+    } else if r.lifetime.as_ref().is_some_and(|l| l.ident != "_") {
+        errors.refuse(
+            r,
+            "a borrowed argument of a shared method cannot name a lifetime: the manager lends the value it decoded for the call only, so leave the lifetime out (`&str`, `&T`)",
+        );
+    } else if let Type::TraitObject(_) = parse::peel(&r.elem) {
+        errors.refuse(
+            r,
+            "a shared method cannot borrow a trait object: the manager must decode an owned value to lend, so take a concrete serde type",
+        );
+    } else {
+        Finder::new(errors, Role::Argument).visit_type(&r.elem);
     }
-    impl<'ast> Visit<'ast> for Finder<'_> {
-        fn visit_type_reference(&mut self, r: &'ast syn::TypeReference) {
-            if parse::is_context_path(&r.elem) {
-                self.errors.refuse(
-                    r,
-                    "the manager supplies `&Context` only as the first parameter after `self` (the first of a constructor): move it there, as `ctx: &Context`",
-                );
-            } else {
-                self.errors.refuse(
-                    r,
-                    "a shared method cannot take or return a reference: values cross process boundaries, so use an owned type (`String`, `Vec<T>`, ...)",
-                );
+}
+
+/// A result's type: owned, concrete and nameable.
+pub fn return_type(ty: &Type, errors: &mut Errors) {
+    Finder::new(errors, Role::Result).visit_type(ty);
+}
+
+/// Where a type is, for the refusal of a reference found in it.
+#[derive(Clone, Copy)]
+enum Role {
+    /// Inside an argument's type, below any top-level `&`.
+    Argument,
+    Result,
+}
+
+/// Refuses references, `impl Trait` and `!` wherever they hide in a type.
+struct Finder<'e> {
+    errors: &'e mut Errors,
+    role: Role,
+}
+
+impl<'e> Finder<'e> {
+    fn new(errors: &'e mut Errors, role: Role) -> Self {
+        Finder { errors, role }
+    }
+}
+
+impl<'ast> Visit<'ast> for Finder<'_> {
+    fn visit_type_reference(&mut self, r: &'ast syn::TypeReference) {
+        let message = if parse::is_context_path(&r.elem) {
+            MISPLACED_CONTEXT
+        } else {
+            match self.role {
+                Role::Argument => "a shared method can borrow an argument only at its top level (`&str`, `&[T]`, `&T`): the manager decodes an owned value to lend, so use an owned type inside it (`String`, `Vec<T>`, ...)",
+                Role::Result => "a shared method cannot return a reference: its result is sent to the caller, so return an owned value (`String`, `Vec<T>`, a clone, ...)",
             }
-            // One refusal per reference; references inside it are the same mistake.
-        }
-        fn visit_type_impl_trait(&mut self, i: &'ast syn::TypeImplTrait) {
-            self.errors.refuse(
-                i,
-                "a shared method cannot take or return `impl Trait`: name one concrete serde type",
-            );
-        }
-        fn visit_type_never(&mut self, n: &'ast syn::TypeNever) {
-            self.errors.refuse(
-                n,
-                "a shared method cannot return `!`: every proxy call returns a `manager::Result`, so return `()`",
-            );
-        }
+        };
+        self.errors.refuse(r, message);
+        // One refusal per reference; references inside it are the same mistake.
     }
-    Finder { errors }.visit_type(ty);
+    fn visit_type_impl_trait(&mut self, i: &'ast syn::TypeImplTrait) {
+        self.errors.refuse(
+            i,
+            "a shared method cannot take or return `impl Trait`: name one concrete serde type",
+        );
+    }
+    fn visit_type_never(&mut self, n: &'ast syn::TypeNever) {
+        self.errors.refuse(
+            n,
+            "a shared method cannot return `!`: every proxy call returns a `manager::Result`, so return `()`",
+        );
+    }
 }
 
 /// The tokens to point at when `generics` declares anything: the parameters,
@@ -250,31 +297,77 @@ mod tests {
         assert_eq!(messages(errors).len(), 1);
     }
 
+    fn arg_refusals(ty: TokenStream) -> Vec<String> {
+        let ty: Type = syn::parse2(ty).expect("a type");
+        let mut errors = Errors::default();
+        arg_type(&ty, &mut errors);
+        messages(errors)
+    }
+
+    fn return_refusals(ty: TokenStream) -> Vec<String> {
+        let ty: Type = syn::parse2(ty).expect("a type");
+        let mut errors = Errors::default();
+        return_type(&ty, &mut errors);
+        messages(errors)
+    }
+
     #[test]
-    fn references_are_refused_wherever_they_hide() {
+    fn shared_borrows_at_the_top_of_an_argument_are_accepted() {
+        for ty in [
+            quote::quote!(&str),
+            quote::quote!(&[u32]),
+            quote::quote!(&Point),
+            quote::quote!(&Vec<(String, u8)>),
+            quote::quote!(&'_ str),
+            quote::quote!((&str)),
+            quote::quote!(Result<Vec<(String, u8)>, String>),
+        ] {
+            assert!(arg_refusals(ty.clone()).is_empty(), "{ty}");
+        }
+    }
+
+    #[test]
+    fn other_references_in_arguments_are_refused_once_each() {
+        for (ty, says) in [
+            (quote::quote!(&mut String), "`&mut`"),
+            (quote::quote!(&mut [u8]), "`&mut`"),
+            (quote::quote!(&'static str), "lifetime"),
+            (quote::quote!(&'a [u8]), "lifetime"),
+            (quote::quote!(&&str), "top level"),
+            (quote::quote!(Option<&str>), "top level"),
+            (quote::quote!(&Vec<&'static str>), "top level"),
+            (quote::quote!(Vec<&'static str>), "top level"),
+            (quote::quote!(&dyn std::fmt::Debug), "trait object"),
+            (quote::quote!(impl Iterator<Item = u8>), "`impl Trait`"),
+            (quote::quote!(&Context), "`&Context`"),
+            (quote::quote!(&mut Context), "`&Context`"),
+        ] {
+            let got = arg_refusals(ty.clone());
+            assert_eq!(got.len(), 1, "{ty}: {got:#?}");
+            assert!(got[0].contains(says), "{ty}: {}", got[0]);
+        }
+    }
+
+    #[test]
+    fn references_in_results_are_refused_wherever_they_hide() {
         for ty in [
             quote::quote!(&str),
             quote::quote!(Vec<&'static str>),
             quote::quote!(Option<(u8, &[u8])>),
-            quote::quote!(impl Iterator<Item = u8>),
         ] {
-            let ty: Type = syn::parse2(ty).expect("a type");
-            let mut errors = Errors::default();
-            wire_type(&ty, &mut errors);
-            assert_eq!(messages(errors).len(), 1, "{}", ty.to_token_stream());
+            let got = return_refusals(ty.clone());
+            assert_eq!(got.len(), 1, "{ty}");
+            assert!(got[0].contains("cannot return a reference"), "{}", got[0]);
         }
-        let fine: Type = parse_quote!(Result<Vec<(String, u8)>, String>);
-        let mut errors = Errors::default();
-        wire_type(&fine, &mut errors);
-        assert!(messages(errors).is_empty());
+        assert!(return_refusals(quote::quote!(Result<Vec<(String, u8)>, String>)).is_empty());
     }
 
     #[test]
     fn a_misplaced_context_says_where_it_goes() {
-        let ty: Type = parse_quote!(&manager::Context);
-        let mut errors = Errors::default();
-        wire_type(&ty, &mut errors);
-        assert!(messages(errors)[0].contains("first parameter after `self`"));
+        assert!(arg_refusals(quote::quote!(&manager::Context))[0]
+            .contains("first parameter after `self`"));
+        assert!(return_refusals(quote::quote!(Option<&Context>))[0]
+            .contains("first parameter after `self`"));
     }
 
     #[test]

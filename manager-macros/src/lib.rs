@@ -12,9 +12,8 @@ mod parse;
 
 use proc_macro::TokenStream;
 
-/// Shares a type through a manager: on a struct or enum, generates its proxy
-/// type; on the type's inherent impl block, the proxy's methods and the
-/// manager's dispatcher. See the `manager` crate's docs.
+/// Defined in the `manager-macros` crate; use it as `manager::shared`, whose
+/// documentation gives its rules and an example.
 #[proc_macro_attribute]
 pub fn shared(args: TokenStream, item: TokenStream) -> TokenStream {
     let item = syn::parse_macro_input!(item as syn::Item);

@@ -62,7 +62,30 @@ pub struct WireType {
 pub struct Arg {
     /// The parameter's name; a pattern that is not a plain name gets `argN`.
     pub ident: Ident,
+    /// The parameter's type as the proxy declares it: the method's own
+    /// (`&str`, `i64`), with `Self` replaced.
+    pub param: Type,
+    /// What the manager decodes: the parameter's type, or for a borrowed
+    /// parameter the owned type whose encoding it shares (`&str` is sent
+    /// as a `String`, `&[T]` as a `Vec<T>`, `&T` as a `T`).
     pub ty: WireType,
+    /// How the manager hands the decoded value to the method.
+    pub lend: Lend,
+    /// The type in the interface's signature: the owned type, as a user
+    /// would write it (`String` for `&str`).
+    pub signature: String,
+}
+
+/// How an argument the manager decoded reaches the method.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Lend {
+    /// By value: the parameter is the owned type.
+    Value,
+    /// `&value`: the parameter is `&T`.
+    Ref,
+    /// `&value[..]`: the parameter is `&str` (from a `String`) or `&[T]`
+    /// (from a `Vec<T>`).
+    Slice,
 }
 
 pub struct Method {
@@ -125,7 +148,7 @@ impl SharedImpl {
                         ReturnType::Default => None,
                         ReturnType::Type(_, ty) if is_unit(ty) => None,
                         ReturnType::Type(_, ty) => {
-                            check::wire_type(ty, errors);
+                            check::return_type(ty, errors);
                             Some(WireType::new(ty, self_ty))
                         }
                     };
@@ -180,12 +203,56 @@ impl Receiver {
 
 impl WireType {
     fn new(ty: &Type, self_ty: &Ident) -> WireType {
-        let ty = replace_self(ty, self_ty);
+        WireType::owned(replace_self(ty, self_ty))
+    }
+
+    fn owned(ty: Type) -> WireType {
         WireType {
             bytes: is_byte_vec(&ty),
             ty,
         }
     }
+}
+
+impl Arg {
+    fn new(ident: Ident, ty: &Type, self_ty: &Ident) -> Arg {
+        let param = replace_self(ty, self_ty);
+        let (owned, lend, signature) = match parse::peel(&param) {
+            // `check` refuses every other reference.
+            Type::Reference(r) if r.mutability.is_none() => {
+                let span = r.elem.span();
+                match parse::peel(&r.elem) {
+                    Type::Path(p) if p.qself.is_none() && p.path.is_ident("str") => (
+                        syn::parse_quote_spanned!(span=> ::std::string::String),
+                        Lend::Slice,
+                        "String".to_owned(),
+                    ),
+                    Type::Slice(s) => {
+                        let elem = &s.elem;
+                        (
+                            syn::parse_quote_spanned!(span=> ::std::vec::Vec<#elem>),
+                            Lend::Slice,
+                            format!("Vec < {} >", type_text(elem)),
+                        )
+                    }
+                    elem => (elem.clone(), Lend::Ref, type_text(elem)),
+                }
+            }
+            _ => (param.clone(), Lend::Value, type_text(&param)),
+        };
+        Arg {
+            ident,
+            param,
+            ty: WireType::owned(owned),
+            lend,
+            signature,
+        }
+    }
+}
+
+/// A type as the signatures in the fingerprint spell it.
+pub fn type_text(ty: &Type) -> String {
+    quote::ToTokens::to_token_stream(ty).to_string()
 }
 
 /// Names as the wire and the fingerprint know them: without `r#`.
@@ -202,7 +269,7 @@ fn args(f: &ExposedFn<'_>, self_ty: &Ident, errors: &mut Errors) -> Vec<Arg> {
         .collect();
     let mut args: Vec<Arg> = Vec::with_capacity(f.args.len());
     for (i, a) in f.args.iter().enumerate() {
-        check::wire_type(&a.ty, errors);
+        check::arg_type(&a.ty, errors);
         let ident = match plain_name(a) {
             Some(ident) => ident.clone(),
             None => {
@@ -215,10 +282,7 @@ fn args(f: &ExposedFn<'_>, self_ty: &Ident, errors: &mut Errors) -> Vec<Arg> {
                 Ident::new(&fresh, a.pat.span())
             }
         };
-        args.push(Arg {
-            ident,
-            ty: WireType::new(&a.ty, self_ty),
-        });
+        args.push(Arg::new(ident, &a.ty, self_ty));
     }
     args
 }
@@ -403,6 +467,66 @@ mod tests {
     }
 
     #[test]
+    fn borrowed_arguments_are_decoded_owned_and_lent() {
+        let m = model(parse_quote! {
+            impl T {
+                pub fn f(&self, a: &str, b: &[u32], c: &Point, d: &Self, e: u8, f: &[u8]) {}
+                pub fn new(name: &str) -> Self { T }
+            }
+        });
+        let args = &m.methods[0].args;
+        let lend: Vec<Lend> = args.iter().map(|a| a.lend).collect();
+        assert_eq!(
+            lend,
+            [
+                Lend::Slice,
+                Lend::Slice,
+                Lend::Ref,
+                Lend::Ref,
+                Lend::Value,
+                Lend::Slice
+            ]
+        );
+        let owned: Vec<String> = args.iter().map(|a| text(&a.ty.ty)).collect();
+        assert_eq!(
+            owned,
+            [
+                ":: std :: string :: String",
+                ":: std :: vec :: Vec < u32 >",
+                "Point",
+                "T",
+                "u8",
+                ":: std :: vec :: Vec < u8 >",
+            ]
+        );
+        let params: Vec<String> = args.iter().map(|a| text(&a.param)).collect();
+        assert_eq!(
+            params,
+            ["& str", "& [u32]", "& Point", "& T", "u8", "& [u8]"]
+        );
+        assert!(args[5].ty.bytes, "`&[u8]` travels as bytes");
+        assert_eq!(m.constructors[0].args[0].lend, Lend::Slice);
+    }
+
+    #[test]
+    fn a_borrowed_argument_signs_as_the_owned_type_it_is_sent_as() {
+        let borrowed = model(parse_quote! {
+            impl T { pub fn f(&self, a: &str, b: &[(u8, String)], c: &Point) {} }
+        });
+        let owned = model(parse_quote! {
+            impl T { pub fn f(&self, a: String, b: Vec<(u8, String)>, c: Point) {} }
+        });
+        let sig = |m: &SharedImpl| -> Vec<String> {
+            m.methods[0]
+                .args
+                .iter()
+                .map(|a| a.signature.clone())
+                .collect()
+        };
+        assert_eq!(sig(&borrowed), sig(&owned));
+    }
+
+    #[test]
     fn typed_receivers_are_read_like_the_short_forms() {
         let m = model(parse_quote! {
             impl T {
@@ -428,7 +552,7 @@ mod tests {
             impl T {
                 pub async fn a(&self) {}
                 pub fn b(self) {}
-                pub fn c(&self, s: &str) -> &str { s }
+                pub fn c(&self, s: &mut String) -> &str { s }
                 pub fn deferred(&self) {}
                 pub fn d<X>(x: X) -> Self { T }
             }

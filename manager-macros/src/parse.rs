@@ -155,6 +155,15 @@ pub fn is_context_path(ty: &Type) -> bool {
     }
 }
 
+/// `ty` without the parentheses or invisible groups around it: `(&str)` is `&str`.
+pub fn peel(ty: &Type) -> &Type {
+    match ty {
+        Type::Paren(p) => peel(&p.elem),
+        Type::Group(g) => peel(&g.elem),
+        other => other,
+    }
+}
+
 /// Whether `ty` is `Self` or the type's own name, as a constructor returns.
 pub fn is_self_type(ty: &Type, self_ident: Option<&syn::Ident>) -> bool {
     match ty {

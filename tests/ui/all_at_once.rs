@@ -8,7 +8,7 @@ impl Messy {
     pub fn new() -> Self { Messy }
     pub async fn one(&self) {}
     pub fn two(self) {}
-    pub fn three(&self, s: &str) { let _ = s; }
+    pub fn three(&self, s: &mut String) { let _ = s; }
 }
 
 fn main() {}

@@ -6,7 +6,7 @@ pub struct Greeter;
 #[shared]
 impl Greeter {
     pub fn new() -> Self { Greeter }
-    pub fn greet(&self, name: &str) -> String { format!("hi {name}") }
+    pub fn greet(&self, name: &mut String) -> String { format!("hi {name}") }
 }
 
 fn main() {}

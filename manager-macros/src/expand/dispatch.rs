@@ -5,7 +5,7 @@
 use proc_macro2::TokenStream;
 use quote::{quote, quote_spanned};
 
-use super::{decode_args, local, put, registry};
+use super::{decode_args, lent_args, local, put, registry};
 use crate::model::{Constructor, Method, Receiver, SharedImpl};
 use crate::parse;
 
@@ -96,7 +96,8 @@ pub fn interface(m: &SharedImpl) -> TokenStream {
 
 /// `0u32 => { let by: i64 = …; T::incr(&mut *write(this), by); … }`. The
 /// method is called by its path, so that no method of the lock guard can
-/// stand in for it; the guard drops before the result is encoded.
+/// stand in for it; the guard drops before the result is encoded. A
+/// borrowed argument is decoded owned and lent: `T::rename(.., &name[..])`.
 fn method_arm(m: &SharedImpl, x: &Method, index: u32) -> TokenStream {
     let ty = &m.self_ty;
     let ident = &x.ident;
@@ -107,7 +108,7 @@ fn method_arm(m: &SharedImpl, x: &Method, index: u32) -> TokenStream {
         Receiver::Mut => quote!(&mut *::manager::__private::write(#this)),
     };
     let ctx = x.takes_ctx.then(|| local("__ctx")).into_iter();
-    let args = x.args.iter().map(|a| &a.ident);
+    let args = lent_args(&x.args);
     let call = quote!(#ty::#ident(#object, #(#ctx,)* #(#args),*));
     let reply = match &x.output {
         None => quote! {
@@ -116,7 +117,7 @@ fn method_arm(m: &SharedImpl, x: &Method, index: u32) -> TokenStream {
         },
         Some(out) => {
             let ret = local("__ret");
-            let put = put(&local("__out"), &ret, out);
+            let put = put(&local("__out"), &ret, out, false);
             quote! {
                 let #ret = #call;
                 #put
@@ -137,7 +138,7 @@ fn constructor_arm(m: &SharedImpl, c: &Constructor, index: u32) -> TokenStream {
     let ident = &c.ident;
     let decode = decode_args(&c.args);
     let ctx = c.takes_ctx.then(|| local("__ctx")).into_iter();
-    let args = c.args.iter().map(|a| &a.ident);
+    let args = lent_args(&c.args);
     quote! {
         #index => {
             #decode

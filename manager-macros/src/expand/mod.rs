@@ -16,7 +16,7 @@ use quote::{format_ident, quote, quote_spanned, ToTokens};
 use syn::spanned::Spanned;
 use syn::Ident;
 
-use crate::model::{Arg, SharedImpl, SharedItem, WireType};
+use crate::model::{Arg, Lend, SharedImpl, SharedItem, WireType};
 
 /// Everything `#[shared]` expands to, the user's item first.
 pub fn shared(model: &SharedItem) -> TokenStream {
@@ -33,10 +33,14 @@ pub fn shared(model: &SharedItem) -> TokenStream {
             // manager; clippy's advice to add `Default` does not apply.
             item.attrs
                 .push(syn::parse_quote!(#[allow(clippy::new_without_default)]));
+            // The check first, so that without `#[shared]` on the type its
+            // error comes first, and the stand-ins keep it the only one.
+            let check = registry::proxy_check(m);
+            let stand_in = proxy::stand_in(m);
             let methods = proxy::proxy_methods(m);
             let checks = wire_type_checks(m);
             let interface = dispatch::interface(m);
-            quote!(#item #methods #checks #interface)
+            quote!(#item #check #stand_in #methods #checks #interface)
         }
     }
 }
@@ -72,7 +76,7 @@ fn encode_args(args: &[Arg]) -> TokenStream {
     }
     let enc = local("__args");
     let puts = args.iter().map(|a| {
-        let put = put(&enc, &a.ident, &a.ty);
+        let put = put(&enc, &a.ident, &a.ty, a.lend != Lend::Value);
         quote_spanned!(a.ty.ty.span()=> #put?;)
     });
     quote!(|#enc| {
@@ -83,8 +87,9 @@ fn encode_args(args: &[Arg]) -> TokenStream {
 
 /// `enc.put(&value)`, every token of it located at the value's type (the
 /// names keeping their hygiene), so that the compiler reports a type that
-/// is not serde there.
-fn put(enc: &Ident, value: &Ident, ty: &WireType) -> TokenStream {
+/// is not serde there. A `borrowed` value is a reference already, encoded
+/// where it is (`enc.put(value)`): a `&str` as a `String` is, with no copy.
+fn put(enc: &Ident, value: &Ident, ty: &WireType, borrowed: bool) -> TokenStream {
     let span = ty.ty.span();
     let at_type = |ident: &Ident| {
         let mut ident = ident.clone();
@@ -93,10 +98,15 @@ fn put(enc: &Ident, value: &Ident, ty: &WireType) -> TokenStream {
     };
     let (enc, value) = (at_type(enc), at_type(value));
     let span = Span::mixed_site().located_at(span);
-    if ty.bytes {
-        quote_spanned!(span=> #enc.put_bytes(&#value))
+    let value = if borrowed {
+        quote_spanned!(span=> #value)
     } else {
-        quote_spanned!(span=> #enc.put(&#value))
+        quote_spanned!(span=> &#value)
+    };
+    if ty.bytes {
+        quote_spanned!(span=> #enc.put_bytes(#value))
+    } else {
+        quote_spanned!(span=> #enc.put(#value))
     }
 }
 
@@ -119,12 +129,28 @@ fn decode_args(args: &[Arg]) -> TokenStream {
     }
 }
 
-/// `fn(a: A, b: B)`'s parameter list, as the proxy declares it.
+/// `fn(a: A, b: &B)`'s parameter list, as the proxy declares it: the
+/// method's own types, borrowed ones included.
 fn params(args: &[Arg]) -> Vec<TokenStream> {
     args.iter()
         .map(|a| {
-            let (ident, ty) = (&a.ident, &a.ty.ty);
+            let (ident, ty) = (&a.ident, &a.param);
             quote!(#ident: #ty)
+        })
+        .collect()
+}
+
+/// The decoded arguments as the method takes them: by value, or lent
+/// (`&name`, `&items[..]`) to a method that borrows them.
+fn lent_args(args: &[Arg]) -> Vec<TokenStream> {
+    args.iter()
+        .map(|a| {
+            let ident = &a.ident;
+            match a.lend {
+                Lend::Value => quote!(#ident),
+                Lend::Ref => quote!(&#ident),
+                Lend::Slice => quote!(&#ident[..]),
+            }
         })
         .collect()
 }
@@ -210,6 +236,8 @@ mod tests {
                 pub fn who(&self, ctx: &manager::Context) -> u64 { ctx.connection_id() }
                 pub fn reset(&mut self) { self.value = 0 }
                 pub fn load(&mut self, bytes: Vec<u8>) -> Result<(), String> { Ok(()) }
+                /// Adds every one of `items`.
+                pub fn add_all(&mut self, items: &[i64]) -> i64 { self.value += items.iter().sum::<i64>(); self.value }
                 fn private(&self) {}
             }
         });

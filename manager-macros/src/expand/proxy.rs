@@ -6,7 +6,7 @@ use quote::{quote, quote_spanned, ToTokens};
 use syn::spanned::Spanned;
 
 use super::{deferred_ident, encode_args, params, proxy_ident};
-use crate::model::{Constructor, Method, SharedImpl, SharedType};
+use crate::model::{Constructor, Lend, Method, SharedImpl, SharedType};
 
 /// The proxy, its deferred view, and the traits every proxy implements.
 pub fn proxy_type(t: &SharedType) -> TokenStream {
@@ -108,7 +108,7 @@ pub fn proxy_methods(m: &SharedImpl) -> TokenStream {
         .constructors
         .iter()
         .zip(0u32..)
-        .map(|(c, index)| constructor(m, c, index));
+        .map(|(c, index)| constructor(c, index));
     let methods = m
         .methods
         .iter()
@@ -139,10 +139,73 @@ pub fn proxy_methods(m: &SharedImpl) -> TokenStream {
     }
 }
 
+/// Stand-ins for the proxy and its deferred view, for the impl block's
+/// module: glob-imported, so that the real ones, which `#[shared]` on the
+/// type declares beside it, shadow them. They are in use only when the
+/// type's declaration has no `#[shared]` (or its proxy is not imported
+/// here); then the proxy's methods still compile on them, and the one error
+/// is the assertion `registry::proxy_check` spans at the type's name,
+/// instead of "cannot find type `CounterProxy`" for every use of the proxy.
+/// The module's name tells the stand-ins of two impl blocks apart, so that
+/// a second impl block is reported only as such.
+pub fn stand_in(m: &SharedImpl) -> TokenStream {
+    let ty = &m.self_ty;
+    let proxy = proxy_ident(ty);
+    let deferred = deferred_ident(ty);
+    let module = quote::format_ident!(
+        "__{}_stand_in_{:08x}",
+        crate::model::name(ty),
+        fnv32(&m.item.to_token_stream().to_string())
+    );
+    quote! {
+        #[doc(hidden)]
+        #[allow(non_snake_case, dead_code)]
+        mod #module {
+            pub(super) struct #proxy {
+                pub(super) __handle: ::manager::__private::Handle,
+            }
+
+            pub(super) struct #deferred<'a> {
+                pub(super) __handle: &'a ::manager::__private::Handle,
+            }
+
+            impl #proxy {
+                pub(super) fn deferred(&self) -> #deferred<'_> {
+                    #deferred {
+                        __handle: &self.__handle,
+                    }
+                }
+            }
+
+            impl ::manager::__private::ConstructProxy for #proxy {
+                fn __construct(
+                    _: &::manager::Client,
+                    _: u32,
+                    _: impl ::core::ops::FnOnce(
+                        &mut ::manager::__private::Encoder<'_>,
+                    ) -> ::manager::Result<()>,
+                ) -> ::manager::Result<Self> {
+                    // In use only in a crate that does not compile.
+                    ::core::unreachable!()
+                }
+            }
+        }
+
+        #[allow(unused_imports)]
+        use #module::*;
+    }
+}
+
+/// FNV-1a, 32 bits: a short name that differs between two impl blocks.
+fn fnv32(text: &str) -> u32 {
+    text.bytes().fold(0x811c_9dc5, |hash, byte| {
+        (hash ^ u32::from(byte)).wrapping_mul(0x0100_0193)
+    })
+}
+
 /// `pub fn new(client: &Client, a: A) -> Result<Self>`: builds the object in
 /// the manager and returns its proxy.
-fn constructor(m: &SharedImpl, c: &Constructor, index: u32) -> TokenStream {
-    let ty = &m.self_ty;
+fn constructor(c: &Constructor, index: u32) -> TokenStream {
     let ident = &c.ident;
     let attrs = &c.attrs;
     let client = &c.client;
@@ -162,7 +225,7 @@ fn constructor(m: &SharedImpl, c: &Constructor, index: u32) -> TokenStream {
         #client_doc
         #lint
         pub fn #ident(#client: &::manager::Client, #(#params),*) -> ::manager::Result<Self> {
-            ::manager::__private::construct::<#ty>(#client, #index, #encode)
+            <Self as ::manager::__private::ConstructProxy>::__construct(#client, #index, #encode)
         }
     }
 }
@@ -173,11 +236,15 @@ fn method(x: &Method, index: u32) -> TokenStream {
     let attrs = &x.attrs;
     let params = params(&x.args);
     let encode = encode_args(&x.args);
-    // A `Vec<u8>` argument (the first) is written from where it is.
+    // A `Vec<u8>` or `&[u8]` argument (the first) is written from where it is.
     let (callee, args) = match x.args.iter().find(|a| a.ty.bytes) {
         Some(a) => {
             let bytes = &a.ident;
-            ("call_with_bytes", quote!(#index, &#bytes, #encode))
+            let bytes = match a.lend {
+                Lend::Value => quote!(&#bytes),
+                Lend::Ref | Lend::Slice => quote!(#bytes),
+            };
+            ("call_with_bytes", quote!(#index, #bytes, #encode))
         }
         None => ("call", quote!(#index, #encode)),
     };

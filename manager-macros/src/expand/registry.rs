@@ -3,7 +3,7 @@
 //! registry through which a spawned manager process finds it by name.
 
 use proc_macro2::TokenStream;
-use quote::{quote, ToTokens};
+use quote::{quote, quote_spanned};
 
 use super::proxy_ident;
 use crate::model::{self, Arg, Receiver, SharedImpl, SharedType};
@@ -13,10 +13,17 @@ pub fn shared_impl(t: &SharedType) -> TokenStream {
     let ty = &t.ident;
     let proxy = proxy_ident(ty);
     let type_name = type_name(ty);
+    // The one requirement that the type be `Send + Sync`, spanned at its
+    // name: where the compiler says which field is not.
+    let entry = quote_spanned! {ty.span()=>
+        const __ENTRY: ::manager::__private::TypeEntry =
+            ::manager::__private::TypeEntry::new::<#ty>();
+    };
     quote! {
         impl ::manager::Shared for #ty {
             const TYPE_NAME: &'static str = #type_name;
             type Proxy = #proxy;
+            #entry
         }
 
         const _: () = {
@@ -25,6 +32,18 @@ pub fn shared_impl(t: &SharedType) -> TokenStream {
             static __MANAGER_TYPE_ENTRY: ::manager::__private::TypeEntry =
                 ::manager::__private::TypeEntry::of::<#ty>();
         };
+    }
+}
+
+/// Compiles only if the type is `#[shared]` and the proxy the impl block's
+/// module sees is its own, not `proxy::stand_in`'s: spanned at the type's
+/// name in `impl Counter`, where the error says to add `#[shared]` to the
+/// type, or to import its proxy.
+pub fn proxy_check(m: &SharedImpl) -> TokenStream {
+    let ty = &m.self_ty;
+    let proxy = proxy_ident(ty);
+    quote_spanned! {ty.span()=>
+        const _: () = ::manager::__private::assert_proxy::<#ty, #proxy>();
     }
 }
 
@@ -77,12 +96,16 @@ pub fn method_names(m: &SharedImpl) -> Vec<String> {
     m.methods.iter().map(|x| model::name(&x.ident)).collect()
 }
 
+/// An argument's type as the caller's encoding sees it: a borrowed argument
+/// is its owned type (`&str` is `String`, `&[T]` is `Vec<T>`, `&T` is `T`),
+/// because the two are sent alike, so a client whose method takes a `String`
+/// and a manager whose method takes a `&str` speak the same interface.
 fn arg_type(a: &Arg) -> String {
-    type_text(&a.ty.ty)
+    a.signature.clone()
 }
 
 fn type_text(ty: &syn::Type) -> String {
-    ty.to_token_stream().to_string()
+    model::type_text(ty)
 }
 
 #[cfg(test)]
@@ -117,6 +140,27 @@ mod tests {
                 "checked_div(&self, i64) -> Result < i64 , String >",
                 "new(i64) -> Self",
             ]
+        );
+    }
+
+    #[test]
+    fn borrowed_and_owned_arguments_sign_alike() {
+        let borrowed = signatures_of(syn::parse_quote! {
+            impl T {
+                pub fn f(&self, s: &str, xs: &[u32], p: &Point) -> String { String::new() }
+                pub fn new(name: &str) -> Self { T }
+            }
+        });
+        let owned = signatures_of(syn::parse_quote! {
+            impl T {
+                pub fn f(&self, s: String, xs: Vec<u32>, p: Point) -> String { s }
+                pub fn new(name: String) -> Self { T }
+            }
+        });
+        assert_eq!(borrowed, owned);
+        assert_eq!(
+            borrowed[0],
+            "f(&self, String, Vec < u32 >, Point) -> String"
         );
     }
 
