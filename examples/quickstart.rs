@@ -25,9 +25,9 @@ impl Tally {
     }
 
     /// Adds `amount` on behalf of `who`; returns the new total.
-    pub fn add(&mut self, who: String, amount: i64) -> i64 {
+    pub fn add(&mut self, who: &str, amount: i64) -> i64 {
         self.total += amount;
-        *self.by_worker.entry(who).or_default() += amount;
+        *self.by_worker.entry(who.to_owned()).or_default() += amount;
         self.total
     }
 
@@ -94,7 +94,7 @@ fn worker(name: &str, token: &str) -> Result<(), Box<dyn std::error::Error>> {
     let key = AuthKey::from_hex(&std::env::var("QUICKSTART_KEY")?)?;
     let tally = TallyProxy::from_token(token, &key)?;
     for i in 1..=ADDS {
-        tally.add(name.to_owned(), i)?;
+        tally.add(name, i)?;
     }
     Ok(())
 }

@@ -51,7 +51,7 @@ pub mod __private {
     pub use serde;
     pub use serde_bytes;
 
-    pub use crate::proxy::{construct, deserialize_proxy, Handle};
+    pub use crate::proxy::{deserialize_proxy, Handle};
     pub use crate::server::FuzzHarness;
     pub use crate::shared::{
         assert_proxy, fingerprint, no_such_method, ConstructProxy, Interface, ProxyInScope,

@@ -17,7 +17,7 @@ use crate::client::{client_for, client_with, Client, Method, Pending};
 use crate::error::{Error, Result};
 use crate::server::control::method;
 use crate::server::lock;
-use crate::shared::{element_fingerprint, Shared};
+use crate::shared::element_fingerprint;
 use crate::wire::codec::Encoder;
 
 /// A typed reference to an object in a manager.
@@ -462,16 +462,6 @@ pub fn deserialize_proxy<'de, P: Proxy, D: serde::Deserializer<'de>>(
         let _ = h.client();
     }
     Ok(P::__from_handle(h))
-}
-
-/// Creates an object of type `T` in the manager with constructor `ctor`.
-#[doc(hidden)]
-pub fn construct<T: Shared>(
-    client: &Client,
-    ctor: u32,
-    args: impl FnOnce(&mut Encoder<'_>) -> Result<()>,
-) -> Result<T::Proxy> {
-    create(client, Kind::of::<T::Proxy>(), ctor, args).map(<T::Proxy as Proxy>::__from_handle)
 }
 
 /// Creates an object of `kind`'s type in the manager, with `kind`'s
