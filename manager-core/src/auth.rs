@@ -173,7 +173,7 @@ const HANDSHAKE_OVERHEAD: usize = 32 + 16;
 pub(crate) fn random_bytes<const N: usize>() -> [u8; N] {
     let mut b = [0u8; N];
     // The OS random source failing is not something a program can recover from.
-    getrandom::getrandom(&mut b).expect("the operating system's random source failed");
+    getrandom::fill(&mut b).expect("the operating system's random source failed");
     b
 }
 

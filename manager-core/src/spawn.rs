@@ -61,7 +61,7 @@ impl ChildManager {
     pub(crate) fn start(config: &ServerConfig) -> Result<(ChildManager, Address)> {
         // Keeps the constructor's object file linked into every program that
         // can start a child, so the child always finds its entry point.
-        std::hint::black_box(child_entry as extern "C" fn());
+        std::hint::black_box(child_entry as fn());
         let exe = std::env::current_exe()?;
         let mut child = Command::new(&exe)
             .env(CHILD_ENV, "1")
@@ -208,7 +208,11 @@ impl Drop for ChildManager {
 
 /// Runs before `main` in every process of a program that links this crate;
 /// does nothing unless this process was started as a manager child.
-#[ctor::ctor]
+///
+/// `unsafe` as ctor asks: it runs before `main`, where std's runtime is not
+/// set up. It touches only the environment, stdio, sockets and threads, all
+/// of which work there (checked by every test that starts a manager).
+#[ctor::ctor(unsafe)]
 fn child_entry() {
     if std::env::var_os(CHILD_ENV).is_none() {
         return;
