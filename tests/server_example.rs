@@ -22,7 +22,9 @@ fn example(name: &str) -> Option<PathBuf> {
 #[test]
 fn the_server_and_client_examples_work_together_over_tcp() {
     let (Some(server), Some(client)) = (example("server"), example("client")) else {
-        eprintln!("skipped: examples/server and client are not built (run `cargo test --workspace`)");
+        eprintln!(
+            "skipped: examples/server and client are not built (run `cargo test --workspace`)"
+        );
         return;
     };
     bounded(move || {
@@ -57,7 +59,11 @@ fn the_server_and_client_examples_work_together_over_tcp() {
             .output()
             .unwrap();
         let said = String::from_utf8_lossy(&used.stdout);
-        assert!(used.status.success(), "{said}{}", String::from_utf8_lossy(&used.stderr));
+        assert!(
+            used.status.success(),
+            "{said}{}",
+            String::from_utf8_lossy(&used.stderr)
+        );
         assert!(
             said.contains(r#"results: [("alpha", 5), ("beta", 4), ("gamma", 5)]"#),
             "{said}"
