@@ -260,8 +260,15 @@ fn ours_benches(c: &mut Criterion, t: Transport, mgr: &Manager) {
     g.op("create_drop_counter", 1, || {
         drop(CounterProxy::new(mgr, 0).expect("create a Counter"));
     });
+    pipeline_and_big_argument(&mut g, &counter, "");
+    g.finish();
+}
+
+/// The 64-deep pipeline and the 8 MiB argument through `counter`, as
+/// `{prefix}deferred64_incr` and `{prefix}arg_8MiB`.
+fn pipeline_and_big_argument(g: &mut Group<'_>, counter: &CounterProxy, prefix: &str) {
     let mut pending = Vec::with_capacity(DEPTH);
-    g.op("deferred64_incr", DEPTH as u64, || {
+    g.op(&format!("{prefix}deferred64_incr"), DEPTH as u64, || {
         for _ in 0..DEPTH {
             pending.push(counter.deferred().incr(1).expect("send incr"));
         }
@@ -272,14 +279,13 @@ fn ours_benches(c: &mut Criterion, t: Transport, mgr: &Manager) {
     // The argument is the caller's to give: its clone is not counted.
     let data = vec![7u8; BIG];
     g.op_bytes(
-        "arg_8MiB",
+        &format!("{prefix}arg_8MiB"),
         BIG as u64,
         || data.clone(),
         |v| {
             black_box(counter.size(v).expect("size"));
         },
     );
-    g.finish();
 }
 
 /// Encrypted TCP beside plain TCP: the small call, the pipeline, the large
@@ -294,24 +300,7 @@ fn noise_benches(c: &mut Criterion, plain: &Manager, sealed: &Manager) {
     g.op("noise_get", 1, || {
         black_box(counter.get().expect("get"));
     });
-    let mut pending = Vec::with_capacity(DEPTH);
-    g.op("noise_deferred64_incr", DEPTH as u64, || {
-        for _ in 0..DEPTH {
-            pending.push(counter.deferred().incr(1).expect("send incr"));
-        }
-        for p in pending.drain(..) {
-            black_box(p.wait().expect("incr's reply"));
-        }
-    });
-    let data = vec![7u8; BIG];
-    g.op_bytes(
-        "noise_arg_8MiB",
-        BIG as u64,
-        || data.clone(),
-        |v| {
-            black_box(counter.size(v).expect("size"));
-        },
-    );
+    pipeline_and_big_argument(&mut g, &counter, "noise_");
     for (id, mgr) in [("handshake", plain), ("noise_handshake", sealed)] {
         let (address, key) = (mgr.address().clone(), mgr.auth_key().clone());
         g.op(id, 1, || {

@@ -13,7 +13,7 @@ mod common;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{process_gone, read_marked, role, ROLE};
+use common::{process_gone, read_marked, role, spawn_role_under};
 use manager::{AuthKey, LockProxy, Manager, Proxy};
 
 /// The manager's bound for a silent peer in this test.
@@ -108,19 +108,12 @@ impl Namespace {
 
     /// Starts this test binary inside the namespace, playing `role`.
     fn spawn_role(&self, role: &str, env: &[(&str, String)]) -> Child {
-        let exe = std::env::current_exe().expect("the test binary has a path");
-        let mut cmd = Command::new("ip");
-        cmd.args(["netns", "exec", &self.name])
-            .arg(exe)
-            .args(["child_role", "--exact", "--nocapture", "--test-threads=1"])
-            .env(ROLE, role)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit());
-        for (k, v) in env {
-            cmd.env(k, v);
-        }
-        cmd.spawn().expect("`ip netns exec` can be started")
+        spawn_role_under(
+            &["ip", "netns", "exec", &self.name],
+            "child_role",
+            role,
+            env,
+        )
     }
 }
 

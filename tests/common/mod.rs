@@ -11,8 +11,25 @@ pub const ROLE: &str = "MANAGER_TEST_ROLE";
 /// Starts this test binary again, running only the test `entry` with `role`
 /// and the given environment.
 pub fn spawn_role(entry: &str, role: &str, env: &[(&str, String)]) -> Child {
+    spawn_role_under(&[], entry, role, env)
+}
+
+/// [`spawn_role`] run through `wrapper` (say `ip netns exec NAME`).
+pub fn spawn_role_under(
+    wrapper: &[&str],
+    entry: &str,
+    role: &str,
+    env: &[(&str, String)],
+) -> Child {
     let exe = std::env::current_exe().expect("the test binary has a path");
-    let mut cmd = Command::new(exe);
+    let mut cmd = match wrapper.split_first() {
+        Some((program, args)) => {
+            let mut c = Command::new(program);
+            c.args(args).arg(exe);
+            c
+        }
+        None => Command::new(exe),
+    };
     cmd.args([entry, "--exact", "--nocapture", "--test-threads=1"])
         .env(ROLE, role)
         .stdin(Stdio::null())
