@@ -6,6 +6,7 @@ mod common;
 
 use std::io::{Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
+use std::os::unix::net::{UnixListener, UnixStream};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::thread;
 use std::time::Duration;
@@ -64,6 +65,16 @@ struct Shared {
 struct Relay {
     address: Address,
     state: Arc<Mutex<Shared>>,
+    /// The relay's own socket file, for a local socket.
+    socket_file: Option<std::path::PathBuf>,
+}
+
+impl Drop for Relay {
+    fn drop(&mut self) {
+        if let Some(f) = &self.socket_file {
+            let _ = std::fs::remove_file(f);
+        }
+    }
 }
 
 impl Relay {
@@ -71,33 +82,43 @@ impl Relay {
     /// its two handshake frames is encrypted records (and can be tampered
     /// with one at a time).
     fn start(target: &Address, records: bool) -> Relay {
+        let state = Arc::new(Mutex::new(Shared::default()));
+        let shared = Arc::clone(&state);
+        if let Some(path) = target.local_path() {
+            let path = path.to_owned();
+            let mine = path.with_extension(format!("relay-{}", std::process::id()));
+            let _ = std::fs::remove_file(&mine);
+            let listener = UnixListener::bind(&mine).unwrap();
+            let address = format!("local:{}", mine.display()).parse().unwrap();
+            relay_all(
+                std::iter::from_fn(move || Some(listener.accept().map(|(s, _)| s))),
+                move || UnixStream::connect(&path),
+                shared,
+                records,
+            );
+            return Relay {
+                address,
+                state,
+                socket_file: Some(mine),
+            };
+        }
         let target = target.to_string();
         let (scheme, hostport) = target.split_once(':').unwrap();
         let hostport = hostport.to_owned();
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let port = listener.local_addr().unwrap().port();
         let address = format!("{scheme}:127.0.0.1:{port}").parse().unwrap();
-        let state = Arc::new(Mutex::new(Shared::default()));
-        let shared = Arc::clone(&state);
-        thread::spawn(move || {
-            for client in listener.incoming() {
-                let Ok(client) = client else { return };
-                let Ok(server) = TcpStream::connect(&hostport) else {
-                    return;
-                };
-                let index = {
-                    let mut s = shared.lock().unwrap();
-                    s.connections.push(Vec::new());
-                    s.connections.len() - 1
-                };
-                let (c2, s2) = (client.try_clone().unwrap(), server.try_clone().unwrap());
-                let down = Arc::clone(&shared);
-                thread::spawn(move || copy_down(s2, c2, &down));
-                let up = Arc::clone(&shared);
-                thread::spawn(move || copy_up(client, server, &up, index, records));
-            }
-        });
-        Relay { address, state }
+        relay_all(
+            std::iter::from_fn(move || Some(listener.accept().map(|(s, _)| s))),
+            move || TcpStream::connect(&hostport),
+            shared,
+            records,
+        );
+        Relay {
+            address,
+            state,
+            socket_file: None,
+        }
     }
 
     fn arm(&self, tamper: Tamper) {
@@ -110,7 +131,57 @@ impl Relay {
     }
 }
 
-fn copy_down(mut from: TcpStream, mut to: TcpStream, shared: &Mutex<Shared>) {
+/// A connected stream the relay can copy: TCP, or a local socket.
+trait Duplex: Read + Write + Send + Sized + 'static {
+    fn clone_stream(&self) -> Self;
+    fn close(&self);
+}
+
+impl Duplex for TcpStream {
+    fn clone_stream(&self) -> Self {
+        self.try_clone().unwrap()
+    }
+    fn close(&self) {
+        let _ = self.shutdown(Shutdown::Both);
+    }
+}
+
+impl Duplex for UnixStream {
+    fn clone_stream(&self) -> Self {
+        self.try_clone().unwrap()
+    }
+    fn close(&self) {
+        let _ = self.shutdown(Shutdown::Both);
+    }
+}
+
+/// Relays each accepted client to a fresh connection to the manager.
+fn relay_all<S: Duplex>(
+    clients: impl Iterator<Item = std::io::Result<S>> + Send + 'static,
+    connect: impl Fn() -> std::io::Result<S> + Send + 'static,
+    shared: Arc<Mutex<Shared>>,
+    records: bool,
+) {
+    thread::spawn(move || {
+        for client in clients {
+            let (Ok(client), Ok(server)) = (client, connect()) else {
+                return;
+            };
+            let index = {
+                let mut s = shared.lock().unwrap();
+                s.connections.push(Vec::new());
+                s.connections.len() - 1
+            };
+            let (c2, s2) = (client.clone_stream(), server.clone_stream());
+            let down = Arc::clone(&shared);
+            thread::spawn(move || copy_down(s2, c2, &down));
+            let up = Arc::clone(&shared);
+            thread::spawn(move || copy_up(client, server, &up, index, records));
+        }
+    });
+}
+
+fn copy_down<S: Duplex>(mut from: S, mut to: S, shared: &Mutex<Shared>) {
     let mut buf = vec![0u8; 1 << 16];
     while let Ok(n @ 1..) = from.read(&mut buf) {
         shared.lock().unwrap().down.extend_from_slice(&buf[..n]);
@@ -118,24 +189,18 @@ fn copy_down(mut from: TcpStream, mut to: TcpStream, shared: &Mutex<Shared>) {
             break;
         }
     }
-    let _ = to.shutdown(Shutdown::Both);
+    to.close();
 }
 
-fn copy_up(
-    mut from: TcpStream,
-    mut to: TcpStream,
-    shared: &Mutex<Shared>,
-    index: usize,
-    records: bool,
-) {
-    let forward = |bytes: &[u8], to: &mut TcpStream| {
+fn copy_up<S: Duplex>(mut from: S, mut to: S, shared: &Mutex<Shared>, index: usize, records: bool) {
+    let forward = |bytes: &[u8], to: &mut S| {
         let mut s = shared.lock().unwrap();
         s.up.extend_from_slice(bytes);
         s.connections[index].extend_from_slice(bytes);
         drop(s);
         to.write_all(bytes)
     };
-    let read_exact = |from: &mut TcpStream, n: usize| -> Option<Vec<u8>> {
+    let read_exact = |from: &mut S, n: usize| -> Option<Vec<u8>> {
         let mut v = vec![0u8; n];
         from.read_exact(&mut v).ok().map(|()| v)
     };
@@ -186,7 +251,7 @@ fn copy_up(
             break;
         }
     }
-    let _ = to.shutdown(Shutdown::Both);
+    to.close();
 }
 
 fn contains(haystack: &[u8], needle: &[u8]) -> bool {
@@ -234,12 +299,19 @@ fn vault(mgr: &Manager, client: &Client, name: &str, text: &str) -> VaultProxy {
     client.lookup(name).unwrap()
 }
 
+/// A manager at `address` with a fresh key, a relay in front of it, and a
+/// client connected through the relay.
+fn relayed(address: &str, records: bool) -> (AuthKey, Manager, Relay, Client) {
+    let key = AuthKey::random();
+    let mgr = manager(address, &key);
+    let relay = Relay::start(mgr.address(), records);
+    let via = Client::connect(&relay.address, &key).unwrap();
+    (key, mgr, relay, via)
+}
+
 #[test]
 fn nothing_readable_crosses_the_wire_and_big_values_arrive_intact() {
-    let key = AuthKey::random();
-    let mgr = manager("tcp:127.0.0.1:0", &key);
-    let relay = Relay::start(mgr.address(), true);
-    let via = Client::connect(&relay.address, &key).unwrap();
+    let (_key, mgr, relay, via) = relayed("tcp:127.0.0.1:0", true);
     let v = vault(&mgr, &via, "vault", "start");
     v.store(SECRET.to_owned()).unwrap();
     assert_eq!(v.load().unwrap(), SECRET);
@@ -276,10 +348,7 @@ fn nothing_readable_crosses_the_wire_and_big_values_arrive_intact() {
 
 #[test]
 fn the_relay_reads_a_plain_connection_so_the_test_above_can_fail() {
-    let key = AuthKey::random();
-    let mgr = manager("tcp-plain:127.0.0.1:0", &key);
-    let relay = Relay::start(mgr.address(), false);
-    let via = Client::connect(&relay.address, &key).unwrap();
+    let (_key, mgr, relay, via) = relayed("tcp-plain:127.0.0.1:0", false);
     let v = vault(&mgr, &via, "vault", "start");
     v.store(SECRET.to_owned()).unwrap();
     assert_eq!(v.load().unwrap(), SECRET);
@@ -289,10 +358,7 @@ fn the_relay_reads_a_plain_connection_so_the_test_above_can_fail() {
 
 #[test]
 fn a_flipped_byte_fails_the_call_changes_nothing_and_others_are_served() {
-    let key = AuthKey::random();
-    let mgr = manager("tcp:127.0.0.1:0", &key);
-    let relay = Relay::start(mgr.address(), true);
-    let via = Client::connect(&relay.address, &key).unwrap();
+    let (key, mgr, relay, via) = relayed("tcp:127.0.0.1:0", true);
     let v = vault(&mgr, &via, "vault", "original");
     assert_eq!(v.load().unwrap(), "original");
     relay.arm(Tamper::Flip);
@@ -323,16 +389,18 @@ fn a_flipped_byte_fails_the_call_changes_nothing_and_others_are_served() {
 
 #[test]
 fn a_duplicated_record_does_not_run_the_method_twice() {
-    let key = AuthKey::random();
-    let mgr = manager("tcp:127.0.0.1:0", &key);
-    let relay = Relay::start(mgr.address(), true);
-    let via = Client::connect(&relay.address, &key).unwrap();
+    let (_key, mgr, relay, via) = relayed("tcp:127.0.0.1:0", true);
     let v = vault(&mgr, &via, "counter", "");
+    let open = mgr.stats().unwrap().connections;
     relay.arm(Tamper::Duplicate);
     let _ = v.incr();
+    // The duplicate has been read once the manager closed that connection.
+    assert!(eventually(Duration::from_secs(10), || mgr
+        .stats()
+        .unwrap()
+        .connections
+        < open));
     let direct: VaultProxy = mgr.lookup("counter").unwrap();
-    // Give a duplicate every chance to run before looking.
-    thread::sleep(Duration::from_millis(200));
     assert_eq!(
         direct.incr().unwrap(),
         2,
@@ -423,20 +491,39 @@ fn a_client_of_an_older_version_reads_a_version_error() {
     assert!(text.contains("protocol version 4"), "{text}");
 }
 
-#[test]
-fn encrypted_local_sockets_carry_calls_and_large_values() {
+/// A manager on a local socket with `encrypt_local`, through a relay.
+fn local_relayed(encrypt: bool) -> (Manager, Relay, Client) {
+    log();
     let key = AuthKey::random();
     let mgr = Manager::builder()
         .auth_key(key.clone())
-        .encrypt_local(true)
+        .encrypt_local(encrypt)
         .register::<Vault>()
         .spawn_thread()
         .unwrap();
-    let c = Client::connect(mgr.address(), &key).unwrap();
-    let v = VaultProxy::new(&c, SECRET.to_owned()).unwrap();
+    // A plain byte copy: it reads what passes whichever way it is sent.
+    let relay = Relay::start(mgr.address(), false);
+    let via = Client::connect(&relay.address, &key).unwrap();
+    (mgr, relay, via)
+}
+
+#[test]
+fn local_sockets_are_encrypted_when_the_builder_asks() {
+    let (mgr, relay, via) = local_relayed(true);
+    let v = vault(&mgr, &via, "vault", "start");
+    v.store(SECRET.to_owned()).unwrap();
+    assert_eq!(v.load().unwrap(), SECRET);
     let big = vec![9u8; 3 << 20];
     assert_eq!(v.echo(big.clone()).unwrap(), big);
-    assert_eq!(v.load().unwrap(), SECRET);
+    let (up, down) = relay.recorded();
+    assert!(up.len() > 3 << 20, "the calls passed the relay");
+    assert!(!contains(&up, SECRET.as_bytes()) && !contains(&down, SECRET.as_bytes()));
+
+    // And by default they are not: the same relay reads them.
+    let (mgr, relay, via) = local_relayed(false);
+    let v = vault(&mgr, &via, "vault", "start");
+    v.store(SECRET.to_owned()).unwrap();
+    assert!(contains(&relay.recorded().0, SECRET.as_bytes()));
 }
 
 #[test]

@@ -80,24 +80,21 @@ impl Socket {
     /// Ends both directions: the peer reads end-of-stream, and a thread of
     /// ours blocked reading this socket wakes.
     pub(crate) fn shutdown(&self) {
-        let _ = match self {
-            Socket::Unix(s) => s.shutdown(std::net::Shutdown::Both),
-            Socket::Tcp(s) => s.shutdown(std::net::Shutdown::Both),
-            Socket::Sealed(s) => {
-                s.inner.shutdown();
-                Ok(())
-            }
-        };
+        self.end(std::net::Shutdown::Both);
     }
 
     /// Ends the receiving direction only: a thread of ours blocked reading
     /// wakes with end-of-stream, while replies can still be written.
     pub(crate) fn shutdown_read(&self) {
+        self.end(std::net::Shutdown::Read);
+    }
+
+    fn end(&self, how: std::net::Shutdown) {
         let _ = match self {
-            Socket::Unix(s) => s.shutdown(std::net::Shutdown::Read),
-            Socket::Tcp(s) => s.shutdown(std::net::Shutdown::Read),
+            Socket::Unix(s) => s.shutdown(how),
+            Socket::Tcp(s) => s.shutdown(how),
             Socket::Sealed(s) => {
-                s.inner.shutdown_read();
+                s.inner.end(how);
                 Ok(())
             }
         };
