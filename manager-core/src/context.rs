@@ -1,17 +1,18 @@
 //! The per-call context a shared method can ask for.
 
-use std::io::Write;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
 use crate::client::Client;
 use crate::error::{Error, Result};
+use crate::server::connection::Peer;
 use crate::server::{lock, ServerState};
-use crate::transport::Socket;
 
-/// How often a blocked call checks that its caller is still there.
-const LIVENESS_CHECK: Duration = Duration::from_millis(100);
+/// A blocked call is woken when its caller hangs up or the manager stops;
+/// it also looks this often, in case that wake-up crossed its going to
+/// sleep.
+const BACKSTOP: Duration = Duration::from_secs(1);
 
 /// What a method running in the manager knows about its call.
 ///
@@ -51,32 +52,12 @@ pub(crate) struct Undo {
 
 /// Who is calling.
 pub(crate) enum Caller {
-    /// A connection: its socket (to notice when it goes away during a
-    /// blocked call), and replies held back while more requests are
-    /// already buffered, so a pipeline is answered with one write.
-    Remote {
-        socket: Socket,
-        held: Mutex<Vec<u8>>,
-    },
+    /// A connection: its replies on their way, and whether it hung up.
+    Remote(Arc<Peer>),
     /// A call from this process.
     Local,
     /// The fuzzing harness: a call that would block fails instead.
     Harness,
-}
-
-/// Replies held back are written once they reach this size.
-const HOLD_LIMIT: usize = 64 * 1024;
-
-impl Caller {
-    pub(crate) fn remote(socket: &Socket) -> Caller {
-        match socket.try_clone() {
-            Ok(socket) => Caller::Remote {
-                socket,
-                held: Mutex::new(Vec::new()),
-            },
-            Err(_) => Caller::Local,
-        }
-    }
 }
 
 impl Context {
@@ -112,7 +93,7 @@ impl Context {
     /// delivered because the caller is already gone. Only a remote caller
     /// can be gone; for any other, `put_back` is dropped at once.
     pub(crate) fn on_undelivered(&self, put_back: impl FnOnce() + Send + 'static) {
-        if let Caller::Remote { .. } = self.caller {
+        if let Caller::Remote(_) = self.caller {
             *lock(&self.undo.put_back) = Some(Box::new(put_back));
             self.undo.set.store(true, Ordering::Relaxed);
         }
@@ -129,41 +110,16 @@ impl Context {
     }
 
     pub(crate) fn peer_gone(&self) -> bool {
-        matches!(&self.caller, Caller::Remote { socket, .. } if socket.peer_gone())
+        matches!(&self.caller, Caller::Remote(peer) if peer.is_gone())
     }
 
-    /// Sends `reply` to the caller, or holds it while `more` requests are
-    /// already waiting, so that a pipeline costs one write.
-    pub(crate) fn reply(&self, reply: &[u8], more: bool, output: &mut impl Write) -> Result<()> {
-        let Caller::Remote { held, .. } = &self.caller else {
-            return output.write_all(reply).map_err(Error::lost);
-        };
-        let mut held = lock(held);
-        if more && held.len() < HOLD_LIMIT {
-            held.extend_from_slice(reply);
-            return Ok(());
-        }
-        if held.is_empty() {
-            return output.write_all(reply).map_err(Error::lost);
-        }
-        held.extend_from_slice(reply);
-        let r = output.write_all(&held).map_err(Error::lost);
-        held.clear();
-        r
-    }
-
-    /// Writes the replies held back: before a call blocks, so no reply
-    /// waits behind it.
+    /// Writes the replies queued for the caller: before a call blocks, so
+    /// no reply waits behind it.
     pub(crate) fn flush_replies(&self) -> Result<()> {
-        if let Caller::Remote { socket, held } = &self.caller {
-            let mut held = lock(held);
-            if !held.is_empty() {
-                let r = (&*socket).write_all(&held).map_err(Error::lost);
-                held.clear();
-                return r;
-            }
+        match &self.caller {
+            Caller::Remote(peer) => peer.write_all(),
+            _ => Ok(()),
         }
-        Ok(())
     }
 
     /// Blocks on `condvar` until `ready` holds for the guarded state, the
@@ -220,7 +176,7 @@ impl Context {
                 self.flush_replies()?;
                 _blocked = Some(Blocked::new(&self.server.blocked));
             }
-            let mut slice = LIVENESS_CHECK;
+            let mut slice = BACKSTOP;
             if let Some(d) = deadline {
                 let now = Instant::now();
                 if now >= d {
@@ -228,10 +184,23 @@ impl Context {
                 }
                 slice = slice.min(d - now);
             }
-            guard = condvar
-                .wait_timeout(guard, slice)
-                .unwrap_or_else(PoisonError::into_inner)
-                .0;
+            let sleep = |guard| {
+                condvar
+                    .wait_timeout(guard, slice)
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .0
+            };
+            guard = match &self.caller {
+                // A hang-up or the manager's stop wakes it.
+                Caller::Remote(peer) => peer.waiting_on(condvar, || {
+                    if peer.is_gone() || self.server.is_stopping() {
+                        guard
+                    } else {
+                        sleep(guard)
+                    }
+                }),
+                _ => sleep(guard),
+            };
             if self.server.is_stopping() {
                 return Err(Error::ServerShutdown);
             }

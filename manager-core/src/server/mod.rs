@@ -1,13 +1,15 @@
-//! The manager's server: a listener, a thread per connection, the object
-//! table with its reference counts and sessions, and the control object.
+//! The manager's server: an event loop over the listener and every
+//! connection ([`reactor`]), the request loop of one connection
+//! ([`connection`]), the object table with its reference counts and
+//! sessions, and the control object.
 //!
-//! A thread per connection keeps a call's path short: one read, the method,
-//! one write, with no hand-off between threads. A call blocked inside a method
-//! (a queue's `get`) blocks only its own connection, which is the order a
+//! Calls of one connection run in order; a call blocked inside a method (a
+//! queue's `get`) blocks only its own connection, which is the order a
 //! client thread expects anyway.
 
-mod conn;
+pub(crate) mod connection;
 pub(crate) mod control;
+mod reactor;
 pub(crate) mod signals;
 mod table;
 
@@ -16,7 +18,7 @@ use std::collections::HashMap;
 use serde::{Deserialize, Serialize};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Condvar, Mutex, PoisonError};
+use std::sync::{Arc, Condvar, Mutex, OnceLock, PoisonError};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -28,13 +30,13 @@ use crate::context::Context;
 use crate::error::{Error, Result};
 use crate::proxy::Handle;
 use crate::shared::TypeEntry;
-use crate::transport::{Listener, Socket};
+use crate::transport::Listener;
 use crate::wire::codec::{Decoder, Encoder};
-use crate::wire::message::CONTROL;
+use crate::wire::message::{Join, CONTROL};
 
 pub(crate) use table::Table;
 
-/// How long `shutdown` waits for connection threads still inside a method.
+/// How long `shutdown` waits for calls still inside a method.
 const DRAIN: Duration = Duration::from_secs(2);
 
 /// A manager's settings.
@@ -76,7 +78,7 @@ impl Default for Limits {
             max_frame: crate::wire::frame::DEFAULT_MAX_FRAME,
             handshake_timeout: Duration::from_secs(5),
             handoff_timeout: Duration::from_secs(60),
-            max_connections: 4096,
+            max_connections: 16_384,
             max_handshakes: 1024,
             max_objects_per_session: 1 << 24,
             dead_peer_timeout: crate::transport::DEAD_PEER_TIMEOUT,
@@ -98,9 +100,12 @@ pub(crate) struct ServerState {
     /// Calls blocked in a wait now (`Context::wait_until`).
     pub(crate) blocked: AtomicU64,
     stopping: AtomicBool,
-    /// Open connections and their sessions, to close them on shutdown and
-    /// to wait for a session's connections when its client says goodbye.
-    live: Mutex<HashMap<u64, (u64, Socket)>>,
+    /// Authenticated connections and their sessions: their number is what
+    /// `max_connections` bounds, and a session's goodbye waits for its
+    /// others to leave.
+    live: Mutex<HashMap<u64, u64>>,
+    /// The event loop, once it runs.
+    reactor: OnceLock<Arc<reactor::Reactor>>,
     /// Notified whenever a connection leaves `live`.
     drained: Condvar,
     internal: Mutex<Option<Client>>,
@@ -220,38 +225,68 @@ impl ServerState {
         })
     }
 
-    /// Begins shutdown: no new connections, every open one closed. Threads
-    /// blocked reading wake at once; a thread inside a method finishes it.
+    /// Begins shutdown: no new connections, and every open one stops
+    /// reading. A call in progress finishes and its reply goes out; a
+    /// blocked call is woken and answers `ServerShutdown`. `run` closes
+    /// what is still open once the drain time is over.
     pub(crate) fn stop(&self) {
         if self.stopping.swap(true, Ordering::AcqRel) {
             return;
         }
         tracing::debug!(address = %self.address, "manager stopping");
-        // Wake the accept loop with a connection of our own.
-        let _ = Socket::connect(&wake_address(&self.address));
-        // Stop reading, not writing: a call in progress finishes and its
-        // reply goes out; a blocked call notices the stop within its
-        // liveness check and answers `ServerShutdown`. `run` closes what is
-        // still open once the drain time is over.
-        for (_, s) in lock(&self.live).values() {
-            s.shutdown_read();
+        if let Some(r) = self.reactor.get() {
+            r.stop();
         }
     }
 
-    fn register(&self, id: u64, session: u64, socket: &Socket) -> bool {
+    /// Decides whether the manager serves a client that proved the key:
+    /// its encryption matches, a connection is free, its session exists.
+    /// The connection counts from here on (`unregister` ends that), so a
+    /// burst of clients cannot pass the limit together. Returns the
+    /// session joined and whether the connection is encrypted.
+    pub(crate) fn admit(&self, conn: u64, is_tcp: bool, join: &Join) -> Result<(u64, bool)> {
+        let address = &self.address;
+        let encrypted = if is_tcp {
+            match (join.encrypt, address.is_encrypted()) {
+                (true, false) => {
+                    return Err(Error::Protocol(format!(
+                        "the manager at {address} does not encrypt (it listens on a tcp-plain: \
+                         address); connect to {address} to accept that"
+                    )))
+                }
+                (false, true) => {
+                    return Err(Error::Protocol(format!(
+                        "the manager at {address} encrypts its connections; connect to \
+                         {address}, or start the manager with a tcp-plain: address too"
+                    )))
+                }
+                (_, ours) => ours,
+            }
+        } else {
+            join.encrypt || self.config.limits.encrypt_local
+        };
         let mut live = lock(&self.live);
         if self.is_stopping() {
-            return false;
+            return Err(Error::ServerShutdown);
         }
-        if let Ok(clone) = socket.try_clone() {
-            live.insert(id, (session, clone));
+        if live.len() >= self.config.limits.max_connections {
+            return Err(Error::LimitReached(format!(
+                "the manager serves at most {} connections at once",
+                self.config.limits.max_connections
+            )));
         }
-        true
+        let session = match join.session {
+            Some(id) => self.table.join_session(id).map(|()| id)?,
+            None => self.table.open_session(),
+        };
+        live.insert(conn, session);
+        Ok((session, encrypted))
     }
 
-    fn unregister(&self, id: u64) {
-        lock(&self.live).remove(&id);
-        self.drained.notify_all();
+    pub(crate) fn unregister(&self, id: u64) {
+        if lock(&self.live).remove(&id).is_some() {
+            self.drained.notify_all();
+        }
     }
 
     /// Waits, for at most `limit`, until `session` has no open connection
@@ -261,7 +296,7 @@ impl ServerState {
     fn await_session(&self, session: u64, conn: u64, limit: Duration) {
         let deadline = Instant::now() + limit;
         let mut live = lock(&self.live);
-        while live.iter().any(|(&c, (s, _))| *s == session && c != conn) {
+        while live.iter().any(|(&c, s)| *s == session && c != conn) {
             let now = Instant::now();
             if now >= deadline {
                 tracing::debug!(
@@ -276,6 +311,15 @@ impl ServerState {
                 .unwrap_or_else(PoisonError::into_inner)
                 .0;
         }
+    }
+
+    /// A connection begins its handshake, unless too many are in one.
+    pub(super) fn begin_handshake(&self) -> bool {
+        if self.handshakes.fetch_add(1, Ordering::AcqRel) >= self.config.limits.max_handshakes {
+            self.handshakes.fetch_sub(1, Ordering::AcqRel);
+            return false;
+        }
+        true
     }
 
     /// A connection finished its handshake, either way.
@@ -302,8 +346,9 @@ impl ServerState {
                     remaining = live.len(),
                     "connections still inside a method at shutdown; not waiting for them"
                 );
-                for (_, s) in live.values() {
-                    s.shutdown();
+                drop(live);
+                if let Some(r) = self.reactor.get() {
+                    r.close_all();
                 }
                 return;
             }
@@ -396,16 +441,6 @@ fn catch(f: impl FnOnce() -> Result<()>, names: impl FnOnce() -> (String, String
     }
 }
 
-/// Where to connect to reach a listener bound to `address` (a wildcard host
-/// is reached through loopback).
-fn wake_address(address: &Address) -> Address {
-    match address.tcp_parts() {
-        Some(("0.0.0.0", port)) => Address::tcp("127.0.0.1", port),
-        Some(("::", port)) => Address::tcp("::1", port),
-        _ => address.clone(),
-    }
-}
-
 pub(crate) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     // Our critical sections never panic half-way through an update; a poisoned
     // lock still guards consistent data.
@@ -425,6 +460,7 @@ impl ServerState {
             blocked: AtomicU64::new(0),
             stopping: AtomicBool::new(false),
             live: Mutex::new(HashMap::new()),
+            reactor: OnceLock::new(),
             drained: Condvar::new(),
             internal: Mutex::new(None),
             grace: Mutex::new(Vec::new()),
@@ -480,23 +516,23 @@ impl FuzzHarness {
             undo: Default::default(),
             caller: crate::context::Caller::Harness,
         };
-        let mut output = Vec::new();
+        let output = Mutex::new(Vec::new());
         let mut reader = crate::wire::frame::FrameReader::new(self.state.config.limits.max_frame);
         reader.allow_blobs();
         let mut writer = crate::wire::frame::FrameWriter::new();
-        let _ = conn::calls(
+        let _ = connection::requests(
             &self.state,
             &ctx,
-            input,
-            &mut output,
+            &mut { input },
             &mut reader,
             &mut writer,
+            &output,
         );
         self.state
             .table
             .disconnected(ctx.conn, crate::shared::End::Abnormal);
         self.state.table.leave_session(session);
-        output
+        output.into_inner().unwrap_or_else(PoisonError::into_inner)
     }
 
     /// Live objects: every session the harness opened has ended, so this
@@ -509,6 +545,7 @@ impl FuzzHarness {
 impl Server {
     pub(crate) fn bind(config: ServerConfig) -> Result<Server> {
         crate::spawn::init_logging();
+        reactor::raise_open_file_limit();
         let (listener, address) = Listener::bind(&config.address)?;
         if address.tcp_parts().is_some() && !address.is_encrypted() && !address.is_loopback() {
             tracing::warn!(
@@ -526,56 +563,29 @@ impl Server {
         &self.state
     }
 
-    /// Accepts connections until stopped, then closes them all.
+    /// Serves until stopped, then closes every connection.
     pub(crate) fn run(self) {
         let Server { state, listener } = self;
+        let reactor = match reactor::Reactor::new(listener) {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot start the event loop");
+                return;
+            }
+        };
+        let _ = state.reactor.set(Arc::clone(&reactor));
+        if state.is_stopping() {
+            reactor.stop();
+        }
         let sweeper = table::spawn_sweeper(&state);
         tracing::debug!(address = %state.address, "manager serving");
-        loop {
-            let socket = match listener.accept() {
-                Ok(s) => s,
-                Err(e) => {
-                    if state.is_stopping() {
-                        break;
-                    }
-                    tracing::warn!(error = %e, "accept failed");
-                    // Out of descriptors or similar: back off instead of spinning.
-                    std::thread::sleep(Duration::from_millis(20));
-                    continue;
-                }
-            };
-            if state.is_stopping() {
-                socket.shutdown();
-                break;
-            }
-            if let Err(e) = socket.detect_silence(state.config.limits.dead_peer_timeout) {
-                tracing::debug!(error = %e, "cannot enable keepalive on a connection");
-            }
-            // Bound the threads that unauthenticated peers can occupy: past
-            // the limit a connection is closed before we read a byte of it.
-            if state.handshakes.fetch_add(1, Ordering::AcqRel) >= state.config.limits.max_handshakes
-            {
-                state.handshakes.fetch_sub(1, Ordering::AcqRel);
-                tracing::warn!(peer = %socket.peer(), "too many connections in the handshake; closing one");
-                socket.shutdown();
-                continue;
-            }
-            let id = state.next_conn.fetch_add(1, Ordering::Relaxed);
-            let st = Arc::clone(&state);
-            let spawned = std::thread::Builder::new()
-                .name(format!("manager-conn-{id}"))
-                .spawn(move || conn::serve(st, socket, id));
-            if let Err(e) = spawned {
-                state.handshakes.fetch_sub(1, Ordering::AcqRel);
-                tracing::warn!(error = %e, "cannot start a connection thread");
-            }
-        }
-        drop(listener);
+        reactor.serve(&state);
         let internal = lock(&state.internal).take();
         drop(internal);
         let grace = std::mem::take(&mut *lock(&state.grace));
         drop(grace);
         state.drain(DRAIN);
+        reactor.finish(DRAIN);
         state.table.clear();
         if let Some(s) = sweeper {
             s.stop();

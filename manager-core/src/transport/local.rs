@@ -67,8 +67,11 @@ impl LocalListener {
         Ok(LocalListener { inner })
     }
 
+    pub(crate) fn listener(&self) -> &UnixListener {
+        self.inner.inner()
+    }
+
     pub(crate) fn accept(&self) -> io::Result<UnixStream> {
-        let l: &UnixListener = self.inner.inner();
-        l.accept().map(|(s, _)| s)
+        self.listener().accept().map(|(s, _)| s)
     }
 }

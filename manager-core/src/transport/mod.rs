@@ -83,12 +83,6 @@ impl Socket {
         self.end(std::net::Shutdown::Both);
     }
 
-    /// Ends the receiving direction only: a thread of ours blocked reading
-    /// wakes with end-of-stream, while replies can still be written.
-    pub(crate) fn shutdown_read(&self) {
-        self.end(std::net::Shutdown::Read);
-    }
-
     fn end(&self, how: std::net::Shutdown) {
         let _ = match self {
             Socket::Unix(s) => s.shutdown(how),
@@ -152,7 +146,41 @@ impl Socket {
         (r == 0).then_some((cred.pid, cred.uid))
     }
 
-    fn raw_fd(&self) -> std::os::fd::RawFd {
+    /// Switches the socket between blocking and non-blocking I/O (the
+    /// manager's event loop uses it non-blocking).
+    pub(crate) fn set_nonblocking(&self, yes: bool) -> io::Result<()> {
+        match self {
+            Socket::Unix(s) => s.set_nonblocking(yes),
+            Socket::Tcp(s) => s.set_nonblocking(yes),
+            Socket::Sealed(s) => s.inner.set_nonblocking(yes),
+        }
+    }
+
+    /// Adds `frame` to `out` as it goes on the wire: sealed into records on
+    /// an encrypted connection, as it is otherwise.
+    pub(crate) fn encode_into(&self, frame: &[&[u8]], out: &mut Vec<u8>) -> io::Result<()> {
+        match self {
+            Socket::Sealed(s) => s.seal_into(frame, out),
+            _ => {
+                for part in frame {
+                    out.extend_from_slice(part);
+                }
+                Ok(())
+            }
+        }
+    }
+
+    /// Writes bytes prepared by [`Socket::encode_into`]; on a non-blocking
+    /// socket, as many as it takes now.
+    pub(crate) fn write_wire(&self, bytes: &[u8]) -> io::Result<usize> {
+        match self {
+            Socket::Unix(s) => (&mut &*s).write(bytes),
+            Socket::Tcp(s) => (&mut &*s).write(bytes),
+            Socket::Sealed(s) => s.inner.write_wire(bytes),
+        }
+    }
+
+    pub(crate) fn raw_fd(&self) -> std::os::fd::RawFd {
         match self {
             Socket::Unix(s) => s.as_fd().as_raw_fd(),
             Socket::Tcp(s) => s.as_fd().as_raw_fd(),
@@ -236,6 +264,33 @@ impl Write for &Socket {
     }
 }
 
+/// Waits until `fd` is ready for `events` (`libc::POLLIN`, `POLLOUT`), for
+/// at most `limit`: whether it is. A hang-up or error counts as ready, so
+/// the next read or write reports it.
+pub(crate) fn wait_ready(
+    fd: std::os::fd::RawFd,
+    events: libc::c_short,
+    limit: Duration,
+) -> io::Result<bool> {
+    let mut p = libc::pollfd {
+        fd,
+        events,
+        revents: 0,
+    };
+    let ms = libc::c_int::try_from(limit.as_millis()).unwrap_or(libc::c_int::MAX);
+    loop {
+        // SAFETY: one valid pollfd.
+        let n = unsafe { libc::poll(&mut p, 1, ms) };
+        if n >= 0 {
+            return Ok(n > 0);
+        }
+        let e = io::Error::last_os_error();
+        if e.kind() != io::ErrorKind::Interrupted {
+            return Err(e);
+        }
+    }
+}
+
 /// A bound listener.
 pub(crate) enum Listener {
     Local(local::LocalListener),
@@ -252,6 +307,21 @@ impl Listener {
         } else {
             let (l, a) = tcp::bind(address)?;
             Ok((Listener::Tcp(l), a))
+        }
+    }
+
+    /// Makes `accept` return `WouldBlock` instead of waiting.
+    pub(crate) fn set_nonblocking(&self, yes: bool) -> io::Result<()> {
+        match self {
+            Listener::Local(l) => l.listener().set_nonblocking(yes),
+            Listener::Tcp(l) => l.set_nonblocking(yes),
+        }
+    }
+
+    pub(crate) fn raw_fd(&self) -> std::os::fd::RawFd {
+        match self {
+            Listener::Local(l) => l.listener().as_raw_fd(),
+            Listener::Tcp(l) => l.as_raw_fd(),
         }
     }
 

@@ -72,6 +72,13 @@ impl Sealed {
         lock(&self.writer).seal(&self.keys, parts, &mut &self.inner)
     }
 
+    /// Seals `parts` as one stream into `out`, for a writer that sends the
+    /// records itself without blocking. Records are numbered as they are
+    /// sealed: `out` must reach the socket in the order it was filled.
+    pub(crate) fn seal_into(&self, parts: &[&[u8]], out: &mut Vec<u8>) -> io::Result<()> {
+        lock(&self.writer).seal(&self.keys, parts, out).map(drop)
+    }
+
     fn warn_if_forged(&self, r: io::Result<usize>) -> io::Result<usize> {
         if let Err(e) = &r {
             if e.get_ref().is_some_and(|e| e.is::<Forged>()) {

@@ -176,6 +176,33 @@ pub(crate) trait ReadFresh: Read {
         buf.extend_from_slice(&tmp[..k]);
         Ok(k)
     }
+
+    /// Waits until a read can make progress, after one returned
+    /// `WouldBlock` in the middle of a large frame: a non-blocking stream
+    /// finishes a frame it has begun once its first bytes are in. The
+    /// default passes `WouldBlock` on, for streams that never return it.
+    fn wait_readable(&mut self) -> std::io::Result<()> {
+        Err(std::io::ErrorKind::WouldBlock.into())
+    }
+}
+
+/// Reads into `buf` once, retrying an interruption, and waiting for the
+/// stream (`ReadFresh::wait_readable`) where it would block.
+fn read_some<R: ReadFresh>(r: &mut R, buf: &mut [u8]) -> std::io::Result<usize> {
+    loop {
+        match r.read(buf) {
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => r.wait_readable()?,
+            r => return r,
+        }
+    }
+}
+
+fn ended_inside() -> std::io::Error {
+    std::io::Error::new(
+        std::io::ErrorKind::UnexpectedEof,
+        "the stream ended inside a frame",
+    )
 }
 
 impl ReadFresh for &[u8] {}
@@ -219,22 +246,9 @@ impl FrameReader {
         self.blobs = true;
     }
 
-    /// Whether a whole frame is already buffered: more requests are waiting.
     /// Bytes read ahead and not yet returned as frames.
     pub(crate) fn buffered(&self) -> usize {
         self.end - self.start
-    }
-
-    pub(crate) fn has_frame(&self) -> bool {
-        let avail = self.end - self.start;
-        if avail < 4 {
-            return false;
-        }
-        let mut len = [0u8; 4];
-        len.copy_from_slice(&self.buf[self.start..self.start + 4]);
-        let len = u32::from_le_bytes(len);
-        // A frame with a byte string out of line is never wholly buffered.
-        len & BLOB_FLAG == 0 && avail >= 4 + len as usize
     }
 
     /// The next frame's body; `Ok(None)` on end of stream between frames.
@@ -319,7 +333,7 @@ impl FrameReader {
     /// its size, reusing (without re-zeroing) one kept from an earlier large
     /// frame. A fresh one costs address space only until bytes arrive, so a
     /// peer that announces 64 MiB and stalls costs what it actually sent.
-    fn read_large<R: Read>(&mut self, r: &mut R, total: usize) -> std::io::Result<&[u8]> {
+    fn read_large<R: ReadFresh>(&mut self, r: &mut R, total: usize) -> std::io::Result<&[u8]> {
         let have = self.end - self.start;
         if self.buf.len() >= total {
             // A buffer kept from an earlier large frame is already
@@ -327,9 +341,19 @@ impl FrameReader {
             self.buf.copy_within(self.start..self.end, 0);
             self.start = 0;
             self.end = 0;
-            if let Err(e) = r.read_exact(&mut self.buf[have..total]) {
-                self.buf = Vec::new();
-                return Err(e);
+            let mut at = have;
+            while at < total {
+                match read_some(r, &mut self.buf[at..total]) {
+                    Ok(0) => {
+                        self.buf = Vec::new();
+                        return Err(ended_inside());
+                    }
+                    Ok(n) => at += n,
+                    Err(e) => {
+                        self.buf = Vec::new();
+                        return Err(e);
+                    }
+                }
             }
         } else {
             let mut big = Vec::with_capacity(total);
@@ -338,17 +362,28 @@ impl FrameReader {
             self.end = 0;
             // A fresh buffer fills as bytes arrive: a stalled peer costs
             // what it sent, not what it announced.
-            let read = r.take((total - have) as u64).read_to_end(&mut big);
-            let complete = big.len() == total;
-            self.buf = big;
-            read?;
-            if !complete {
-                self.buf = Vec::new();
-                return Err(std::io::Error::new(
-                    std::io::ErrorKind::UnexpectedEof,
-                    "the stream ended inside a frame",
-                ));
+            while big.len() < total {
+                let missing = total - big.len();
+                let got = match r.read_append(&mut big, missing) {
+                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                        r.wait_readable().map(|()| 1)
+                    }
+                    got => got,
+                };
+                match got {
+                    Ok(0) => {
+                        self.buf = Vec::new();
+                        return Err(ended_inside());
+                    }
+                    Ok(_) => {}
+                    Err(e) => {
+                        self.buf = Vec::new();
+                        return Err(e);
+                    }
+                }
             }
+            self.buf = big;
         }
         self.start = total;
         self.end = total;
@@ -411,14 +446,10 @@ impl FrameReader {
         while bytes.len() < blob_len {
             let missing = blob_len - bytes.len();
             match r.read_append(&mut bytes, missing) {
-                Ok(0) => {
-                    return Err(std::io::Error::new(
-                        std::io::ErrorKind::UnexpectedEof,
-                        "the stream ended inside a frame",
-                    ))
-                }
+                Ok(0) => return Err(ended_inside()),
                 Ok(_) => {}
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => r.wait_readable()?,
                 Err(e) => return Err(e),
             }
         }
@@ -430,18 +461,11 @@ impl FrameReader {
     }
 
     /// Reads until `n` bytes from `start` are buffered; the buffer has room.
-    fn fill<R: Read>(&mut self, r: &mut R, n: usize) -> std::io::Result<()> {
+    fn fill<R: ReadFresh>(&mut self, r: &mut R, n: usize) -> std::io::Result<()> {
         while self.end - self.start < n {
-            match r.read(&mut self.buf[self.end..]) {
-                Ok(0) => {
-                    return Err(std::io::Error::new(
-                        std::io::ErrorKind::UnexpectedEof,
-                        "the stream ended inside a frame",
-                    ))
-                }
-                Ok(k) => self.end += k,
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(e),
+            match read_some(r, &mut self.buf[self.end..])? {
+                0 => return Err(ended_inside()),
+                k => self.end += k,
             }
         }
         Ok(())

@@ -1,0 +1,591 @@
+//! The event loop and the threads that run it.
+//!
+//! One `mio::Poll` (epoll) watches the listener and every connection. A
+//! connection that is idle, or in the handshake, is a registration and a
+//! small record ([`Connection`]): no thread. The handshake's deadline is a
+//! timer in the loop.
+//!
+//! **Leader/followers.** The threads of a small pool take turns at the
+//! poll. The one polling (the leader) handles the first event it gets
+//! itself: it reads the request, runs the method, writes the reply, and
+//! polls again. A single client's round trip therefore costs no hand-off
+//! between threads. Further events of the same poll go to a ready queue,
+//! and an idle follower is woken to take them, so that many busy clients
+//! use every core.
+//!
+//! **Blocking methods.** A method may block: a user method that sleeps,
+//! waits in `Context::wait_until` or holds its object's lock long, or a
+//! built-in wait. The leader cannot know in advance, so a monitor (the
+//! thread that called `run`) looks every [`TICK`]: a leader still inside
+//! the call it started a tick ago is deposed, and a follower (woken, or
+//! started if none is idle) takes over the poll; likewise when ready work
+//! waits and nobody takes it. The pool grows this way up to
+//! [`MAX_THREADS`], and shrinks back: a follower idle for [`IDLE_EXIT`]
+//! ends, down to [`MIN_THREADS`]. When nothing happens, the monitor parks
+//! and costs nothing; the first call after a quiet spell wakes it.
+//!
+//! **Out of descriptors.** One descriptor is kept in reserve. When `accept`
+//! fails for lack of descriptors, the reserve is given up to accept one
+//! connection, which is answered `LimitReached` once its hello arrives, and
+//! then restored; the next waiting connection is taken the same way.
+
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap, VecDeque};
+use std::os::fd::OwnedFd;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Condvar, Mutex, PoisonError};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use mio::unix::SourceFd;
+use mio::{Events, Interest, Poll, Token, Waker};
+
+use crate::error::{Error, Result};
+use crate::server::connection::{Connection, Outcome};
+use crate::server::{lock, ServerState};
+use crate::transport::{Listener, Socket};
+
+/// How often the monitor looks for a leader stuck in a call.
+pub(crate) const TICK: Duration = Duration::from_millis(2);
+/// The pool's threads, at least.
+pub(crate) const MIN_THREADS: usize = 2;
+/// The pool's threads, at most: the bound on methods blocked at once.
+pub(crate) const MAX_THREADS: usize = 4096;
+/// A follower idle this long ends, while more than `MIN_THREADS` remain.
+pub(crate) const IDLE_EXIT: Duration = Duration::from_secs(10);
+/// Quiet ticks after which the monitor parks.
+const PARK_AFTER: u32 = 50;
+
+const WAKER: Token = Token(usize::MAX);
+const LISTENER: Token = Token(usize::MAX - 1);
+
+/// Work for a thread of the pool.
+enum Job {
+    /// A connection's socket is ready (`true`: the peer hung up).
+    Ready(Arc<Connection>, bool),
+    /// The listener has connections waiting.
+    Accept,
+    /// A connection's handshake deadline passed.
+    Expire(Arc<Connection>),
+}
+
+/// Who does what in the pool.
+#[derive(Default)]
+struct Sched {
+    ready: VecDeque<Job>,
+    /// Whether a thread leads: polls, or handles the event it polled.
+    leader: bool,
+    /// Whether the leader is handling an event now (not polling).
+    handling: bool,
+    /// Counts depositions: a leader whose epoch changed was deposed.
+    epoch: u64,
+    /// Handling spans begun, and jobs taken from `ready`: the monitor sees
+    /// progress by these changing.
+    started: u64,
+    taken: u64,
+    /// Followers waiting for work.
+    idle: usize,
+    threads: usize,
+    monitor_parked: bool,
+    exit: bool,
+}
+
+/// The manager's event loop.
+pub(crate) struct Reactor {
+    poll: Mutex<Poll>,
+    waker: Waker,
+    registry: mio::Registry,
+    listener: Mutex<Option<Listener>>,
+    conns: Mutex<HashMap<u64, Arc<Connection>>>,
+    /// Handshake deadlines, soonest first.
+    timers: Mutex<BinaryHeap<Reverse<(Instant, u64)>>>,
+    sched: Mutex<Sched>,
+    /// Followers wait here.
+    follow: Condvar,
+    /// The monitor waits here.
+    watch: Condvar,
+    /// The reserve descriptor (see the module docs).
+    spare: Mutex<Option<OwnedFd>>,
+    /// The connection that holds the reserve's place, if any.
+    refusing: Mutex<Option<u64>>,
+    /// Connections wait to be accepted that could not be for lack of
+    /// descriptors.
+    starved: AtomicBool,
+    threads: Mutex<Vec<JoinHandle<()>>>,
+}
+
+impl Reactor {
+    pub(crate) fn new(listener: Listener) -> Result<Arc<Reactor>> {
+        let poll = Poll::new()?;
+        let registry = poll.registry().try_clone()?;
+        let waker = Waker::new(poll.registry(), WAKER)?;
+        listener.set_nonblocking(true)?;
+        let fd = listener.raw_fd();
+        registry.register(&mut SourceFd(&fd), LISTENER, Interest::READABLE)?;
+        Ok(Arc::new(Reactor {
+            poll: Mutex::new(poll),
+            waker,
+            registry,
+            listener: Mutex::new(Some(listener)),
+            conns: Mutex::new(HashMap::new()),
+            timers: Mutex::new(BinaryHeap::new()),
+            sched: Mutex::new(Sched::default()),
+            follow: Condvar::new(),
+            watch: Condvar::new(),
+            spare: Mutex::new(reserve()),
+            refusing: Mutex::new(None),
+            starved: AtomicBool::new(false),
+            threads: Mutex::new(Vec::new()),
+        }))
+    }
+
+    /// Starts the pool, and watches it from this thread until the manager
+    /// stops.
+    pub(crate) fn serve(self: &Arc<Self>, state: &Arc<ServerState>) {
+        for _ in 0..MIN_THREADS {
+            self.spawn(state);
+        }
+        self.monitor(state);
+    }
+
+    /// Ends the pool once nothing is served any more: its threads leave as
+    /// soon as they are out of their calls. A thread still inside a method
+    /// after `limit` is left to finish on its own.
+    pub(crate) fn finish(&self, limit: Duration) {
+        let deadline = Instant::now() + limit;
+        let mut s = lock(&self.sched);
+        s.exit = true;
+        self.follow.notify_all();
+        let _ = self.waker.wake();
+        while s.threads > 0 {
+            let now = Instant::now();
+            if now >= deadline {
+                tracing::warn!(
+                    threads = s.threads,
+                    "worker threads still inside a method at shutdown; not waiting for them"
+                );
+                break;
+            }
+            s = self
+                .watch
+                .wait_timeout(s, deadline - now)
+                .unwrap_or_else(PoisonError::into_inner)
+                .0;
+        }
+        drop(s);
+        let threads = std::mem::take(&mut *lock(&self.threads));
+        for t in threads {
+            if t.is_finished() {
+                let _ = t.join();
+            }
+        }
+        lock(&self.conns).clear();
+    }
+
+    /// The manager stops: no more connections are accepted, every open one
+    /// stops reading, and every call waiting is woken to notice.
+    pub(crate) fn stop(&self) {
+        if let Some(l) = lock(&self.listener).take() {
+            let fd = l.raw_fd();
+            let _ = self.registry.deregister(&mut SourceFd(&fd));
+        }
+        let conns: Vec<_> = lock(&self.conns).values().cloned().collect();
+        for c in conns {
+            c.shutdown_read();
+        }
+        self.watch.notify_all();
+        let _ = self.waker.wake();
+    }
+
+    /// Every connection still open, closed in both directions (the drain
+    /// time is over).
+    pub(crate) fn close_all(&self) {
+        let conns: Vec<_> = lock(&self.conns).values().cloned().collect();
+        for c in conns {
+            c.shutdown_read();
+            c.wake();
+        }
+    }
+
+    fn spawn(self: &Arc<Self>, state: &Arc<ServerState>) {
+        let (me, st) = (Arc::clone(self), Arc::clone(state));
+        let mut s = lock(&self.sched);
+        if s.threads >= MAX_THREADS {
+            return;
+        }
+        let n = s.threads;
+        let spawned = std::thread::Builder::new()
+            .name(format!("manager-worker-{n}"))
+            .spawn(move || me.work(&st));
+        match spawned {
+            Ok(t) => {
+                s.threads += 1;
+                drop(s);
+                let mut threads = lock(&self.threads);
+                threads.retain(|t| !t.is_finished());
+                threads.push(t);
+            }
+            Err(e) => tracing::warn!(error = %e, "cannot start a worker thread"),
+        }
+    }
+
+    /// A thread of the pool.
+    fn work(self: &Arc<Self>, state: &Arc<ServerState>) {
+        let mut events = Events::with_capacity(256);
+        let mut jobs = Vec::with_capacity(256);
+        let mut leading = false;
+        let mut s = lock(&self.sched);
+        loop {
+            if s.exit {
+                s.threads -= 1;
+                self.watch.notify_all();
+                return;
+            }
+            if leading || !s.leader {
+                s.leader = true;
+                leading = true;
+                if s.ready.is_empty() {
+                    drop(s);
+                    self.poll_once(&mut events, &mut jobs);
+                    s = lock(&self.sched);
+                    s.ready.extend(jobs.drain(..));
+                }
+                let Some(job) = s.ready.pop_front() else {
+                    continue;
+                };
+                // The leader handles this one itself; others go to followers.
+                s.taken += 1;
+                s.handling = true;
+                s.started += 1;
+                let epoch = s.epoch;
+                self.share(&mut s);
+                drop(s);
+                self.run_job(state, job);
+                s = lock(&self.sched);
+                if s.epoch == epoch {
+                    s.handling = false;
+                } else {
+                    // Deposed while in the call: another thread leads now.
+                    leading = false;
+                }
+                continue;
+            }
+            if let Some(job) = s.ready.pop_front() {
+                s.taken += 1;
+                self.share(&mut s);
+                drop(s);
+                self.run_job(state, job);
+                s = lock(&self.sched);
+                continue;
+            }
+            s.idle += 1;
+            let (guard, waited) = self
+                .follow
+                .wait_timeout(s, IDLE_EXIT)
+                .unwrap_or_else(PoisonError::into_inner);
+            s = guard;
+            s.idle -= 1;
+            if waited.timed_out() && s.ready.is_empty() && !s.exit && s.threads > MIN_THREADS {
+                s.threads -= 1;
+                self.watch.notify_all();
+                return;
+            }
+        }
+    }
+
+    /// Wakes a follower for work left in the ready queue, and the monitor
+    /// if it sleeps.
+    fn share(&self, s: &mut Sched) {
+        if !s.ready.is_empty() && s.idle > 0 {
+            self.follow.notify_one();
+        }
+        if s.monitor_parked {
+            s.monitor_parked = false;
+            self.watch.notify_one();
+        }
+    }
+
+    /// Polls once (until the next timer at the latest), adding the jobs it
+    /// finds to `jobs`.
+    fn poll_once(&self, events: &mut Events, jobs: &mut Vec<Job>) {
+        let timeout = lock(&self.timers)
+            .peek()
+            .map(|Reverse((at, _))| at.saturating_duration_since(Instant::now()));
+        {
+            let mut poll = lock(&self.poll);
+            if let Err(e) = poll.poll(events, timeout) {
+                if e.kind() != std::io::ErrorKind::Interrupted {
+                    tracing::warn!(error = %e, "polling failed");
+                }
+                return;
+            }
+        }
+        {
+            let conns = lock(&self.conns);
+            for ev in events.iter() {
+                match ev.token() {
+                    WAKER => {}
+                    LISTENER => jobs.push(Job::Accept),
+                    Token(id) => {
+                        if let Some(c) = conns.get(&(id as u64)) {
+                            let hung_up = ev.is_read_closed() || ev.is_error();
+                            jobs.push(Job::Ready(Arc::clone(c), hung_up));
+                        }
+                    }
+                }
+            }
+        }
+        let now = Instant::now();
+        let mut timers = lock(&self.timers);
+        while let Some(Reverse((at, id))) = timers.peek().copied() {
+            if at > now {
+                break;
+            }
+            timers.pop();
+            if let Some(c) = lock(&self.conns).get(&id) {
+                jobs.push(Job::Expire(Arc::clone(c)));
+            }
+        }
+    }
+
+    fn run_job(self: &Arc<Self>, state: &Arc<ServerState>, job: Job) {
+        match job {
+            Job::Ready(c, hung_up) => {
+                if let Outcome::Closed = c.ready(state, hung_up) {
+                    self.forget(state, &c);
+                }
+            }
+            Job::Expire(c) => {
+                if let Outcome::Closed = c.expire(state) {
+                    self.forget(state, &c);
+                }
+            }
+            Job::Accept => self.accept(state),
+        }
+    }
+
+    /// A connection closed.
+    fn forget(self: &Arc<Self>, state: &Arc<ServerState>, c: &Connection) {
+        lock(&self.conns).remove(&c.id);
+        let mut refusing = lock(&self.refusing);
+        if *refusing == Some(c.id) {
+            *refusing = None;
+            *lock(&self.spare) = reserve();
+            self.starved.store(true, Ordering::Release);
+        }
+        drop(refusing);
+        if self.starved.swap(false, Ordering::AcqRel) {
+            // A descriptor is free: take the connections that waited.
+            self.accept(state);
+        }
+    }
+
+    /// Accepts every connection waiting.
+    fn accept(self: &Arc<Self>, state: &Arc<ServerState>) {
+        loop {
+            let accepted = match &*lock(&self.listener) {
+                Some(l) => l.accept(),
+                None => return,
+            };
+            match accepted {
+                Ok(socket) => self.admit(state, socket, None),
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) if e.kind() == std::io::ErrorKind::ConnectionAborted => {}
+                Err(e) if matches!(e.raw_os_error(), Some(libc::EMFILE | libc::ENFILE)) => {
+                    self.refuse_one(state);
+                    return;
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "accept failed");
+                    self.starved.store(true, Ordering::Release);
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Out of descriptors: gives up the reserve to take one connection and
+    /// tell it so. The others wait until a descriptor is free.
+    fn refuse_one(self: &Arc<Self>, state: &Arc<ServerState>) {
+        self.starved.store(true, Ordering::Release);
+        let mut refusing = lock(&self.refusing);
+        if refusing.is_some() {
+            return;
+        }
+        let Some(spare) = lock(&self.spare).take() else {
+            return;
+        };
+        drop(spare);
+        let accepted = match &*lock(&self.listener) {
+            Some(l) => l.accept(),
+            None => return,
+        };
+        let limit = open_file_limit();
+        tracing::warn!(
+            limit,
+            "out of file descriptors: refusing a connection (raise RLIMIT_NOFILE, or lower \
+             max_connections)"
+        );
+        match accepted {
+            Ok(socket) => {
+                let id = state.new_connection_id();
+                *refusing = Some(id);
+                drop(refusing);
+                let why = Error::LimitReached(format!(
+                    "the manager has no file descriptor left for another connection (its \
+                     limit is {limit}); try again later"
+                ));
+                self.register(state, id, socket, Some(why));
+            }
+            Err(_) => *lock(&self.spare) = reserve(),
+        }
+    }
+
+    /// Takes a new connection into the loop.
+    fn admit(self: &Arc<Self>, state: &Arc<ServerState>, socket: Socket, refusal: Option<Error>) {
+        let id = state.new_connection_id();
+        self.register(state, id, socket, refusal);
+    }
+
+    fn register(
+        self: &Arc<Self>,
+        state: &Arc<ServerState>,
+        id: u64,
+        socket: Socket,
+        refusal: Option<Error>,
+    ) {
+        if let Err(e) = socket.set_nonblocking(true) {
+            tracing::debug!(error = %e, "cannot make a connection non-blocking");
+            return;
+        }
+        if let Err(e) = socket.detect_silence(state.config.limits.dead_peer_timeout) {
+            tracing::debug!(error = %e, "cannot enable keepalive on a connection");
+        }
+        // Bound what unauthenticated peers can hold: past the limit a
+        // connection is closed before a byte of it is read.
+        if !state.begin_handshake() {
+            tracing::warn!(peer = %socket.peer(), "too many connections in the handshake; closing one");
+            socket.shutdown();
+            return;
+        }
+        let conn = Arc::new(Connection::new(id, socket, state, refusal));
+        let Some(fd) = conn.raw_fd() else {
+            state.handshake_done();
+            return;
+        };
+        lock(&self.conns).insert(id, Arc::clone(&conn));
+        lock(&self.timers).push(Reverse((conn.deadline, id)));
+        let registered = self.registry.register(
+            &mut SourceFd(&fd),
+            Token(id as usize),
+            Interest::READABLE | Interest::WRITABLE,
+        );
+        if let Err(e) = registered {
+            tracing::warn!(error = %e, "cannot watch a connection");
+            lock(&self.conns).remove(&id);
+            state.handshake_done();
+            return;
+        }
+        // The poll waits for the soonest timer; this one may be sooner.
+        let _ = self.waker.wake();
+    }
+
+    /// The monitor (see the module docs), until the manager stops.
+    fn monitor(self: &Arc<Self>, state: &Arc<ServerState>) {
+        let mut s = lock(&self.sched);
+        let (mut started, mut taken, mut quiet) = (s.started, s.taken, 0u32);
+        loop {
+            if state.is_stopping() {
+                return;
+            }
+            s = self
+                .watch
+                .wait_timeout(s, TICK)
+                .unwrap_or_else(PoisonError::into_inner)
+                .0;
+            if state.is_stopping() {
+                return;
+            }
+            let stuck_leader = s.handling && s.started == started;
+            let stuck_ready = !s.ready.is_empty() && s.taken == taken && s.idle == 0;
+            if stuck_leader {
+                s.leader = false;
+                s.handling = false;
+                s.epoch += 1;
+            }
+            if stuck_leader || stuck_ready {
+                if s.idle > 0 {
+                    self.follow.notify_one();
+                } else {
+                    drop(s);
+                    self.spawn(state);
+                    s = lock(&self.sched);
+                }
+            }
+            if s.handling || !s.ready.is_empty() || s.started != started {
+                quiet = 0;
+            } else {
+                quiet += 1;
+            }
+            started = s.started;
+            taken = s.taken;
+            if quiet >= PARK_AFTER {
+                quiet = 0;
+                s.monitor_parked = true;
+                while s.monitor_parked && !state.is_stopping() {
+                    s = self
+                        .watch
+                        .wait(s)
+                        .unwrap_or_else(PoisonError::into_inner);
+                }
+                s.monitor_parked = false;
+                started = s.started;
+                taken = s.taken;
+            }
+        }
+    }
+}
+
+/// A descriptor held in reserve, for refusing a connection cleanly when
+/// none is left.
+fn reserve() -> Option<OwnedFd> {
+    std::fs::File::open("/dev/null").ok().map(OwnedFd::from)
+}
+
+/// This process's soft limit on open descriptors.
+pub(crate) fn open_file_limit() -> u64 {
+    let mut l = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: `l` is valid for writes.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut l) } != 0 {
+        return 0;
+    }
+    l.rlim_cur
+}
+
+/// Raises the soft limit on open descriptors to the hard limit, so the
+/// manager can hold as many connections as the system lets it; says so.
+pub(crate) fn raise_open_file_limit() {
+    let mut l = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: `l` is valid for reads and writes.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut l) != 0 || l.rlim_cur >= l.rlim_max {
+            return;
+        }
+        let from = l.rlim_cur;
+        l.rlim_cur = l.rlim_max;
+        if libc::setrlimit(libc::RLIMIT_NOFILE, &l) == 0 {
+            tracing::info!(
+                from,
+                to = l.rlim_max,
+                "raised the open-file limit (RLIMIT_NOFILE) to its hard limit"
+            );
+        }
+    }
+}
