@@ -243,11 +243,46 @@ impl Peer {
 struct Nonblocking<'a> {
     socket: &'a Socket,
     patience: Duration,
+    /// The last read took less than it had room for: the socket had no
+    /// more then, and bytes arriving later make it ready again, so a read
+    /// that would only say `WouldBlock` can be skipped (as tokio does).
+    /// Never set through the record layer, whose reads are its own.
+    drained: bool,
+    trust_short: bool,
+}
+
+impl<'a> Nonblocking<'a> {
+    fn new(socket: &'a Socket, patience: Duration) -> Self {
+        Nonblocking {
+            socket,
+            patience,
+            drained: false,
+            trust_short: true,
+        }
+    }
 }
 
 impl std::io::Read for Nonblocking<'_> {
     fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        std::io::Read::read(&mut &*self.socket, buf)
+        let n = std::io::Read::read(&mut &*self.socket, buf)?;
+        self.drained = n > 0 && n < buf.len() && !matches!(self.socket, Socket::Sealed(_));
+        Ok(n)
+    }
+}
+
+/// A byte stream of requests.
+pub(crate) trait Input: ReadFresh {
+    /// Whether the stream is known to have nothing more now.
+    fn drained(&self) -> bool {
+        false
+    }
+}
+
+impl Input for &[u8] {}
+
+impl Input for Nonblocking<'_> {
+    fn drained(&self) -> bool {
+        self.drained && self.trust_short
     }
 }
 
@@ -349,6 +384,9 @@ pub(crate) struct Connection {
     /// closed, so that a reused number is never touched.
     fd: Mutex<Option<RawFd>>,
     run: Run,
+    /// The poll said the stream has ended (or failed): read to its end,
+    /// short reads notwithstanding.
+    read_closed: AtomicBool,
     /// Set once authenticated.
     peer: OnceLock<Arc<Peer>>,
     phase: Mutex<Phase>,
@@ -378,6 +416,7 @@ impl Connection {
             peer_name: socket.peer(),
             fd: Mutex::new(Some(socket.raw_fd())),
             run: Run(AtomicU8::new(IDLE)),
+            read_closed: AtomicBool::new(false),
             peer: OnceLock::new(),
             phase: Mutex::new(Phase::Handshake(Box::new(Shaking {
                 socket,
@@ -417,6 +456,9 @@ impl Connection {
     /// The socket is ready (`closed`: the peer hung up or it failed): runs
     /// the connection as far as it goes now.
     pub(crate) fn ready(&self, state: &Arc<ServerState>, closed: bool) -> Outcome {
+        if closed {
+            self.read_closed.store(true, Ordering::Release);
+        }
         // At shutdown the manager itself stopped reading: that is no
         // hang-up, and the call in progress still gets its reply out.
         if closed && !state.is_stopping() {
@@ -479,7 +521,9 @@ impl Connection {
                             peer = %self.peer_name,
                             "authentication failed: the peer does not know the key"
                         ),
-                        _ => tracing::debug!(peer = %self.peer_name, error = %e, "handshake failed"),
+                        _ => {
+                            tracing::debug!(peer = %self.peer_name, error = %e, "handshake failed")
+                        }
                     }
                     // Its refusal, if it earned one, is written already.
                     self.forget_fd();
@@ -566,10 +610,10 @@ impl Connection {
             return Err(Error::protocol("a connection without a peer"));
         };
         let peer = Arc::clone(peer);
-        let mut input = Nonblocking {
-            socket,
-            patience: state.config.limits.dead_peer_timeout,
-        };
+        let mut input = Nonblocking::new(socket, state.config.limits.dead_peer_timeout);
+        // After the end of the stream, a short read proves nothing: the
+        // end itself must be read, and no further readiness announces it.
+        input.trust_short = !self.read_closed.load(Ordering::Acquire);
         loop {
             match requests(state, ctx, &mut input, reader, writer, &*peer)? {
                 Flow::Ended(ended) => return Ok(Some(ended)),
@@ -837,7 +881,7 @@ impl Call<'_> {
 pub(crate) fn requests(
     state: &ServerState,
     ctx: &Context,
-    input: &mut impl ReadFresh,
+    input: &mut impl Input,
     reader: &mut FrameReader,
     writer: &mut FrameWriter,
     replies: &impl Replies,
@@ -845,6 +889,9 @@ pub(crate) fn requests(
     loop {
         if replies.is_backlogged() {
             return Ok(Flow::Backlogged);
+        }
+        if input.drained() && reader.buffered() == 0 {
+            return Ok(Flow::Drained);
         }
         let (body, blob) = match reader.next_with_blob(input) {
             Ok(Some(frame)) => frame,
@@ -884,10 +931,7 @@ fn handshake_step(
         refusal,
     } = shaking;
     loop {
-        let mut input = Nonblocking {
-            socket,
-            patience: state.config.limits.handshake_timeout,
-        };
+        let mut input = Nonblocking::new(socket, state.config.limits.handshake_timeout);
         let body = match reader.next(&mut input) {
             Ok(Some(body)) => body,
             Ok(None) => {
@@ -906,11 +950,19 @@ fn handshake_step(
                      another protocol or version {}",
                     hello.version
                 ));
-                send(writer, &mut writer_out(socket), &Answer::Refuse(e.to_wire()))?;
+                send(
+                    writer,
+                    &mut writer_out(socket),
+                    &Answer::Refuse(e.to_wire()),
+                )?;
                 return Err(e);
             }
             if let Some(e) = refusal.take() {
-                send(writer, &mut writer_out(socket), &Answer::Refuse(e.to_wire()))?;
+                send(
+                    writer,
+                    &mut writer_out(socket),
+                    &Answer::Refuse(e.to_wire()),
+                )?;
                 return Err(e);
             }
             *noise = Some(Handshake::responder(&state.config.key, &to_vec(&hello)?)?);
@@ -920,7 +972,11 @@ fn handshake_step(
         // Nothing but a refusal until the client has proved the key.
         let Some(join) = noise_state.read(&first) else {
             let e = Error::AuthenticationFailed("the manager refused the client's key".into());
-            send(writer, &mut writer_out(socket), &Answer::Refuse(e.to_wire()))?;
+            send(
+                writer,
+                &mut writer_out(socket),
+                &Answer::Refuse(e.to_wire()),
+            )?;
             return Err(e);
         };
         let admitted =

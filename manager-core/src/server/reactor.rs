@@ -534,10 +534,7 @@ impl Reactor {
                 quiet = 0;
                 s.monitor_parked = true;
                 while s.monitor_parked && !state.is_stopping() {
-                    s = self
-                        .watch
-                        .wait(s)
-                        .unwrap_or_else(PoisonError::into_inner);
+                    s = self.watch.wait(s).unwrap_or_else(PoisonError::into_inner);
                 }
                 s.monitor_parked = false;
                 started = s.started;
