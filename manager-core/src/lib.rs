@@ -7,6 +7,15 @@
 
 #![warn(missing_docs)]
 
+// Linux is the system this crate is built and tested on: its transports use
+// `SO_PEERCRED`, `POLLRDHUP` and `TCP_USER_TIMEOUT`, and its tests network
+// namespaces. Say so at once elsewhere, not with a link error later.
+#[cfg(not(target_os = "linux"))]
+compile_error!(
+    "manager supports Linux only for now (its transports use SO_PEERCRED, POLLRDHUP and \
+     TCP_USER_TIMEOUT); a port adds a file beside manager-core/src/transport/linux.rs"
+);
+
 mod address;
 mod auth;
 mod builtins;

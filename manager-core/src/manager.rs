@@ -188,7 +188,7 @@ impl Default for ManagerBuilder {
         ManagerBuilder {
             address: None,
             key: None,
-            types: crate::builtins::builtin_entries(),
+            types: crate::shared::preregistered(),
             limits: Limits::default(),
         }
     }

@@ -223,6 +223,15 @@ fn construct<T: Shared + Send + Sync>(
 #[linkme::distributed_slice]
 pub static TYPES: [TypeEntry];
 
+/// The types every manager constructs without registration: the
+/// built-ins, whose entries are made as `#[shared]` makes a user type's.
+pub(crate) fn preregistered() -> std::collections::HashMap<&'static str, TypeEntry> {
+    crate::builtins::ENTRIES
+        .iter()
+        .map(|t| (t.name, *t))
+        .collect()
+}
+
 /// The registered entry named `name`, if this program links such a type.
 pub(crate) fn find_type(name: &str) -> Option<&'static TypeEntry> {
     TYPES.iter().find(|t| t.name == name)

@@ -314,7 +314,7 @@ fn read_settings(r: &mut impl Read) -> Result<ServerConfig> {
             .filter_map(|(a, k)| Some((a.parse().ok()?, AuthKey::from_bytes(k))))
             .collect(),
     );
-    let mut types = crate::builtins::builtin_entries();
+    let mut types = crate::shared::preregistered();
     for name in &s.types {
         if types.contains_key(name.as_str()) {
             continue;

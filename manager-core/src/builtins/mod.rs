@@ -25,7 +25,6 @@ mod semaphore;
 mod value;
 mod wait;
 
-use std::collections::HashMap;
 use std::sync::{Arc, Weak};
 
 use serde::de::DeserializeOwned;
@@ -447,26 +446,22 @@ const fn entry<B: Builtin>() -> TypeEntry {
     }
 }
 
-/// The entries every manager can construct without registration.
-pub(crate) fn builtin_entries() -> HashMap<&'static str, TypeEntry> {
-    [
-        entry::<value::ValueObject>(),
-        entry::<list::ListObject>(),
-        entry::<dict::DictObject>(),
-        entry::<namespace::NamespaceObject>(),
-        entry::<queue::QueueObject>(),
-        entry::<queue::JoinableQueueObject>(),
-        entry::<lock::LockObject>(),
-        entry::<lock::RLockObject>(),
-        entry::<semaphore::SemaphoreObject>(),
-        entry::<condition::ConditionObject>(),
-        entry::<event::EventObject>(),
-        entry::<barrier::BarrierObject>(),
-    ]
-    .into_iter()
-    .map(|e| (e.name, e))
-    .collect()
-}
+/// The built-ins' entries, as `#[shared]` makes one for each user type:
+/// [`crate::shared::preregistered`] offers them to every manager.
+pub(crate) static ENTRIES: [TypeEntry; 12] = [
+    entry::<value::ValueObject>(),
+    entry::<list::ListObject>(),
+    entry::<dict::DictObject>(),
+    entry::<namespace::NamespaceObject>(),
+    entry::<queue::QueueObject>(),
+    entry::<queue::JoinableQueueObject>(),
+    entry::<lock::LockObject>(),
+    entry::<lock::RLockObject>(),
+    entry::<semaphore::SemaphoreObject>(),
+    entry::<condition::ConditionObject>(),
+    entry::<event::EventObject>(),
+    entry::<barrier::BarrierObject>(),
+];
 
 /// Creates a built-in object and returns its proxy `P`, which names the
 /// object's type and element types.

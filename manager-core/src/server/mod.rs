@@ -485,7 +485,7 @@ pub struct FuzzHarness {
 impl FuzzHarness {
     /// A manager that can construct the built-ins and `types`.
     pub fn new(types: &[TypeEntry]) -> FuzzHarness {
-        let mut all = crate::builtins::builtin_entries();
+        let mut all = crate::shared::preregistered();
         for t in types {
             all.insert(t.name, *t);
         }

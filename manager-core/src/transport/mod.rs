@@ -6,6 +6,11 @@ mod local;
 pub(crate) mod sealed;
 mod tcp;
 
+// What differs between operating systems lives in one file per system.
+#[cfg(target_os = "linux")]
+#[path = "linux.rs"]
+mod os;
+
 use std::io::{self, Read, Write};
 use std::net::TcpStream;
 use std::os::fd::{AsFd, AsRawFd};
@@ -125,25 +130,9 @@ impl Socket {
     }
 
     /// The process id and user id of a local peer, as the kernel saw them
-    /// when it connected (`SO_PEERCRED`).
+    /// when it connected.
     fn peer_credentials(&self) -> Option<(i32, u32)> {
-        let mut cred = libc::ucred {
-            pid: 0,
-            uid: 0,
-            gid: 0,
-        };
-        let mut len = std::mem::size_of::<libc::ucred>() as libc::socklen_t;
-        // SAFETY: `cred` and `len` are valid for writes of the sizes given.
-        let r = unsafe {
-            libc::getsockopt(
-                self.raw_fd(),
-                libc::SOL_SOCKET,
-                libc::SO_PEERCRED,
-                (&mut cred as *mut libc::ucred).cast(),
-                &mut len,
-            )
-        };
-        (r == 0).then_some((cred.pid, cred.uid))
+        os::peer_credentials(self.raw_fd())
     }
 
     /// Switches the socket between blocking and non-blocking I/O (the
@@ -189,18 +178,9 @@ impl Socket {
     }
 
     /// Whether the peer has closed its end (or the socket failed), without
-    /// consuming anything it sent. Used to cancel blocked calls of a client
-    /// that went away.
+    /// consuming anything it sent.
     pub(crate) fn peer_gone(&self) -> bool {
-        let fd = self.raw_fd();
-        let mut p = libc::pollfd {
-            fd,
-            events: libc::POLLRDHUP,
-            revents: 0,
-        };
-        // SAFETY: one valid pollfd, zero timeout.
-        let n = unsafe { libc::poll(&mut p, 1, 0) };
-        n > 0 && p.revents & (libc::POLLRDHUP | libc::POLLHUP | libc::POLLERR | libc::POLLNVAL) != 0
+        os::peer_gone(self.raw_fd())
     }
 }
 
