@@ -184,9 +184,11 @@ impl Socket {
     }
 }
 
-impl crate::wire::frame::ReadFresh for &Socket {
-    fn read_append(&mut self, buf: &mut Vec<u8>, n: usize) -> io::Result<usize> {
-        if let Socket::Sealed(s) = *self {
+impl Socket {
+    /// Appends at most `n` bytes to `buf` without zeroing its spare
+    /// capacity first; how many, 0 at the end of the stream.
+    pub(crate) fn read_append(&self, buf: &mut Vec<u8>, n: usize) -> io::Result<usize> {
+        if let Socket::Sealed(s) = self {
             return s.read_append(buf, n);
         }
         buf.reserve(n);

@@ -207,6 +207,13 @@ fn ended_inside() -> std::io::Error {
 
 impl ReadFresh for &[u8] {}
 
+/// A socket reads a long byte string straight into its allocation.
+impl ReadFresh for &crate::transport::Socket {
+    fn read_append(&mut self, buf: &mut Vec<u8>, n: usize) -> std::io::Result<usize> {
+        crate::transport::Socket::read_append(self, buf, n)
+    }
+}
+
 /// Reads frames, buffering whatever the socket delivers.
 pub(crate) struct FrameReader {
     buf: Vec<u8>,
