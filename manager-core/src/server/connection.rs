@@ -288,7 +288,7 @@ impl Input for Nonblocking<'_> {
 
 impl ReadFresh for Nonblocking<'_> {
     fn read_append(&mut self, buf: &mut Vec<u8>, n: usize) -> std::io::Result<usize> {
-        (&*self.socket).read_append(buf, n)
+        self.socket.read_append(buf, n)
     }
 
     fn wait_readable(&mut self) -> std::io::Result<()> {
