@@ -109,8 +109,34 @@ impl Context {
         lock(&self.undo.put_back).take()
     }
 
+    /// The calling connection, for a remote caller.
+    pub(crate) fn peer(&self) -> Option<&Arc<Peer>> {
+        match &self.caller {
+            Caller::Remote(peer) => Some(peer),
+            _ => None,
+        }
+    }
+
+    /// Whether this run of the call resumes a wait it parked in.
+    pub(crate) fn is_resuming(&self) -> bool {
+        self.peer().is_some_and(|p| p.is_resuming())
+    }
+
+    /// Makes the call block its thread where it waits, instead of parking.
+    pub(crate) fn forbid_parking(&self) {
+        if let Some(p) = self.peer() {
+            p.forbid_parking();
+        }
+    }
+
     pub(crate) fn peer_gone(&self) -> bool {
         matches!(&self.caller, Caller::Remote(peer) if peer.is_gone())
+    }
+
+    /// [`Context::peer_gone`], asking the socket itself if no hang-up was
+    /// noticed yet (see `Peer::has_left`): before a waiter takes up a grant.
+    pub(crate) fn peer_has_left(&self) -> bool {
+        matches!(&self.caller, Caller::Remote(peer) if peer.has_left())
     }
 
     /// Writes the replies queued for the caller: before a call blocks, so

@@ -106,6 +106,9 @@ impl ConditionObject {
     /// deadline), and takes the lock back at the same level, as Python does
     /// even after a timeout. Whether it was notified.
     fn wait(&self, ctx: &Context, wait: Wait) -> Result<bool> {
+        // Two waits in a row, with the lock put down between: this call
+        // could not be run again from its request, so it keeps its thread.
+        ctx.forbid_parking();
         let mut s = lock(&self.state);
         let levels = s
             .lock

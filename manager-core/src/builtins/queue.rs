@@ -116,7 +116,8 @@ impl Core {
     fn put(&self, ctx: &Context, item: Elem, wait: Wait) -> Result<bool> {
         let item = Stored::keep(ctx, item);
         let mut s = lock(&self.state);
-        if self.full(&s) {
+        // Run again after parking, the call's slot is waiting for it.
+        if ctx.is_resuming() || self.full(&s) {
             // A slot reserved for a caller that is gone is the next one's.
             let (waited, slot) = wait_turn(
                 ctx,
@@ -142,10 +143,13 @@ impl Core {
     fn get(&self, ctx: &Context, wait: Wait) -> Result<Option<Stored>> {
         let mut s = lock(&self.state);
         // Nobody waits for an item while there is one: an item put goes to
-        // a waiting getter first.
-        if let Some(item) = s.items.pop_front() {
-            free_slot(&mut s);
-            return Ok(Some(item));
+        // a waiting getter first. Run again after parking, the call's item
+        // is the one handed to it.
+        if !ctx.is_resuming() {
+            if let Some(item) = s.items.pop_front() {
+                free_slot(&mut s);
+                return Ok(Some(item));
+            }
         }
         // An item handed to a caller that is gone is the next one's.
         wait_turn(ctx, &self.state, s, wait, |s| &mut s.getters, put_front).map(|(_, item)| item)

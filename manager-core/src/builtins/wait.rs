@@ -5,10 +5,13 @@
 //!   an item), oldest first. A grant is handed to the oldest waiter, which
 //!   owns it from then on: nobody races for it, and a waiter that gives up
 //!   once granted passes its grant on.
-//! - [`wait_turn`]: how a waiter blocks. Today the calling thread sleeps in
-//!   [`Context::wait_until`]; a server that parks blocked calls instead
-//!   would send the reply when the grant is handed over, and only this
-//!   function would change.
+//! - [`wait_turn`]: how a waiter waits. A call from a connection parks: it
+//!   joins the waiters and returns without a reply, holding no thread; the
+//!   grant handed to it, its deadline, its caller's hang-up or the
+//!   manager's stop runs it again from its request, and it finds its place
+//!   by its ticket (see `server::connection::Resume`). A call from this
+//!   process, or one that cannot be run again, sleeps in
+//!   [`Context::wait_until`] instead.
 //! - [`Permits`]: permits with a ledger of what each connection holds, and
 //!   the rule of DESIGN §4 for what a connection's end gives back
 //!   ([`Policy`]), written once for every primitive.
@@ -20,6 +23,7 @@ use std::time::{Duration, Instant};
 use crate::builtins::Arg;
 use crate::context::Context;
 use crate::error::{Error, Result};
+use crate::server::connection::{Peer, Resume, Resumer};
 use crate::server::lock;
 use crate::shared::End;
 use crate::wire::codec::Decoder;
@@ -73,8 +77,16 @@ pub(crate) struct Waiters<G = ()> {
 struct Waiter {
     ticket: u64,
     conn: u64,
-    /// What wakes the blocked call.
-    wake: Arc<Condvar>,
+    /// What wakes the waiting call.
+    wake: Wake,
+}
+
+/// How a waiting call is woken.
+enum Wake {
+    /// Its thread sleeps on this.
+    Thread(Arc<Condvar>),
+    /// It is parked: its connection runs it again.
+    Call(Resumer),
 }
 
 impl<G> Default for Waiters<G> {
@@ -105,12 +117,15 @@ impl<G> Waiters<G> {
             return Err(grant);
         };
         self.granted.push((waiter.ticket, grant));
-        waiter.wake.notify_one();
+        match &waiter.wake {
+            Wake::Thread(cv) => cv.notify_one(),
+            Wake::Call(resumer) => resumer.resume(),
+        }
         Ok(waiter.conn)
     }
 
     /// Queues a waiter for `conn`, woken by `wake`; its ticket.
-    fn join(&mut self, conn: u64, wake: Arc<Condvar>) -> u64 {
+    fn join(&mut self, conn: u64, wake: Wake) -> u64 {
         let ticket = self.next_ticket;
         self.next_ticket = self.next_ticket.wrapping_add(1);
         self.queue.push_back(Waiter { ticket, conn, wake });
@@ -152,14 +167,27 @@ pub(crate) fn wait_turn<'a, S, G>(
     if let Wait::No = wait {
         return Ok((guard, None));
     }
+    if let Some(peer) = ctx.peer() {
+        if let Some(resume) = peer.parking() {
+            return park_turn(ctx, peer, resume, guard, wait, waiters, pass_on);
+        }
+    }
     let wake = Arc::new(Condvar::new());
-    let ticket = waiters(&mut guard).join(ctx.connection_id(), Arc::clone(&wake));
+    let ticket = waiters(&mut guard).join(ctx.connection_id(), Wake::Thread(Arc::clone(&wake)));
     let waited = ctx.wait_until(guard, &wake, wait.deadline(), |s| {
         waiters(s).is_granted(ticket)
     });
     match waited {
         Ok((mut guard, _)) => {
             let grant = waiters(&mut guard).leave(ticket);
+            if grant.is_some() && ctx.peer_has_left() {
+                // Granted to a caller who left before the loop noticed:
+                // the grant goes on, not into the void.
+                if let Some(grant) = grant {
+                    pass_on(&mut guard, grant);
+                }
+                return Err(left());
+            }
             Ok((guard, grant))
         }
         Err(e) => {
@@ -170,6 +198,62 @@ pub(crate) fn wait_turn<'a, S, G>(
             Err(e)
         }
     }
+}
+
+/// [`wait_turn`] for a call that parks: on its first run it joins the
+/// waiters and parks; run again (`resume`), it takes its grant, gives up
+/// (cancelled, passing on a grant that came too late), reports its time
+/// out, or parks once more.
+fn park_turn<'a, S, G>(
+    ctx: &Context,
+    peer: &Peer,
+    resume: Option<Resume>,
+    mut guard: MutexGuard<'a, S>,
+    wait: Wait,
+    waiters: impl Fn(&mut S) -> &mut Waiters<G>,
+    pass_on: impl FnOnce(&mut S, G),
+) -> Result<(MutexGuard<'a, S>, Option<G>)> {
+    let first = resume.is_none();
+    let Resume { ticket, deadline } = match resume {
+        Some(r) => r,
+        None => Resume {
+            ticket: waiters(&mut guard)
+                .join(ctx.connection_id(), Wake::Call(peer.resumer().clone())),
+            deadline: wait.deadline(),
+        },
+    };
+    let granted = waiters(&mut guard).is_granted(ticket);
+    if granted && !peer.has_left() {
+        let grant = waiters(&mut guard).leave(ticket);
+        return Ok((guard, grant));
+    }
+    let cancelled = if ctx.server.is_stopping() {
+        Some(Error::ServerShutdown)
+    } else if granted || peer.is_gone() {
+        Some(left())
+    } else {
+        None
+    };
+    if let Some(e) = cancelled {
+        if let Some(grant) = waiters(&mut guard).leave(ticket) {
+            pass_on(&mut guard, grant);
+        }
+        return Err(e);
+    }
+    if deadline.is_some_and(|d| Instant::now() >= d) {
+        // Not granted (looked at above, under the same lock): it leaves.
+        let _ = waiters(&mut guard).leave(ticket);
+        return Ok((guard, None));
+    }
+    peer.park(Resume { ticket, deadline }, first);
+    // The request loop sees the park and sends no reply: this error only
+    // unwinds the call.
+    Err(Error::Protocol("the call is parked".into()))
+}
+
+/// The error of a waiter whose caller left.
+fn left() -> Error {
+    Error::ConnectionLost("the caller disconnected while waiting".into())
 }
 
 /// What a connection's permits are, which decides who may give them back
@@ -365,7 +449,8 @@ pub(crate) fn acquire<'a, S>(
     permits: impl Fn(&mut S) -> &mut Permits,
 ) -> Result<(MutexGuard<'a, S>, bool)> {
     let conn = ctx.connection_id();
-    if permits(&mut guard).try_take(conn, levels)? {
+    // Run again after parking, the call's place is in the queue already.
+    if !ctx.is_resuming() && permits(&mut guard).try_take(conn, levels)? {
         return Ok((guard, true));
     }
     let (mut guard, grant) = wait_turn(

@@ -16,6 +16,22 @@
 //! while a thread is in it is left for that thread ([`Run`]). A hang-up is
 //! noted at once even then, so that a call blocked in the connection's
 //! thread ends ([`Peer::hang_up`]).
+//!
+//! **Parked calls.** A built-in wait of a remote caller (a `get` on an
+//! empty queue, an `acquire` of a held lock, rlock or semaphore) does not
+//! keep its thread: it joins its object's waiters with a [`Resumer`] and
+//! returns, and the connection keeps the request aside ([`Parked`]) and
+//! reads nothing further (one connection's calls run in order). Whatever
+//! ends the wait runs the connection again through the loop: the grant
+//! (`Waiters::hand_off` calls [`Resumer::resume`]), the deadline (a timer,
+//! [`Resumer::resume_at`]), the hang-up, or the manager's stop. The call is
+//! then run again from its request and finds its place by its ticket
+//! ([`Resume`]), so a method runs the same code whether it waited or not.
+//! A hang-up cancels the parked call before it can take anything: a grant
+//! that reached a caller who left goes on to the next waiter. A wait that
+//! could not be run again from its request (a condition's `wait`, which
+//! puts its lock down first) says so (`Context::forbid_parking`) and keeps
+//! its thread, as user methods do.
 
 use std::os::fd::RawFd;
 use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
@@ -54,6 +70,9 @@ type PutBack = Box<dyn FnOnce() + Send>;
 /// the queued replies, and whether the peer hung up.
 pub(crate) struct Peer {
     hung_up: AtomicBool,
+    /// The connection's socket, to look at directly where a hang-up the
+    /// loop has not seen yet matters (see [`Peer::has_left`]).
+    socket: Arc<Socket>,
     out: Mutex<Outbox>,
     /// The condition variable a call of this connection waits on now, so
     /// that a hang-up or shutdown wakes it (see [`Context::wait_until`]).
@@ -61,6 +80,64 @@ pub(crate) struct Peer {
     /// How long a write that must finish (before a call blocks, or at the
     /// end) may wait for the peer to take bytes.
     patience: Duration,
+    /// The parking of this connection's call (see [`Park`]).
+    park: Mutex<Park>,
+    /// Runs the connection again, for a parked call whose wait is over.
+    resumer: Resumer,
+}
+
+/// A call that waits without a thread: it joined its object's waiters and
+/// returned; whatever ends the wait (a grant, its deadline, a hang-up, the
+/// manager's stop) runs the connection again, and the call is run again
+/// from its request, finding its place among the waiters by its ticket.
+/// Until it is over, the connection reads no further request: calls of
+/// one connection run in order.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Resume {
+    /// The waiter's ticket in its object's queue.
+    pub(crate) ticket: u64,
+    /// The wait's deadline, as the first run computed it.
+    pub(crate) deadline: Option<Instant>,
+}
+
+#[derive(Default)]
+struct Park {
+    /// The call being run may park (set by the request loop).
+    allowed: bool,
+    /// The call being run again resumes this wait.
+    resume: Option<Resume>,
+    /// The call just run parked with this wait.
+    parked: Option<Resume>,
+}
+
+/// What runs a connection again from another thread.
+#[derive(Clone)]
+pub(crate) struct Resumer {
+    conn: std::sync::Weak<Connection>,
+    reactor: std::sync::Weak<super::reactor::Reactor>,
+}
+
+impl Resumer {
+    pub(crate) fn new(
+        conn: std::sync::Weak<Connection>,
+        reactor: std::sync::Weak<super::reactor::Reactor>,
+    ) -> Resumer {
+        Resumer { conn, reactor }
+    }
+
+    /// Schedules the connection to run (a parked call's wait may be over).
+    pub(crate) fn resume(&self) {
+        if let (Some(conn), Some(reactor)) = (self.conn.upgrade(), self.reactor.upgrade()) {
+            reactor.schedule(conn);
+        }
+    }
+
+    /// Schedules the connection to run at `deadline`.
+    fn resume_at(&self, deadline: Instant) {
+        if let (Some(conn), Some(reactor)) = (self.conn.upgrade(), self.reactor.upgrade()) {
+            reactor.wake_at(deadline, conn.id);
+        }
+    }
 }
 
 /// A condition variable a blocked call waits on.
@@ -121,9 +198,10 @@ impl Outbox {
 }
 
 impl Peer {
-    fn new(socket: Arc<Socket>, patience: Duration) -> Peer {
+    fn new(socket: Arc<Socket>, patience: Duration, resumer: Resumer) -> Peer {
         Peer {
             hung_up: AtomicBool::new(false),
+            socket: Arc::clone(&socket),
             out: Mutex::new(Outbox {
                 socket,
                 bytes: Vec::new(),
@@ -132,12 +210,78 @@ impl Peer {
             }),
             waiting: Mutex::new(None),
             patience,
+            park: Mutex::new(Park::default()),
+            resumer,
         }
+    }
+
+    /// The wait a call run again resumes; `None` on a first run, or where
+    /// the call may not park (then it blocks its thread).
+    pub(crate) fn parking(&self) -> Option<Option<Resume>> {
+        let mut park = lock(&self.park);
+        park.allowed.then(|| park.resume.take())
+    }
+
+    /// The call being run parks with `wait`: it returns without a reply,
+    /// and is run again when [`Peer::resumer`] is told.
+    pub(crate) fn park(&self, wait: Resume, first: bool) {
+        lock(&self.park).parked = Some(wait);
+        if let (true, Some(deadline)) = (first, wait.deadline) {
+            self.resumer.resume_at(deadline);
+        }
+    }
+
+    /// Whether the call being run resumes a parked wait.
+    pub(crate) fn is_resuming(&self) -> bool {
+        lock(&self.park).resume.is_some()
+    }
+
+    /// The call being run blocks its thread instead of parking (its wait
+    /// is more than one step, as a condition's `wait` is).
+    pub(crate) fn forbid_parking(&self) {
+        lock(&self.park).allowed = false;
+    }
+
+    /// What runs this connection again.
+    pub(crate) fn resumer(&self) -> &Resumer {
+        &self.resumer
+    }
+
+    /// Sets up a run of a call: whether it may park, and the wait it
+    /// resumes.
+    fn prepare(&self, allowed: bool, resume: Option<Resume>) {
+        let mut park = lock(&self.park);
+        park.allowed = allowed;
+        park.resume = resume;
+        park.parked = None;
+    }
+
+    /// The wait the call just run parked with, if it did.
+    fn parked(&self) -> Option<Resume> {
+        let mut park = lock(&self.park);
+        park.allowed = false;
+        park.resume = None;
+        park.parked.take()
     }
 
     /// Whether the peer has hung up (or the connection failed).
     pub(crate) fn is_gone(&self) -> bool {
         self.hung_up.load(Ordering::Acquire)
+    }
+
+    /// Whether the peer is gone, asking the socket itself if the loop has
+    /// not noticed yet: a grant (an item, a lock, a notification) about to
+    /// be taken up must not go to a caller that left a moment ago, when the
+    /// waiter behind it could have it.
+    pub(crate) fn has_left(&self) -> bool {
+        if self.is_gone() {
+            return true;
+        }
+        if self.socket.peer_gone() {
+            self.hang_up();
+            return true;
+        }
+        false
     }
 
     /// Notes that the peer is gone, and wakes a call of its waiting.
@@ -328,6 +472,14 @@ struct Open {
     reader: FrameReader,
     writer: FrameWriter,
     ctx: Context,
+    parked: Option<Parked>,
+}
+
+/// A call parked in its object's waiters: its request, to run again, and
+/// its place among the waiters.
+pub(crate) struct Parked {
+    body: Vec<u8>,
+    wait: Resume,
 }
 
 /// Who runs a connection now: nobody, a thread, or a thread that must look
@@ -392,6 +544,8 @@ pub(crate) struct Connection {
     phase: Mutex<Phase>,
     /// When the handshake must be over.
     pub(crate) deadline: Instant,
+    /// What runs this connection again (for its parked calls).
+    resumer: Resumer,
 }
 
 /// What a round of work on a connection came to.
@@ -410,8 +564,10 @@ impl Connection {
         socket: Socket,
         state: &ServerState,
         refusal: Option<Error>,
+        resumer: Resumer,
     ) -> Connection {
         Connection {
+            resumer,
             id,
             peer_name: socket.peer(),
             fd: Mutex::new(Some(socket.raw_fd())),
@@ -573,6 +729,7 @@ impl Connection {
         let peer = Arc::new(Peer::new(
             Arc::clone(&socket),
             state.config.limits.dead_peer_timeout,
+            self.resumer.clone(),
         ));
         let _ = self.peer.set(Arc::clone(&peer));
         tracing::debug!(
@@ -593,6 +750,7 @@ impl Connection {
                 undo: Default::default(),
                 caller: Caller::Remote(peer),
             },
+            parked: None,
         }));
         // Requests may have come with the handshake's last message.
         self.advance(state, phase)
@@ -605,6 +763,7 @@ impl Connection {
             reader,
             writer,
             ctx,
+            parked,
         } = open;
         let Caller::Remote(peer) = &ctx.caller else {
             return Err(Error::protocol("a connection without a peer"));
@@ -615,9 +774,9 @@ impl Connection {
         // end itself must be read, and no further readiness announces it.
         input.trust_short = !self.read_closed.load(Ordering::Acquire);
         loop {
-            match requests(state, ctx, &mut input, reader, writer, &*peer)? {
+            match requests(state, ctx, &mut input, reader, writer, &*peer, parked)? {
                 Flow::Ended(ended) => return Ok(Some(ended)),
-                Flow::Drained => {
+                Flow::Drained | Flow::Parked => {
                     peer.write_some()?;
                     return Ok(None);
                 }
@@ -641,9 +800,22 @@ impl Connection {
             state.handshake_done();
             return;
         };
-        let Open { socket, ctx, .. } = *open;
+        let Open {
+            socket,
+            ctx,
+            mut writer,
+            mut parked,
+            ..
+        } = *open;
         let session = ctx.session;
         let peer = self.peer.get().cloned();
+        if parked.is_some() {
+            // Its waiter leaves its object, passing on a grant it got.
+            if let Some(peer) = &peer {
+                peer.hang_up();
+            }
+            let _ = run_parked(state, &ctx, &mut writer, &mut parked);
+        }
         let end = match &ended {
             Ok(Ended::Goodbye { session: all }) => {
                 if *all {
@@ -730,6 +902,9 @@ pub(crate) enum Flow {
     Drained,
     /// Too many replies wait to be written.
     Backlogged,
+    /// The call run last waits, parked; nothing more is read until it is
+    /// over.
+    Parked,
     /// The peer ended the connection.
     Ended(Ended),
 }
@@ -780,6 +955,9 @@ struct Call<'a> {
     /// The objects of this manager the arguments embed, if they embed any
     /// proxy (see [`ServerState::call`]).
     arg_caps: Option<Vec<u64>>,
+    /// Whether a byte string came out of line (it is moved into the call,
+    /// so the call cannot be run again from its request).
+    has_blob: bool,
 }
 
 impl<'a> Command<'a> {
@@ -812,6 +990,7 @@ impl<'a> Command<'a> {
             Request::Release { object } => return Ok(Command::Release { object }),
             Request::Goodbye { session } => return Ok(Command::Goodbye { session }),
         };
+        let has_blob = blob.is_some();
         let args = match blob {
             None => Decoder::new(args),
             // The byte string's offset in the arguments, which follow the header.
@@ -830,6 +1009,7 @@ impl<'a> Command<'a> {
             method,
             args,
             arg_caps,
+            has_blob,
         }))
     }
 }
@@ -837,6 +1017,12 @@ impl<'a> Command<'a> {
 impl Call<'_> {
     fn is_shutdown(&self) -> bool {
         self.object == CONTROL && self.method == control::method::SHUTDOWN
+    }
+
+    /// Whether the call may park: it can be run again from its request
+    /// (no byte string moved out of it, no proxies adopted by it).
+    fn may_park(&self) -> bool {
+        !self.has_blob && self.arg_caps.is_none()
     }
 
     /// Runs the call and leaves its reply (result or error) in `writer`.
@@ -877,7 +1063,8 @@ impl Call<'_> {
 
 /// The request loop: reads a request, applies it, queues its reply, for as
 /// long as whole requests arrive (from any byte stream: a socket, or a
-/// fuzzer's bytes) and replies may be queued.
+/// fuzzer's bytes) and replies may be queued. A call parked before is run
+/// again first: nothing after it is read until it is over.
 pub(crate) fn requests(
     state: &ServerState,
     ctx: &Context,
@@ -885,7 +1072,20 @@ pub(crate) fn requests(
     reader: &mut FrameReader,
     writer: &mut FrameWriter,
     replies: &impl Replies,
+    parked: &mut Option<Parked>,
 ) -> Result<Flow> {
+    if parked.is_some() {
+        match run_parked(state, ctx, writer, parked)? {
+            None => return Ok(Flow::Parked),
+            Some(shutdown) => {
+                replies.queue(writer.frame(), ctx.take_undo())?;
+                if shutdown {
+                    state.stop();
+                    return Ok(Flow::Ended(Ended::Shutdown));
+                }
+            }
+        }
+    }
     loop {
         if replies.is_backlogged() {
             return Ok(Flow::Backlogged);
@@ -902,7 +1102,19 @@ pub(crate) fn requests(
         match Command::parse(body, blob)? {
             Command::Call(call) => {
                 let shutdown = call.is_shutdown();
+                let peer = ctx.peer();
+                if let Some(peer) = peer {
+                    peer.prepare(call.may_park(), None);
+                }
                 call.apply(state, ctx, writer)?;
+                if let Some(wait) = peer.and_then(|p| p.parked()) {
+                    state.blocked.fetch_add(1, Ordering::Relaxed);
+                    *parked = Some(Parked {
+                        body: body.to_vec(),
+                        wait,
+                    });
+                    return Ok(Flow::Parked);
+                }
                 replies.queue(writer.frame(), ctx.take_undo())?;
                 if shutdown {
                     state.stop();
@@ -913,6 +1125,31 @@ pub(crate) fn requests(
             Command::Goodbye { session } => return Ok(Flow::Ended(Ended::Goodbye { session })),
         }
     }
+}
+
+/// Runs the parked call again: `None` if it still waits, else whether it
+/// was the shutdown, with its reply in `writer`.
+fn run_parked(
+    state: &ServerState,
+    ctx: &Context,
+    writer: &mut FrameWriter,
+    parked: &mut Option<Parked>,
+) -> Result<Option<bool>> {
+    let (Some(p), Some(peer)) = (parked.take(), ctx.peer()) else {
+        return Ok(Some(false));
+    };
+    let Command::Call(call) = Command::parse(&p.body, None)? else {
+        return Err(Error::protocol("a parked request that is not a call"));
+    };
+    let shutdown = call.is_shutdown();
+    peer.prepare(true, Some(p.wait));
+    call.apply(state, ctx, writer)?;
+    if let Some(wait) = peer.parked() {
+        *parked = Some(Parked { body: p.body, wait });
+        return Ok(None);
+    }
+    state.blocked.fetch_sub(1, Ordering::Relaxed);
+    Ok(Some(shutdown))
 }
 
 /// Runs the handshake as far as the bytes that arrived allow: `None` until

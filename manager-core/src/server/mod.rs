@@ -527,6 +527,7 @@ impl FuzzHarness {
             &mut reader,
             &mut writer,
             &output,
+            &mut None,
         );
         self.state
             .table

@@ -24,6 +24,10 @@
 //! ends, down to [`MIN_THREADS`]. When nothing happens, the monitor parks
 //! and costs nothing; the first call after a quiet spell wakes it.
 //!
+//! **Parked calls** (see `connection`) hold no thread: [`Reactor::schedule`]
+//! puts their connection back on the ready queue when their wait ends,
+//! and [`Reactor::wake_at`] keeps their deadlines in the timer heap.
+//!
 //! **Out of descriptors.** One descriptor is kept in reserve. When `accept`
 //! fails for lack of descriptors, the reserve is given up to accept one
 //! connection, which is answered `LimitReached` once its hello arrives, and
@@ -41,7 +45,7 @@ use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Token, Waker};
 
 use crate::error::{Error, Result};
-use crate::server::connection::{Connection, Outcome};
+use crate::server::connection::{Connection, Outcome, Resumer};
 use crate::server::{lock, ServerState};
 use crate::transport::{Listener, Socket};
 
@@ -469,7 +473,11 @@ impl Reactor {
             socket.shutdown();
             return;
         }
-        let conn = Arc::new(Connection::new(id, socket, state, refusal));
+        let reactor = Arc::downgrade(self);
+        let conn = Arc::new_cyclic(|me| {
+            let resumer = Resumer::new(me.clone(), reactor);
+            Connection::new(id, socket, state, refusal, resumer)
+        });
         let Some(fd) = conn.raw_fd() else {
             state.handshake_done();
             return;
@@ -488,6 +496,28 @@ impl Reactor {
             return;
         }
         // The poll waits for the soonest timer; this one may be sooner.
+        let _ = self.waker.wake();
+    }
+
+    /// Runs `conn` soon: a call of it parked may be done waiting.
+    pub(crate) fn schedule(&self, conn: Arc<Connection>) {
+        let mut s = lock(&self.sched);
+        s.ready.push_back(Job::Ready(conn, false));
+        if s.idle > 0 {
+            self.follow.notify_one();
+        } else {
+            // Everyone is busy or polling: the poll returns for it.
+            let _ = self.waker.wake();
+        }
+        if s.monitor_parked {
+            s.monitor_parked = false;
+            self.watch.notify_one();
+        }
+    }
+
+    /// Runs connection `id` at `at` (a parked call's deadline).
+    pub(crate) fn wake_at(&self, at: Instant, id: u64) {
+        lock(&self.timers).push(Reverse((at, id)));
         let _ = self.waker.wake();
     }
 

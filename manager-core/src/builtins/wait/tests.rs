@@ -4,12 +4,12 @@
 
 use std::sync::{Arc, Condvar};
 
-use super::{Permits, Policy, Refused, Waiters};
+use super::{Permits, Policy, Refused, Waiters, Wake};
 use crate::shared::End;
 
 /// Queues a waiter for `conn`, as a blocked call does; its ticket.
 fn waiting<G>(w: &mut Waiters<G>, conn: u64) -> u64 {
-    w.join(conn, Arc::new(Condvar::new()))
+    w.join(conn, Wake::Thread(Arc::new(Condvar::new())))
 }
 
 #[test]
