@@ -170,6 +170,16 @@ fn a_burst_of_clients_cannot_pass_the_connection_limit() {
             "{admitted} connections admitted past a limit of {LIMIT}"
         );
         assert!(admitted > 0, "nobody was admitted");
+        // An admitted client calls on the connection it was admitted with,
+        // so it can ask the manager what it counts.
+        let counted = results
+            .iter()
+            .find_map(|r| r.as_ref().ok())
+            .map(|c| c.stats().unwrap().connections);
+        assert!(
+            counted.is_some_and(|n| n <= LIMIT as u64),
+            "the manager counts {counted:?} connections past a limit of {LIMIT}"
+        );
         for r in &results {
             if let Err(e) = r {
                 assert!(matches!(e, Error::LimitReached(_)), "{e}");

@@ -331,8 +331,10 @@ fn connection_and_object_limits_give_clear_errors_and_recover() {
         .max_objects_per_session(3)
         .spawn_thread()
         .unwrap();
-    mgr.ping().unwrap(); // the manager's own client: a main and a thread connection
+    mgr.ping().unwrap(); // the manager's own client: one connection, calls included
     let other = Client::connect(mgr.address(), mgr.auth_key()).unwrap();
+    other.ping().unwrap();
+    let _third = Client::connect(mgr.address(), mgr.auth_key()).unwrap();
     match Client::connect(mgr.address(), mgr.auth_key()) {
         Err(Error::LimitReached(msg)) => assert!(msg.contains("at most 3"), "{msg}"),
         other => panic!("expected LimitReached, got {other:?}"),

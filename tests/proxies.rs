@@ -364,10 +364,13 @@ fn dropping_a_client_ends_its_session_while_threads_that_used_it_live_on() {
     let mgr = manager();
     let before = mgr.stats().unwrap();
     let other = Client::connect(mgr.address(), mgr.auth_key()).unwrap();
+    // This thread calls first: its calls go on the client's own connection.
+    other.ping().unwrap();
     let (used, wait_used) = std::sync::mpsc::channel();
     let (release, parked) = std::sync::mpsc::channel::<()>();
-    // A thread calls through the client (opening its own connection, kept in
-    // that thread's storage) and stays alive after letting the client go.
+    // Another thread calls through the client (opening its own connection,
+    // kept in that thread's storage) and stays alive after letting the
+    // client go.
     let worker = std::thread::spawn({
         let other = other.clone();
         move || {

@@ -1,5 +1,6 @@
-//! The client: a session with one manager, a connection per thread, the
-//! process-wide keyring, and pending replies of pipelined calls.
+//! The client: a session with one manager, a connection per calling thread
+//! (the first to call shares the session's own), the process-wide keyring,
+//! and pending replies of pipelined calls.
 
 mod farewell;
 mod keyring;
@@ -35,6 +36,8 @@ pub use pending::Pending;
 ///
 /// Each thread that calls through a `Client` gets its own connection, so
 /// calls from one thread run in order and threads never wait for each other.
+/// The first thread to call uses the connection `connect` opened: a client
+/// used from one thread holds one connection, as in Python.
 /// All of them form one session: the references its proxies hold live while
 /// the `Client` (or any proxy made through it) lives, and end when it is
 /// dropped or the process exits.
@@ -76,6 +79,14 @@ struct Remote {
     /// Holds the session open while the client lives, and serves threads
     /// that cannot have a link of their own (thread-local storage torn down).
     main: Mutex<Link>,
+    /// The thread whose calls go on `main` ([`thread_tag`]; 0 until a
+    /// thread calls): the first to call claims it, so a client used from one
+    /// thread holds one connection. Other threads open their own.
+    claimed: AtomicU64,
+    /// Releases made while this process's thread inside a call on `main`
+    /// holds it (a proxy dropped while its reply decodes): sent once that
+    /// call is done.
+    deferred: Mutex<Vec<u64>>,
     /// Every thread link's socket, to close them when the client goes.
     sockets: Mutex<HashMap<u64, Socket>>,
     next_link: AtomicU64,
@@ -135,6 +146,22 @@ thread_local! {
     static LINKS: RefCell<Vec<ThreadLink>> = const { RefCell::new(Vec::new()) };
     /// Whether this thread is using a client's main link right now.
     static IN_MAIN: Cell<bool> = const { Cell::new(false) };
+    /// This thread's tag, for claiming a client's main link; 0 until asked.
+    static THREAD_TAG: Cell<u64> = const { Cell::new(0) };
+}
+
+static NEXT_TAG: AtomicU64 = AtomicU64::new(1);
+
+/// A number of this thread's own, never 0; 0 during thread teardown.
+fn thread_tag() -> u64 {
+    THREAD_TAG
+        .try_with(|t| {
+            if t.get() == 0 {
+                t.set(NEXT_TAG.fetch_add(1, Ordering::Relaxed));
+            }
+            t.get()
+        })
+        .unwrap_or(0)
 }
 
 struct ThreadLink {
@@ -229,6 +256,8 @@ impl Client {
                 session: AtomicU64::new(welcome.session),
                 transport: Transport::Remote(Box::new(Remote {
                     main: Mutex::new(main),
+                    claimed: AtomicU64::new(0),
+                    deferred: Mutex::new(Vec::new()),
                     sockets: Mutex::new(HashMap::new()),
                     next_link: AtomicU64::new(1),
                 })),
@@ -433,9 +462,14 @@ impl Client {
         self.call(CONTROL, Method::control(m), args)
     }
 
-    /// Runs `f` on this thread's connection, opening it on first use.
+    /// Runs `f` on this thread's connection: the client's main one if this
+    /// thread claimed it (the first thread to call does), else one of its
+    /// own, opened on first use.
     #[inline]
     pub(crate) fn with_link<R>(&self, f: impl FnOnce(&mut Link) -> Result<R>) -> Result<R> {
+        if self.main_is_mine() {
+            return self.on_main(f);
+        }
         let mut f = Some(f);
         let on_thread = LINKS.try_with(|links| {
             let Ok(mut links) = links.try_borrow_mut() else {
@@ -466,24 +500,53 @@ impl Client {
             // teardown: the shared main link serves.
             _ => {
                 let run = f.take().expect("f is taken once");
-                // A call made while this thread already uses the main link
-                // (a proxy bound while decoding its reply) would wait for
-                // itself: refuse it; the caller falls back to binding later.
-                if IN_MAIN.try_with(Cell::get).unwrap_or(false) {
-                    return Err(Error::Protocol(
-                        "a call from inside a call on the shared connection".into(),
-                    ));
-                }
-                let mut main = lock(&self.inner.remote().main);
-                if main.is_broken() {
-                    self.renew_session(&mut main)?;
-                }
-                let _ = IN_MAIN.try_with(|c| c.set(true));
-                let r = run(&mut main);
-                let _ = IN_MAIN.try_with(|c| c.set(false));
-                r
+                self.on_main(run)
             }
         }
+    }
+
+    /// Whether this thread's calls go on the main link: it claimed it (or
+    /// does now, being the first to call), and is not inside a call on it
+    /// already (that call waits for its reply there, so a nested call takes
+    /// a link of its own).
+    #[inline]
+    fn main_is_mine(&self) -> bool {
+        let tag = thread_tag();
+        if tag == 0 || IN_MAIN.try_with(Cell::get).unwrap_or(true) {
+            return false;
+        }
+        let claimed = &self.inner.remote().claimed;
+        let owner = claimed.load(Ordering::Relaxed);
+        owner == tag
+            || (owner == 0
+                && claimed
+                    .compare_exchange(0, tag, Ordering::AcqRel, Ordering::Relaxed)
+                    .is_ok())
+    }
+
+    /// Runs `f` on the client's main link, renewing the session if the
+    /// link broke.
+    fn on_main<R>(&self, f: impl FnOnce(&mut Link) -> Result<R>) -> Result<R> {
+        // A call made while this thread already uses the main link (a proxy
+        // bound while decoding its reply) would wait for itself: refuse it;
+        // the caller falls back to binding later.
+        if IN_MAIN.try_with(Cell::get).unwrap_or(false) {
+            return Err(Error::Protocol(
+                "a call from inside a call on the shared connection".into(),
+            ));
+        }
+        let mut main = lock(&self.inner.remote().main);
+        if main.is_broken() {
+            self.renew_session(&mut main)?;
+        }
+        let _ = IN_MAIN.try_with(|c| c.set(true));
+        let r = f(&mut main);
+        let _ = IN_MAIN.try_with(|c| c.set(false));
+        let deferred = std::mem::take(&mut *lock(&self.inner.remote().deferred));
+        for object in deferred {
+            main.release(object);
+        }
+        r
     }
 
     /// Runs `f` on the link `id` of this thread, if it still exists.
@@ -583,6 +646,12 @@ impl Client {
             }
             return;
         }
+        let remote = self.inner.remote();
+        if self.main_is_mine() {
+            // After this thread's calls, on the link they went on.
+            lock(&remote.main).release(object);
+            return;
+        }
         let mut object = Some(object);
         let _ = LINKS.try_with(|links| {
             if let Ok(mut links) = links.try_borrow_mut() {
@@ -593,8 +662,23 @@ impl Client {
                 }
             }
         });
-        if let Some(o) = object {
-            lock(&self.inner.remote().main).release(o);
+        let Some(o) = object else { return };
+        if IN_MAIN.try_with(Cell::get).unwrap_or(false) {
+            // This thread holds the main link, inside a call on it.
+            lock(&remote.deferred).push(o);
+            return;
+        }
+        match remote.main.try_lock() {
+            Ok(mut main) => main.release(o),
+            Err(std::sync::TryLockError::Poisoned(p)) => p.into_inner().release(o),
+            // Another thread's call (perhaps a long wait) holds the main
+            // link: this thread releases on a link of its own.
+            Err(std::sync::TryLockError::WouldBlock) => {
+                let _ = self.with_link(|l| {
+                    l.release(o);
+                    Ok(())
+                });
+            }
         }
     }
 }
