@@ -61,6 +61,27 @@ fn child_role() {
             println!("done=panicking");
             panic!("a worker panics while holding a raw acquire()");
         }
+        "block-in-get-take-lock-and-exit" => {
+            // One client, so one session for both threads.
+            let client = Client::connect(&env("ADDRESS").parse().unwrap(), &key).unwrap();
+            // A worker takes the lock and then waits in `get`, both on the
+            // client's own connection (it calls first); this thread exits
+            // meanwhile.
+            let (blocking, waits) = std::sync::mpsc::channel();
+            let worker = client.clone();
+            thread::spawn(move || {
+                let q: manager::QueueProxy<u32> = worker.lookup("q").unwrap();
+                let l: LockProxy = worker.lookup("l").unwrap();
+                assert!(l.acquire_timeout(LONG).unwrap());
+                blocking.send(()).unwrap();
+                let got = q.get();
+                panic!("the get returned {got:?}; the process should have exited");
+            });
+            waits.recv().unwrap();
+            client.ping().unwrap();
+            println!("done=lock");
+            std::process::exit(0);
+        }
         other => panic!("unknown role {other}"),
     }
 }
@@ -242,5 +263,27 @@ fn dropping_a_client_settles_its_session_before_the_drop_returns() {
         // No polling: the goodbye was answered after the session ended.
         assert_eq!(mgr.stats().unwrap().objects, base + 1);
         assert!(!sem.try_acquire().unwrap(), "the permit stays taken");
+    });
+}
+
+#[test]
+fn an_exit_while_another_thread_waits_in_a_call_is_still_a_normal_end() {
+    bounded(|| {
+        let mgr = manager();
+        let (q, l) = (mgr.queue::<u32>(0).unwrap(), mgr.lock().unwrap());
+        mgr.publish("q", &q).unwrap();
+        mgr.publish("l", &l).unwrap();
+        let tokens = [("ADDRESS", mgr.address().to_string())];
+        assert!(run(
+            &mgr,
+            "block-in-get-take-lock-and-exit",
+            "lock",
+            &tokens
+        ));
+        // A normal end: the lock stays taken, as in Python, and the waiting
+        // get took nothing.
+        assert!(!l.try_acquire().unwrap(), "the lock stays taken");
+        q.put(3).unwrap();
+        assert_eq!(q.get_timeout(LONG).unwrap(), Some(3));
     });
 }

@@ -194,9 +194,19 @@ impl ClientInner {
         if self.departed.swap(true, Ordering::AcqRel) {
             return;
         }
-        // Not a thread inside a call on it: that one would finish first.
-        if let Ok(mut main) = r.main.try_lock() {
-            main.goodbye(true);
+        match r.main.try_lock() {
+            Ok(mut main) => main.goodbye(true),
+            Err(std::sync::TryLockError::Poisoned(p)) => p.into_inner().goodbye(true),
+            // Another thread is inside a call on the main link (a `get`
+            // that waits, say): the session says goodbye on a link of its
+            // own, and the manager settles the busy one as ending normally.
+            Err(std::sync::TryLockError::WouldBlock) => {
+                let id = r.next_link.fetch_add(1, Ordering::Relaxed);
+                let session = Some(self.session.load(Ordering::Acquire));
+                if let Ok((mut link, _)) = Link::open(id, &self.address, &self.key, session) {
+                    link.goodbye(true);
+                }
+            }
         }
     }
 }
