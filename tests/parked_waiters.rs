@@ -11,7 +11,7 @@ use std::thread;
 use std::time::Duration;
 
 use common::{bounded, eventually, read_marked, role, sigkill, spawn_role};
-use manager::{Address, AuthKey, Client, LockProxy, Manager, QueueProxy};
+use manager::{Address, AuthKey, Client, EventProxy, LockProxy, Manager, QueueProxy};
 
 const KEY: &str = "00112233445566778899aabbccddeeff";
 
@@ -35,6 +35,7 @@ fn child_role() {
                 .serve_with(|client| {
                     client.publish("q", &client.queue::<u32>(0)?)?;
                     client.publish("l", &client.lock()?)?;
+                    client.publish("e", &client.event()?)?;
                     println!("address={}", client.address());
                     Ok(())
                 })
@@ -249,5 +250,39 @@ fn a_killed_parked_acquirer_does_not_swallow_a_release() {
             survivor.join().unwrap(),
             "the release went to the living waiter"
         );
+    });
+}
+
+#[test]
+fn parked_event_waits_hold_no_thread_and_one_set_wakes_them_all() {
+    bounded(|| {
+        let (manager, address, client) = serve();
+        let e: EventProxy = client.lookup("e").unwrap();
+        assert!(!e.wait_timeout(Duration::from_millis(20)).unwrap());
+        let before = threads_of(manager.0.id());
+        const N: usize = 60;
+        let waiters: Vec<_> = (0..N)
+            .map(|_| {
+                let address = address.clone();
+                thread::spawn(move || {
+                    let client = Client::connect(&address, &key()).unwrap();
+                    let e: EventProxy = client.lookup("e").unwrap();
+                    e.wait_timeout(LONG).unwrap()
+                })
+            })
+            .collect();
+        until_blocked(&client, N as u64);
+        let during = threads_of(manager.0.id());
+        assert!(
+            during <= before + 8,
+            "{during} manager threads for {N} parked event waits (were {before})"
+        );
+        e.set().unwrap();
+        e.clear().unwrap(); // the woken waiters were granted already
+        for w in waiters {
+            assert!(w.join().unwrap(), "a waiter missed the set");
+        }
+        assert!(!e.wait_timeout(Duration::from_millis(20)).unwrap());
+        assert_eq!(client.stats().unwrap().blocked_calls, 0);
     });
 }

@@ -1,9 +1,11 @@
-//! `Event` (Python's `threading.Event` through a manager).
+//! `Event` (Python's `threading.Event` through a manager), on the wait
+//! core: a `set` grants every waiter, so a remote `wait` parks as a record
+//! in the event and holds no thread.
 
-use std::sync::{Condvar, Mutex};
+use std::sync::Mutex;
 use std::time::Duration;
 
-use crate::builtins::wait::Wait;
+use crate::builtins::wait::{wait_turn, Wait, Waiters};
 use crate::builtins::{create, methods, plain_proxy, proxy_methods, Builtin};
 use crate::client::Client;
 use crate::context::Context;
@@ -12,9 +14,14 @@ use crate::proxy::Handle;
 use crate::server::lock;
 use crate::wire::codec::{Decoder, Encoder};
 
+struct State {
+    set: bool,
+    /// The callers in `wait`; a `set` grants all of them.
+    waiters: Waiters,
+}
+
 pub(crate) struct EventObject {
-    set: Mutex<bool>,
-    changed: Condvar,
+    state: Mutex<State>,
 }
 
 methods! {
@@ -34,23 +41,26 @@ impl Builtin for EventObject {
 
     fn construct(_ctx: &Context, _args: &mut Decoder<'_>) -> Result<Self> {
         Ok(EventObject {
-            set: Mutex::new(false),
-            changed: Condvar::new(),
+            state: Mutex::new(State {
+                set: false,
+                waiters: Waiters::default(),
+            }),
         })
     }
 
     fn call(&self, ctx: &Context, call: EventCall, out: &mut Encoder<'_>) -> Result<()> {
         match call {
             EventCall::Set => {
-                *lock(&self.set) = true;
-                self.changed.notify_all();
+                let mut s = lock(&self.state);
+                s.set = true;
+                while s.waiters.hand_off(()).is_ok() {}
                 Ok(())
             }
             EventCall::Clear => {
-                *lock(&self.set) = false;
+                lock(&self.state).set = false;
                 Ok(())
             }
-            EventCall::IsSet => out.put(&*lock(&self.set)),
+            EventCall::IsSet => out.put(&lock(&self.state).set),
             EventCall::Wait => self.wait(ctx, Wait::Forever).map(drop),
             EventCall::WaitTimeout(wait) => out.put(&self.wait(ctx, wait)?),
         }
@@ -58,12 +68,18 @@ impl Builtin for EventObject {
 }
 
 impl EventObject {
-    /// Waits as `wait` allows for the flag to be set; whether it is.
+    /// Waits as `wait` allows for the flag to be set; whether it was (as
+    /// in Python, a waiter that a `set` woke says so even if a `clear`
+    /// came before it ran).
     fn wait(&self, ctx: &Context, wait: Wait) -> Result<bool> {
-        let (guard, set) =
-            ctx.wait_until(lock(&self.set), &self.changed, wait.deadline(), |s| *s)?;
-        drop(guard);
-        Ok(set)
+        let s = lock(&self.state);
+        // Run again after parking, the call's place is among the waiters.
+        if s.set && !ctx.is_resuming() {
+            return Ok(true);
+        }
+        // A grant is no scarce thing: one its caller cannot take is dropped.
+        let (_s, woken) = wait_turn(ctx, &self.state, s, wait, |s| &mut s.waiters, |_, ()| {})?;
+        Ok(woken.is_some())
     }
 }
 
