@@ -578,7 +578,6 @@ impl Server {
         if state.is_stopping() {
             reactor.stop();
         }
-        let sweeper = table::spawn_sweeper(&state);
         tracing::debug!(address = %state.address, "manager serving");
         reactor.serve(&state);
         let internal = lock(&state.internal).take();
@@ -588,9 +587,6 @@ impl Server {
         state.drain(DRAIN);
         reactor.finish(DRAIN);
         state.table.clear();
-        if let Some(s) = sweeper {
-            s.stop();
-        }
         tracing::debug!("manager stopped");
     }
 }

@@ -22,7 +22,9 @@
 //! waits and nobody takes it. The pool grows this way up to
 //! [`MAX_THREADS`], and shrinks back: a follower idle for [`IDLE_EXIT`]
 //! ends, down to [`MIN_THREADS`]. When nothing happens, the monitor parks
-//! and costs nothing; the first call after a quiet spell wakes it.
+//! and costs nothing but a wake-up per sweep of expired hand-off holds (at
+//! most one a second, [`SWEEP_MAX`]); the first call after a quiet spell
+//! wakes it.
 //!
 //! **Parked calls** (see `connection`) hold no thread: [`Reactor::schedule`]
 //! puts their connection back on the ready queue when their wait ends,
@@ -57,8 +59,12 @@ pub(crate) const MIN_THREADS: usize = 2;
 pub(crate) const MAX_THREADS: usize = 4096;
 /// A follower idle this long ends, while more than `MIN_THREADS` remain.
 pub(crate) const IDLE_EXIT: Duration = Duration::from_secs(10);
-/// Quiet ticks after which the monitor parks.
+/// Quiet ticks after which the monitor parks (waking only to sweep).
 const PARK_AFTER: u32 = 50;
+/// How often the monitor expires hand-off holds: a quarter of the hand-off
+/// timeout, within these bounds.
+const SWEEP_MIN: Duration = Duration::from_millis(50);
+const SWEEP_MAX: Duration = Duration::from_secs(1);
 
 const WAKER: Token = Token(usize::MAX);
 const LISTENER: Token = Token(usize::MAX - 1);
@@ -523,6 +529,17 @@ impl Reactor {
 
     /// The monitor (see the module docs), until the manager stops.
     fn monitor(self: &Arc<Self>, state: &Arc<ServerState>) {
+        // Hand-off holds and grace periods expire on the monitor's watch,
+        // with no thread of their own.
+        let period = (state.config.limits.handoff_timeout / 4).clamp(SWEEP_MIN, SWEEP_MAX);
+        let mut next_sweep = Instant::now() + period;
+        let sweep = |next: &mut Instant| {
+            let now = Instant::now();
+            if now >= *next {
+                state.expire(now);
+                *next = now + period;
+            }
+        };
         let mut s = lock(&self.sched);
         let (mut started, mut taken, mut quiet) = (s.started, s.taken, 0u32);
         loop {
@@ -560,11 +577,27 @@ impl Reactor {
             }
             started = s.started;
             taken = s.taken;
+            if Instant::now() >= next_sweep {
+                drop(s);
+                sweep(&mut next_sweep);
+                s = lock(&self.sched);
+            }
             if quiet >= PARK_AFTER {
                 quiet = 0;
                 s.monitor_parked = true;
                 while s.monitor_parked && !state.is_stopping() {
-                    s = self.watch.wait(s).unwrap_or_else(PoisonError::into_inner);
+                    let now = Instant::now();
+                    if now >= next_sweep {
+                        drop(s);
+                        sweep(&mut next_sweep);
+                        s = lock(&self.sched);
+                        continue;
+                    }
+                    s = self
+                        .watch
+                        .wait_timeout(s, next_sweep - now)
+                        .unwrap_or_else(PoisonError::into_inner)
+                        .0;
                 }
                 s.monitor_parked = false;
                 started = s.started;

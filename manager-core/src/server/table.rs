@@ -8,14 +8,13 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Condvar, Mutex, PoisonError, RwLock};
-use std::thread::JoinHandle;
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::time::{Duration, Instant};
 
 use serde::Deserialize;
 
 use crate::error::{Error, Result};
-use crate::server::{lock, ServerState};
+use crate::server::lock;
 use crate::shared::{End, Object};
 
 /// What a proxy expects of the object it names: the type's full path, the
@@ -490,48 +489,6 @@ fn no_such_object(id: u64) -> Error {
     Error::NoSuchObject(format!(
         "object {id} does not exist (it was freed or never created)"
     ))
-}
-
-/// The thread that expires hand-off holds.
-pub(crate) struct Sweeper {
-    stop: Arc<(Mutex<bool>, Condvar)>,
-    thread: JoinHandle<()>,
-}
-
-impl Sweeper {
-    pub(crate) fn stop(self) {
-        *lock(&self.stop.0) = true;
-        self.stop.1.notify_all();
-        let _ = self.thread.join();
-    }
-}
-
-pub(crate) fn spawn_sweeper(state: &Arc<ServerState>) -> Option<Sweeper> {
-    let stop = Arc::new((Mutex::new(false), Condvar::new()));
-    let st = Arc::downgrade(state);
-    let flag = Arc::clone(&stop);
-    let period = (state.config.limits.handoff_timeout / 4)
-        .clamp(Duration::from_millis(50), Duration::from_secs(1));
-    let thread = std::thread::Builder::new()
-        .name("manager-sweeper".into())
-        .spawn(move || loop {
-            {
-                let stopped = lock(&flag.0);
-                let (stopped, _) = flag
-                    .1
-                    .wait_timeout_while(stopped, period, |s| !*s)
-                    .unwrap_or_else(PoisonError::into_inner);
-                if *stopped {
-                    return;
-                }
-            }
-            match st.upgrade() {
-                Some(state) => state.expire(Instant::now()),
-                None => return,
-            }
-        })
-        .ok()?;
-    Some(Sweeper { stop, thread })
 }
 
 #[cfg(test)]

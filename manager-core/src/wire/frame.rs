@@ -40,6 +40,12 @@ pub(crate) const BESIDE_BLOB_MAX: usize = INITIAL;
 /// not pay for fresh memory (page faults) on every call.
 const KEEP: usize = 16 << 20;
 const INITIAL: usize = 16 * 1024;
+/// What a reader and a writer start with: an idle connection that has made
+/// only small calls keeps no more than this per buffer (thousands of idle
+/// peers are a manager's common case). A reader that fills its buffer in
+/// one read doubles it, up to [`INITIAL`], so a pipelining peer soon reads
+/// as much per call as before.
+const SMALL: usize = 1024;
 
 /// Builds outgoing frames in one reused buffer.
 pub(crate) struct FrameWriter {
@@ -51,7 +57,7 @@ pub(crate) struct FrameWriter {
 impl FrameWriter {
     pub(crate) fn new() -> Self {
         FrameWriter {
-            buf: Vec::with_capacity(INITIAL),
+            buf: Vec::with_capacity(SMALL),
             start: 0,
         }
     }
@@ -235,7 +241,7 @@ pub(crate) struct Blob {
 impl FrameReader {
     pub(crate) fn new(max: usize) -> Self {
         FrameReader {
-            buf: vec![0; INITIAL],
+            buf: vec![0; SMALL],
             start: 0,
             end: 0,
             max,
@@ -280,8 +286,10 @@ impl FrameReader {
         if self.start == self.end {
             self.start = 0;
             self.end = 0;
-            if self.buf.len() > KEEP || self.buf.len() < INITIAL {
+            if self.buf.len() > KEEP {
                 self.buf = vec![0; INITIAL];
+            } else if self.buf.len() < SMALL {
+                self.buf = vec![0; SMALL];
             }
         }
         loop {
@@ -313,10 +321,14 @@ impl FrameReader {
                 }
                 if self.start + total > self.buf.len() {
                     self.compact();
+                    if total > self.buf.len() {
+                        self.buf.resize(total.next_power_of_two().min(INITIAL), 0);
+                    }
                 }
             } else if self.buf.len() - self.start < 4 {
                 self.compact();
             }
+            let room = self.buf.len() - self.end;
             let n = match r.read(&mut self.buf[self.end..]) {
                 Ok(n) => n,
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
@@ -333,6 +345,10 @@ impl FrameReader {
                 };
             }
             self.end += n;
+            if n == room && self.buf.len() < INITIAL {
+                // More may be waiting: read more at a time from now on.
+                self.buf.resize(self.buf.len() * 2, 0);
+            }
         }
     }
 
