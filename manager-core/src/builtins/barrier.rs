@@ -127,6 +127,8 @@ impl Builtin for BarrierObject {
         }
     }
 
+    const TRACKS_CONNECTIONS: bool = true;
+
     fn disconnected(&self, conn: u64, end: End) {
         self.release_all(conn, end)
     }

@@ -80,6 +80,8 @@ impl Builtin for ConditionObject {
         }
     }
 
+    const TRACKS_CONNECTIONS: bool = true;
+
     /// Either end frees the lock (at any level): nobody else could.
     fn disconnected(&self, conn: u64, end: End) {
         lock(&self.state).lock.settle(conn, end)

@@ -65,6 +65,8 @@ macro_rules! lock_object {
                 }
             }
 
+            const TRACKS_CONNECTIONS: bool = true;
+
             fn disconnected(&self, conn: u64, end: End) {
                 lock(&self.0).settle(conn, end)
             }

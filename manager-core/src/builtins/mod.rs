@@ -261,6 +261,11 @@ pub(crate) trait Builtin: Send + Sync + Sized + 'static {
         out: &mut Encoder<'_>,
     ) -> Result<()>;
 
+    /// Whether `disconnected` does anything: see
+    /// [`Object::tracks_connections`]. A type that overrides
+    /// `disconnected` sets it.
+    const TRACKS_CONNECTIONS: bool = false;
+
     /// Connection `conn` ended: see [`Object::disconnected`].
     fn disconnected(&self, _conn: u64, _end: End) {}
 }
@@ -412,6 +417,9 @@ impl<B: Builtin> Object for Served<B> {
             )));
         };
         self.object.call(ctx, call, out)
+    }
+    fn tracks_connections(&self) -> bool {
+        B::TRACKS_CONNECTIONS
     }
     fn disconnected(&self, conn: u64, end: End) {
         self.object.disconnected(conn, end)

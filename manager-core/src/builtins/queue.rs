@@ -340,6 +340,8 @@ impl Builtin for JoinableQueueObject {
         self.0.call(ctx, call, out)
     }
 
+    const TRACKS_CONNECTIONS: bool = true;
+
     fn disconnected(&self, conn: u64, end: End) {
         self.0.release_all(conn, end)
     }

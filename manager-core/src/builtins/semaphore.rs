@@ -55,6 +55,8 @@ impl Builtin for SemaphoreObject {
         }
     }
 
+    const TRACKS_CONNECTIONS: bool = true;
+
     /// After an abnormal end the permits the connection still holds come
     /// back; after a normal one they stay taken, as in Python (an acquire
     /// consumes a permit: that is how a semaphore carries a signal from one

@@ -28,6 +28,9 @@ pub(crate) struct Expected {
 
 pub(crate) struct Table {
     objects: RwLock<HashMap<u64, Arc<dyn Object>>>,
+    /// The objects of `objects` that track connections (locks, semaphores,
+    /// queues...): the only ones a closing connection visits.
+    trackers: RwLock<HashMap<u64, Arc<dyn Object>>>,
     refs: Mutex<Refs>,
     next_object: AtomicU64,
 }
@@ -62,6 +65,7 @@ impl Table {
     pub(crate) fn new(first_id: u64) -> Table {
         Table {
             objects: RwLock::new(HashMap::new()),
+            trackers: RwLock::new(HashMap::new()),
             refs: Mutex::new(Refs::default()),
             next_object: AtomicU64::new(first_id.max(1)),
         }
@@ -103,7 +107,11 @@ impl Table {
             type_name = object.type_name(),
             "object created"
         );
-        self.write_objects().insert(id, Arc::from(object));
+        let object: Arc<dyn Object> = Arc::from(object);
+        if object.tracks_connections() {
+            write(&self.trackers).insert(id, Arc::clone(&object));
+        }
+        self.write_objects().insert(id, object);
         Ok(id)
     }
 
@@ -214,6 +222,9 @@ impl Table {
         }
         refs.counts.remove(&id);
         let freed = self.write_objects().remove(&id);
+        if freed.as_ref().is_some_and(|o| o.tracks_connections()) {
+            write(&self.trackers).remove(&id);
+        }
         if let Some(o) = &freed {
             tracing::debug!(object = id, type_name = o.type_name(), "object freed");
         }
@@ -430,10 +441,12 @@ impl Table {
         (refs.sessions.len() as u64, refs.names.len() as u64)
     }
 
-    /// Tells every object that connection `conn` ended, and how.
+    /// Tells every object that tracks connections that connection `conn`
+    /// ended, and how; the others (dicts, values, user types) are not
+    /// visited.
     pub(crate) fn disconnected(&self, conn: u64, end: End) {
         let objects: Vec<_> = self
-            .objects
+            .trackers
             .read()
             .unwrap_or_else(PoisonError::into_inner)
             .values()
@@ -447,6 +460,7 @@ impl Table {
     /// Frees everything (at shutdown), outside the locks.
     pub(crate) fn clear(&self) {
         let objects = std::mem::take(&mut *self.write_objects());
+        write(&self.trackers).clear();
         *lock(&self.refs) = Refs::default();
         drop(objects);
     }
@@ -483,6 +497,10 @@ fn describe(type_name: &str, elements: &[String]) -> String {
     } else {
         format!("{type_name}<{}>", elements.join(", "))
     }
+}
+
+fn write<T>(l: &RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
+    l.write().unwrap_or_else(PoisonError::into_inner)
 }
 
 fn no_such_object(id: u64) -> Error {
