@@ -1,0 +1,246 @@
+//! The scale probe of issue 13: what idle peers and blocked waiters cost
+//! the manager, read from `/proc` (threads, resident memory, CPU time).
+//!
+//! ```text
+//! cargo bench --bench scale                     # 10,000 idle clients, 1,000 + 1,000 waiters
+//! cargo bench --bench scale -- --idle 2000 --waiters 500
+//! ```
+//!
+//! The manager runs in a child process (this binary again, with
+//! `MANAGER_SCALE_ROLE=serve`), over encrypted TCP, as a fleet would reach
+//! it. Rows:
+//! - **idle clients**: `--idle` clients connect and call once each, then
+//!   stay idle; the manager's threads, its resident memory per client, and
+//!   the CPU it uses in 5 s of idleness.
+//! - **blocked waiters**: `--waiters` threads wait in `queue.get()` and as
+//!   many in `lock.acquire()`, each with a client (a connection) of its
+//!   own; the manager's threads and CPU over 5 s of waiting; then the
+//!   puts and releases, and how long after the last one the last waiter had
+//!   its reply.
+//!
+//! Python's managers are a thread per connection (`SyncManager` serving
+//! 10,000 idle clients runs 10,000 threads); no Python row is measured
+//! here yet.
+
+use std::time::{Duration, Instant};
+
+use manager::{Address, AuthKey, Client, LockProxy, Manager, QueueProxy};
+
+const ROLE: &str = "MANAGER_SCALE_ROLE";
+const KEY: &str = "5ca1ab1e5ca1ab1e5ca1ab1e5ca1ab1e";
+
+fn key() -> AuthKey {
+    AuthKey::from_hex(KEY).expect("a valid key")
+}
+
+/// Field `name` of `/proc/PID/status`, as a number (kB for memory).
+fn status(pid: u32, name: &str) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix(name))
+                .and_then(|v| v.trim().trim_end_matches(" kB").parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+/// CPU time (user + system) process `pid` has used.
+fn cpu(pid: u32) -> Duration {
+    let ticks = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|s| {
+            // Fields after the command name, which may hold spaces.
+            let rest = s.rsplit_once(')')?.1;
+            let f: Vec<&str> = rest.split_whitespace().collect();
+            Some(f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?)
+        })
+        .unwrap_or(0);
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as u64;
+    Duration::from_micros(ticks * 1_000_000 / hz)
+}
+
+/// The share of one CPU process `pid` uses over `span`.
+fn cpu_share(pid: u32, span: Duration) -> f64 {
+    let before = cpu(pid);
+    std::thread::sleep(span);
+    (cpu(pid) - before).as_secs_f64() / span.as_secs_f64()
+}
+
+fn raise_fd_limit() -> u64 {
+    let mut l = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: valid pointers to an rlimit.
+    unsafe {
+        libc::getrlimit(libc::RLIMIT_NOFILE, &mut l);
+        l.rlim_cur = l.rlim_max;
+        libc::setrlimit(libc::RLIMIT_NOFILE, &l);
+    }
+    l.rlim_cur
+}
+
+fn arg(name: &str, default: usize) -> usize {
+    let args: Vec<String> = std::env::args().collect();
+    args.iter()
+        .position(|a| a == name)
+        .and_then(|i| args.get(i + 1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+fn serve() {
+    let r = Manager::builder()
+        .address("tcp:127.0.0.1:0".parse().expect("an address"))
+        .auth_key(key())
+        .serve_with(|client| {
+            client.publish("q", &client.queue::<u32>(0)?)?;
+            client.publish("l", &client.lock()?)?;
+            println!("address={}", client.address());
+            Ok(())
+        });
+    if let Err(e) = r {
+        eprintln!("scale: the manager failed: {e}");
+        std::process::exit(1);
+    }
+}
+
+/// Starts the manager process; it and its address.
+fn start_manager() -> (std::process::Child, Address) {
+    use std::io::{BufRead, BufReader};
+    let exe = std::env::current_exe().expect("the bench binary has a path");
+    let mut child = std::process::Command::new(exe)
+        .env(ROLE, "serve")
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("the manager process starts");
+    let out = child.stdout.take().expect("piped stdout");
+    let mut lines = BufReader::new(out).lines();
+    let address = loop {
+        match lines.next() {
+            Some(Ok(line)) => {
+                if let Some(a) = line.strip_prefix("address=") {
+                    break a.parse().expect("the manager's address");
+                }
+            }
+            _ => panic!("the manager process ended before it listened"),
+        }
+    };
+    // Keep reading (and dropping) its output, so it never blocks on a pipe.
+    std::thread::spawn(move || for _ in lines {});
+    (child, address)
+}
+
+fn main() {
+    if std::env::var(ROLE).as_deref() == Ok("serve") {
+        return serve();
+    }
+    if std::env::args().any(|a| a == "--list" || a == "--test") {
+        return; // `cargo test --benches` lists and runs nothing here
+    }
+    let limit = raise_fd_limit();
+    // Each client here is a descriptor in this process and one there.
+    let idle = arg("--idle", 10_000).min(limit.saturating_sub(200) as usize);
+    let waiters = arg("--waiters", 1_000).min(limit.saturating_sub(200) as usize / 2);
+    let (mut child, address) = start_manager();
+    let pid = child.id();
+    let probe = Client::connect(&address, &key()).expect("connect");
+    probe.ping().expect("ping");
+    std::thread::sleep(Duration::from_millis(500));
+    let (rss0, threads0) = (status(pid, "VmRSS:"), status(pid, "Threads:"));
+    println!("== scale probe (manager pid {pid}, encrypted TCP, 2 vCPUs); manager at rest: {threads0} threads, {rss0} kB");
+
+    // Idle clients.
+    let t = Instant::now();
+    let mut clients = Vec::with_capacity(idle);
+    for i in 0..idle {
+        match Client::connect(&address, &key()).and_then(|c| c.ping().map(|()| c)) {
+            Ok(c) => clients.push(c),
+            Err(e) => {
+                eprintln!("scale: client {i} failed: {e}");
+                break;
+            }
+        }
+    }
+    let connected = clients.len();
+    let took = t.elapsed();
+    std::thread::sleep(Duration::from_secs(12)); // past the pool's idle exit
+    let (rss1, threads1) = (status(pid, "VmRSS:"), status(pid, "Threads:"));
+    let share = cpu_share(pid, Duration::from_secs(5));
+    let per = (rss1.saturating_sub(rss0) * 1024) / connected.max(1) as u64;
+    println!(
+        "idle clients\t{connected} connected in {:.1} s\tmanager threads {threads1}\tRSS {} B/client\tCPU {:.2}% of one over 5 s\ttargets: threads <= 4, <= 20000 B/client",
+        took.as_secs_f64(),
+        per,
+        share * 100.0
+    );
+    drop(clients);
+
+    // Blocked waiters.
+    let q: QueueProxy<u32> = probe.lookup("q").expect("the queue");
+    let l: LockProxy = probe.lookup("l").expect("the lock");
+    l.acquire().expect("the lock");
+    let (done, replies) = std::sync::mpsc::channel::<Instant>();
+    let mut handles = Vec::new();
+    for i in 0..2 * waiters {
+        let (address, done) = (address.clone(), done.clone());
+        handles.push(std::thread::spawn(move || {
+            let Ok(c) = Client::connect(&address, &key()) else {
+                return;
+            };
+            if i % 2 == 0 {
+                let q: QueueProxy<u32> = c.lookup("q").expect("the queue");
+                if q.get().is_ok() {
+                    let _ = done.send(Instant::now());
+                }
+            } else {
+                let l: LockProxy = c.lookup("l").expect("the lock");
+                if l.acquire().is_ok() {
+                    let _ = done.send(Instant::now());
+                    let _ = l.release();
+                }
+            }
+        }));
+    }
+    drop(done);
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while probe.stats().map(|s| s.blocked_calls).unwrap_or(0) < 2 * waiters as u64
+        && Instant::now() < deadline
+    {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let blocked = probe.stats().map(|s| s.blocked_calls).unwrap_or(0);
+    std::thread::sleep(Duration::from_secs(1));
+    let threads2 = status(pid, "Threads:");
+    let share = cpu_share(pid, Duration::from_secs(5));
+    println!(
+        "blocked waiters\t{blocked} blocked ({waiters} get + {waiters} acquire)\tmanager threads {threads2}\tCPU {:.2}% of one over 5 s while they wait\ttarget: <= 1%",
+        share * 100.0
+    );
+    for i in 0..waiters as u32 {
+        q.put(i).expect("put");
+    }
+    let last_put = Instant::now();
+    l.release().expect("release"); // each acquirer releases for the next
+    let mut last = last_put;
+    let mut got = 0;
+    while let Ok(at) = replies.recv_timeout(Duration::from_secs(30)) {
+        got += 1;
+        last = last.max(at);
+        if got == 2 * waiters {
+            break;
+        }
+    }
+    println!(
+        "wake-ups\t{got} of {} waiters had their reply, the last {:.0} ms after the last put (lock waiters woken in turn, each releasing for the next)\ttarget: within 1 s",
+        2 * waiters,
+        (last - last_put).as_secs_f64() * 1000.0
+    );
+    for h in handles {
+        let _ = h.join();
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+}
