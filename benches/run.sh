@@ -9,6 +9,8 @@
 #   benches/run.sh --quick     # shorter measurements, for a smoke test
 #   benches/run.sh --no-python # ours only
 #   benches/run.sh --report    # only re-print the tables of the last run
+#   benches/run.sh --scale     # also the scale probe (benches/scale.rs):
+#                              # 10,000 idle clients, 1,000 + 1,000 waiters
 #
 # Raw rows are kept in target/bench-results/{ours,python}.tsv. Python is
 # skipped, with a note, when python3 is not on the PATH; the pinned rows are
@@ -16,14 +18,15 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-quick=0 python=1 measure=1
+quick=0 python=1 measure=1 scale=0
 for arg in "$@"; do
     case "$arg" in
         --quick) quick=1 ;;
         --no-python) python=0 ;;
         --report) measure=0 ;;
+        --scale) scale=1 ;;
         -h | --help)
-            sed -n '2,16p' "$0" | sed 's/^# \{0,1\}//'
+            sed -n '2,17p' "$0" | sed 's/^# \{0,1\}//'
             exit 0
             ;;
         *)
@@ -159,3 +162,9 @@ awk -F'\t' -v pyfile="$py" '
         printf "\nReproduce: benches/run.sh (ours: cargo bench --bench calls, pinned with taskset -c 0 for 1 client)\n"
     }
 ' "$py" "$ours"
+
+if [[ $scale == 1 ]]; then
+    echo
+    echo "== scale probe: idle clients and blocked waiters (benches/scale.rs)"
+    cargo bench --bench scale
+fi
