@@ -82,6 +82,10 @@ pub(crate) struct Peer {
     patience: Duration,
     /// The parking of this connection's call (see [`Park`]).
     park: Mutex<Park>,
+    /// The call being run may park (set by the request loop).
+    park_allowed: AtomicBool,
+    /// `park` holds a wait to resume or one just parked.
+    park_busy: AtomicBool,
     /// Runs the connection again, for a parked call whose wait is over.
     resumer: Resumer,
 }
@@ -100,10 +104,11 @@ pub(crate) struct Resume {
     pub(crate) deadline: Option<Instant>,
 }
 
+/// Touched by the thread running the connection's call only; `busy` and
+/// `allowed` let the common call (which neither resumes nor parks) skip
+/// the mutex.
 #[derive(Default)]
 struct Park {
-    /// The call being run may park (set by the request loop).
-    allowed: bool,
     /// The call being run again resumes this wait.
     resume: Option<Resume>,
     /// The call just run parked with this wait.
@@ -211,6 +216,8 @@ impl Peer {
             waiting: Mutex::new(None),
             patience,
             park: Mutex::new(Park::default()),
+            park_allowed: AtomicBool::new(false),
+            park_busy: AtomicBool::new(false),
             resumer,
         }
     }
@@ -218,14 +225,17 @@ impl Peer {
     /// The wait a call run again resumes; `None` on a first run, or where
     /// the call may not park (then it blocks its thread).
     pub(crate) fn parking(&self) -> Option<Option<Resume>> {
-        let mut park = lock(&self.park);
-        park.allowed.then(|| park.resume.take())
+        if !self.park_allowed.load(Ordering::Relaxed) {
+            return None;
+        }
+        Some(lock(&self.park).resume.take())
     }
 
     /// The call being run parks with `wait`: it returns without a reply,
     /// and is run again when [`Peer::resumer`] is told.
     pub(crate) fn park(&self, wait: Resume, first: bool) {
         lock(&self.park).parked = Some(wait);
+        self.park_busy.store(true, Ordering::Relaxed);
         if let (true, Some(deadline)) = (first, wait.deadline) {
             self.resumer.resume_at(deadline);
         }
@@ -233,13 +243,13 @@ impl Peer {
 
     /// Whether the call being run resumes a parked wait.
     pub(crate) fn is_resuming(&self) -> bool {
-        lock(&self.park).resume.is_some()
+        self.park_busy.load(Ordering::Relaxed) && lock(&self.park).resume.is_some()
     }
 
     /// The call being run blocks its thread instead of parking (its wait
     /// is more than one step, as a condition's `wait` is).
     pub(crate) fn forbid_parking(&self) {
-        lock(&self.park).allowed = false;
+        self.park_allowed.store(false, Ordering::Relaxed);
     }
 
     /// What runs this connection again.
@@ -250,16 +260,23 @@ impl Peer {
     /// Sets up a run of a call: whether it may park, and the wait it
     /// resumes.
     fn prepare(&self, allowed: bool, resume: Option<Resume>) {
+        self.park_allowed.store(allowed, Ordering::Relaxed);
+        if resume.is_none() && !self.park_busy.load(Ordering::Relaxed) {
+            return;
+        }
         let mut park = lock(&self.park);
-        park.allowed = allowed;
+        self.park_busy.store(resume.is_some(), Ordering::Relaxed);
         park.resume = resume;
         park.parked = None;
     }
 
     /// The wait the call just run parked with, if it did.
     fn parked(&self) -> Option<Resume> {
+        self.park_allowed.store(false, Ordering::Relaxed);
+        if !self.park_busy.swap(false, Ordering::Relaxed) {
+            return None;
+        }
         let mut park = lock(&self.park);
-        park.allowed = false;
         park.resume = None;
         park.parked.take()
     }

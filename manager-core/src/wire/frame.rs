@@ -45,7 +45,7 @@ const INITIAL: usize = 16 * 1024;
 /// peers are a manager's common case). A reader that fills its buffer in
 /// one read doubles it, up to [`INITIAL`], so a pipelining peer soon reads
 /// as much per call as before.
-const SMALL: usize = 1024;
+const SMALL: usize = 512;
 
 /// Builds outgoing frames in one reused buffer.
 pub(crate) struct FrameWriter {
