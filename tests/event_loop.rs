@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Barrier};
 use std::time::Duration;
 
-use common::{bounded, eventually, read_marked, role, sigkill, spawn_role};
+use common::{bounded, eventually, read_marked, role, sigkill, spawn_role, threads_of};
 use manager::{shared, Address, AuthKey, Client, Error, Manager, QueueProxy};
 
 const KEY: &str = "8899aabbccddeeff0011223344556677";
@@ -86,16 +86,6 @@ fn start(role: &str) -> (Child, Address) {
     let mut child = spawn_role("child_role", role, &[]);
     let address = read_marked(&mut child, "address=").expect("the manager reports its address");
     (child, address.parse().unwrap())
-}
-
-/// The number of threads process `pid` runs now.
-fn threads_of(pid: u32) -> usize {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("Threads:"))
-        .and_then(|n| n.trim().parse().ok())
-        .unwrap()
 }
 
 struct Killed(Child);

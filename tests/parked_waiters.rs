@@ -10,7 +10,7 @@ use std::process::Child;
 use std::thread;
 use std::time::Duration;
 
-use common::{bounded, eventually, read_marked, role, sigkill, spawn_role};
+use common::{bounded, eventually, read_marked, role, sigkill, spawn_role, threads_of};
 use manager::{Address, AuthKey, Client, EventProxy, LockProxy, Manager, QueueProxy};
 
 const KEY: &str = "00112233445566778899aabbccddeeff";
@@ -111,16 +111,6 @@ fn until_blocked(client: &Client, n: u64) {
         "never {n} calls blocked: {:?}",
         client.stats().map(|s| s.blocked_calls)
     );
-}
-
-/// The number of threads process `pid` runs now.
-fn threads_of(pid: u32) -> usize {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("Threads:"))
-        .and_then(|n| n.trim().parse().ok())
-        .unwrap()
 }
 
 #[test]

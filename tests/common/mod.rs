@@ -149,3 +149,13 @@ pub fn bounded(body: impl FnOnce() + Send + 'static) {
         }
     }
 }
+
+/// The number of threads process `pid` runs now.
+pub fn threads_of(pid: u32) -> usize {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("Threads:"))
+        .and_then(|n| n.trim().parse().ok())
+        .unwrap()
+}

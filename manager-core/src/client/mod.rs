@@ -87,6 +87,8 @@ struct Remote {
     /// holds it (a proxy dropped while its reply decodes): sent once that
     /// call is done.
     deferred: Mutex<Vec<u64>>,
+    /// Whether `deferred` holds any: a call looks at this, not the mutex.
+    has_deferred: AtomicBool,
     /// Every thread link's socket, to close them when the client goes.
     sockets: Mutex<HashMap<u64, Socket>>,
     next_link: AtomicU64,
@@ -268,6 +270,7 @@ impl Client {
                     main: Mutex::new(main),
                     claimed: AtomicU64::new(0),
                     deferred: Mutex::new(Vec::new()),
+                    has_deferred: AtomicBool::new(false),
                     sockets: Mutex::new(HashMap::new()),
                     next_link: AtomicU64::new(1),
                 })),
@@ -552,9 +555,12 @@ impl Client {
         let _ = IN_MAIN.try_with(|c| c.set(true));
         let r = f(&mut main);
         let _ = IN_MAIN.try_with(|c| c.set(false));
-        let deferred = std::mem::take(&mut *lock(&self.inner.remote().deferred));
-        for object in deferred {
-            main.release(object);
+        let remote = self.inner.remote();
+        if remote.has_deferred.swap(false, Ordering::AcqRel) {
+            let deferred = std::mem::take(&mut *lock(&remote.deferred));
+            for object in deferred {
+                main.release(object);
+            }
         }
         r
     }
@@ -676,6 +682,7 @@ impl Client {
         if IN_MAIN.try_with(Cell::get).unwrap_or(false) {
             // This thread holds the main link, inside a call on it.
             lock(&remote.deferred).push(o);
+            remote.has_deferred.store(true, Ordering::Release);
             return;
         }
         match remote.main.try_lock() {
