@@ -231,12 +231,15 @@ impl Context {
                 return Err(Error::ServerShutdown);
             }
             if self.peer_gone() {
-                return Err(Error::ConnectionLost(
-                    "the caller disconnected while waiting".into(),
-                ));
+                return Err(caller_left());
             }
         }
     }
+}
+
+/// The error of a waiting call whose caller disconnected.
+pub(crate) fn caller_left() -> Error {
+    Error::ConnectionLost("the caller disconnected while waiting".into())
 }
 
 /// Counts a call as blocked while it lives (`Stats::blocked_calls`).

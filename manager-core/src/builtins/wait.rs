@@ -21,7 +21,7 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use crate::builtins::Arg;
-use crate::context::Context;
+use crate::context::{caller_left, Context};
 use crate::error::{Error, Result};
 use crate::server::connection::{Peer, Resume, Resumer};
 use crate::server::lock;
@@ -178,18 +178,15 @@ pub(crate) fn wait_turn<'a, S, G>(
         waiters(s).is_granted(ticket)
     });
     match waited {
-        Ok((mut guard, _)) => {
-            let grant = waiters(&mut guard).leave(ticket);
-            if grant.is_some() && ctx.peer_has_left() {
-                // Granted to a caller who left before the loop noticed:
-                // the grant goes on, not into the void.
-                if let Some(grant) = grant {
-                    pass_on(&mut guard, grant);
-                }
-                return Err(left());
+        Ok((mut guard, _)) => match waiters(&mut guard).leave(ticket) {
+            // Granted to a caller who left before the loop noticed: the
+            // grant goes on, not into the void.
+            Some(grant) if ctx.peer_has_left() => {
+                pass_on(&mut guard, grant);
+                Err(caller_left())
             }
-            Ok((guard, grant))
-        }
+            grant => Ok((guard, grant)),
+        },
         Err(e) => {
             let mut guard = lock(state);
             if let Some(grant) = waiters(&mut guard).leave(ticket) {
@@ -230,7 +227,7 @@ fn park_turn<'a, S, G>(
     let cancelled = if ctx.server.is_stopping() {
         Some(Error::ServerShutdown)
     } else if granted || peer.is_gone() {
-        Some(left())
+        Some(caller_left())
     } else {
         None
     };
@@ -249,11 +246,6 @@ fn park_turn<'a, S, G>(
     // The request loop sees the park and sends no reply: this error only
     // unwinds the call.
     Err(Error::Protocol("the call is parked".into()))
-}
-
-/// The error of a waiter whose caller left.
-fn left() -> Error {
-    Error::ConnectionLost("the caller disconnected while waiting".into())
 }
 
 /// What a connection's permits are, which decides who may give them back

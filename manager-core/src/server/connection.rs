@@ -130,16 +130,21 @@ impl Resumer {
         Resumer { conn, reactor }
     }
 
+    /// The connection and its loop, while both live.
+    fn upgrade(&self) -> Option<(Arc<Connection>, Arc<super::reactor::Reactor>)> {
+        Some((self.conn.upgrade()?, self.reactor.upgrade()?))
+    }
+
     /// Schedules the connection to run (a parked call's wait may be over).
     pub(crate) fn resume(&self) {
-        if let (Some(conn), Some(reactor)) = (self.conn.upgrade(), self.reactor.upgrade()) {
+        if let Some((conn, reactor)) = self.upgrade() {
             reactor.schedule(conn);
         }
     }
 
     /// Schedules the connection to run at `deadline`.
     fn resume_at(&self, deadline: Instant) {
-        if let (Some(conn), Some(reactor)) = (self.conn.upgrade(), self.reactor.upgrade()) {
+        if let Some((conn, reactor)) = self.upgrade() {
             reactor.wake_at(deadline, conn.id);
         }
     }
@@ -1155,18 +1160,25 @@ fn run_parked(
     let (Some(p), Some(peer)) = (parked.take(), ctx.peer()) else {
         return Ok(Some(false));
     };
-    let Command::Call(call) = Command::parse(&p.body, None)? else {
-        return Err(Error::protocol("a parked request that is not a call"));
+    let ran = match Command::parse(&p.body, None) {
+        Ok(Command::Call(call)) => {
+            let shutdown = call.is_shutdown();
+            peer.prepare(true, Some(p.wait));
+            let ran = call.apply(state, ctx, writer).map(|()| shutdown);
+            match peer.parked() {
+                Some(wait) if ran.is_ok() => {
+                    *parked = Some(Parked { body: p.body, wait });
+                    return Ok(None);
+                }
+                _ => ran,
+            }
+        }
+        Ok(_) => Err(Error::protocol("a parked request that is not a call")),
+        Err(e) => Err(e),
     };
-    let shutdown = call.is_shutdown();
-    peer.prepare(true, Some(p.wait));
-    call.apply(state, ctx, writer)?;
-    if let Some(wait) = peer.parked() {
-        *parked = Some(Parked { body: p.body, wait });
-        return Ok(None);
-    }
+    // Over, one way or the other: no longer counted as blocked.
     state.blocked.fetch_sub(1, Ordering::Relaxed);
-    Ok(Some(shutdown))
+    ran.map(Some)
 }
 
 /// Runs the handshake as far as the bytes that arrived allow: `None` until

@@ -535,10 +535,8 @@ impl Reactor {
         let mut next_sweep = Instant::now() + period;
         let sweep = |next: &mut Instant| {
             let now = Instant::now();
-            if now >= *next {
-                state.expire(now);
-                *next = now + period;
-            }
+            state.expire(now);
+            *next = now + period;
         };
         let mut s = lock(&self.sched);
         let (mut started, mut taken, mut quiet) = (s.started, s.taken, 0u32);

@@ -111,7 +111,7 @@ impl Table {
         if object.tracks_connections() {
             write(&self.trackers).insert(id, Arc::clone(&object));
         }
-        self.write_objects().insert(id, object);
+        write(&self.objects).insert(id, object);
         Ok(id)
     }
 
@@ -221,7 +221,7 @@ impl Table {
             return None;
         }
         refs.counts.remove(&id);
-        let freed = self.write_objects().remove(&id);
+        let freed = write(&self.objects).remove(&id);
         if freed.as_ref().is_some_and(|o| o.tracks_connections()) {
             write(&self.trackers).remove(&id);
         }
@@ -229,10 +229,6 @@ impl Table {
             tracing::debug!(object = id, type_name = o.type_name(), "object freed");
         }
         freed
-    }
-
-    fn write_objects(&self) -> std::sync::RwLockWriteGuard<'_, HashMap<u64, Arc<dyn Object>>> {
-        self.objects.write().unwrap_or_else(PoisonError::into_inner)
     }
 
     /// A new session with one connection.
@@ -459,7 +455,7 @@ impl Table {
 
     /// Frees everything (at shutdown), outside the locks.
     pub(crate) fn clear(&self) {
-        let objects = std::mem::take(&mut *self.write_objects());
+        let objects = std::mem::take(&mut *write(&self.objects));
         write(&self.trackers).clear();
         *lock(&self.refs) = Refs::default();
         drop(objects);
@@ -511,9 +507,13 @@ fn no_such_object(id: u64) -> Error {
 
 #[cfg(test)]
 mod tests {
-    use super::{mismatch, Expected};
+    use std::sync::atomic::{AtomicU32, Ordering};
+    use std::sync::Arc;
+
+    use super::{mismatch, Expected, Table};
     use crate::context::Context;
     use crate::error::{Error, Result};
+    use crate::shared::End;
     use crate::shared::Object;
     use crate::wire::codec::{Decoder, Encoder};
 
@@ -542,6 +542,58 @@ mod tests {
         ) -> Result<()> {
             Ok(())
         }
+    }
+
+    /// Counts how often it is told of a closed connection.
+    struct Tracking(bool, Arc<AtomicU32>);
+
+    impl Object for Tracking {
+        fn type_name(&self) -> &'static str {
+            "test::Tracking"
+        }
+        fn fingerprint(&self) -> u64 {
+            0
+        }
+        fn method_name(&self, _: u32) -> &'static str {
+            "m"
+        }
+        fn call(
+            &self,
+            _: &Context,
+            _: u32,
+            _: &mut Decoder<'_>,
+            _: &mut Encoder<'_>,
+        ) -> Result<()> {
+            Ok(())
+        }
+        fn disconnected(&self, _: u64, _: End) {
+            self.1.fetch_add(1, Ordering::Relaxed);
+        }
+        fn tracks_connections(&self) -> bool {
+            self.0
+        }
+    }
+
+    #[test]
+    fn a_closed_connection_visits_only_the_objects_that_track_connections() {
+        let table = Table::new(1);
+        let session = table.open_session();
+        let counts: Vec<_> = [false, true, false]
+            .into_iter()
+            .map(|tracks| {
+                let count = Arc::new(AtomicU32::new(0));
+                let object = Box::new(Tracking(tracks, Arc::clone(&count)));
+                table.insert(session, object, 16).unwrap();
+                count
+            })
+            .collect();
+        let visits = || -> Vec<u32> { counts.iter().map(|c| c.load(Ordering::Relaxed)).collect() };
+        table.disconnected(9, End::Abnormal);
+        assert_eq!(visits(), [0, 1, 0]);
+        // Freed, a tracker is visited no more.
+        table.leave_session(session);
+        table.disconnected(9, End::Abnormal);
+        assert_eq!(visits(), [0, 1, 0]);
     }
 
     fn why(obj: &Described, type_name: &str, elements: &[&str], fingerprint: u64) -> String {
