@@ -1,7 +1,7 @@
 //! One authenticated connection and its call/reply bookkeeping.
 
 use std::collections::{HashMap, HashSet};
-use std::io::{IoSlice, Write};
+use std::io::Write;
 use std::time::Duration;
 
 use serde::de::DeserializeOwned;
@@ -11,10 +11,11 @@ use crate::auth::{AuthKey, Handshake};
 use crate::caps::{adopting, capturing};
 use crate::client::{decode_reply, Client, Method};
 use crate::error::{Error, Result, WireError};
-use crate::transport::Socket;
+use crate::transport::{wait_ready, Socket};
 use crate::wire::codec::{from_slice, to_vec, Encoder};
 use crate::wire::frame::{
-    read_error, receive, send, FrameReader, FrameWriter, BESIDE_BLOB_MAX, DEFAULT_MAX_FRAME,
+    read_error, receive, send, FrameReader, FrameWriter, Nonblocking, BESIDE_BLOB_MAX,
+    DEFAULT_MAX_FRAME,
 };
 use crate::wire::message::{
     split_caps, Answer, Hello, Join, Request, Response, Welcome, MAGIC, PROTOCOL_VERSION,
@@ -42,16 +43,28 @@ pub(crate) struct Link {
     /// The manager's address: proxies to its objects travel as capabilities.
     address: Address,
     pub(crate) socket: Socket,
-    reader: FrameReader,
+    inbox: Inbox,
     writer: FrameWriter,
     max_frame: usize,
     next_seq: u64,
-    stash: HashMap<u64, Stashed>,
-    discarded: HashSet<u64>,
     /// Deferred calls not written yet: a pipeline goes out in one write,
     /// when its first reply is awaited or another call is made.
     unsent: Vec<u8>,
+    /// Records sealed for an encrypted connection, on their way out.
+    sealed: Vec<u8>,
     broken: Option<String>,
+}
+
+/// The reading side of a link: frames arriving, and the replies read
+/// before anyone asked for them.
+struct Inbox {
+    reader: FrameReader,
+    stash: HashMap<u64, Stashed>,
+    /// Calls whose replies nobody will read.
+    discarded: HashSet<u64>,
+    /// Objects whose references arrived in discarded replies: released
+    /// once the link is free to write.
+    orphans: Vec<u64>,
 }
 
 /// What the manager told a new connection about itself.
@@ -137,13 +150,17 @@ impl Link {
             id,
             address: address.clone(),
             socket,
-            reader,
+            inbox: Inbox {
+                reader,
+                stash: HashMap::new(),
+                discarded: HashSet::new(),
+                orphans: Vec::new(),
+            },
             writer,
             max_frame,
             next_seq: 1,
-            stash: HashMap::new(),
-            discarded: HashSet::new(),
             unsent: Vec::new(),
+            sealed: Vec::new(),
             broken: None,
         };
         Ok((link, Welcomed { session, max_frame }))
@@ -247,10 +264,13 @@ impl Link {
         if let Some((at, b)) = blob {
             self.flush()?;
             let (before, after) = self.writer.frame_around(at);
-            if let Err(e) = write_all_vectored(&self.socket, &mut [before, b, after]) {
-                return Err(self.fail(Error::lost(e)));
-            }
-            return Ok(seq);
+            let r = push(
+                &self.socket,
+                &mut self.sealed,
+                &mut self.inbox,
+                &mut [before, b, after],
+            );
+            return self.wrote(r).map(|()| seq);
         }
         if deferred || !self.unsent.is_empty() {
             self.unsent.extend_from_slice(self.writer.frame());
@@ -259,10 +279,13 @@ impl Link {
             }
             return Ok(seq);
         }
-        if let Err(e) = (&self.socket).write_all(self.writer.frame()) {
-            return Err(self.fail(Error::lost(e)));
-        }
-        Ok(seq)
+        let r = push(
+            &self.socket,
+            &mut self.sealed,
+            &mut self.inbox,
+            &mut [self.writer.frame()],
+        );
+        self.wrote(r).map(|()| seq)
     }
 
     /// Writes the deferred calls not written yet.
@@ -270,12 +293,29 @@ impl Link {
         if self.unsent.is_empty() {
             return Ok(());
         }
-        let r = (&self.socket).write_all(&self.unsent);
+        let r = push(
+            &self.socket,
+            &mut self.sealed,
+            &mut self.inbox,
+            &mut [&self.unsent],
+        );
         self.unsent.clear();
         if self.unsent.capacity() > UNSENT_LIMIT * 4 {
             self.unsent = Vec::new();
         }
-        r.map_err(|e| self.fail(Error::lost(e)))
+        self.wrote(r)
+    }
+
+    /// Settles a write: a failure breaks the link; references that arrived
+    /// in discarded replies meanwhile are given back.
+    fn wrote(&mut self, r: Result<()>) -> Result<()> {
+        if let Err(e) = r {
+            return Err(self.fail(e));
+        }
+        while let Some(object) = self.inbox.orphans.pop() {
+            self.release(object);
+        }
+        Ok(())
     }
 
     /// Decodes a result of `method` whose embedded proxies have references
@@ -307,7 +347,7 @@ impl Link {
         method: Method,
     ) -> Result<R> {
         self.flush()?;
-        if let Some(s) = self.stash.remove(&seq) {
+        if let Some(s) = self.inbox.stash.remove(&seq) {
             return match s {
                 Stashed::Ok(bytes, caps) => self.adopt(client, &bytes, caps, method),
                 Stashed::Err(e) => Err(e),
@@ -317,7 +357,8 @@ impl Link {
             if let Some(why) = &self.broken {
                 return Err(Error::ConnectionLost(why.clone()));
             }
-            let body = match self.reader.next(&mut &self.socket) {
+            let inbox = &mut self.inbox;
+            let body = match inbox.reader.next(&mut &self.socket) {
                 Ok(Some(body)) => body,
                 Ok(None) => {
                     return Err(self.fail(Error::ConnectionLost(
@@ -326,60 +367,25 @@ impl Link {
                 }
                 Err(e) => return Err(self.fail(read_error(e))),
             };
-            let (response, payload) = match postcard::take_from_bytes::<Response>(body) {
-                Ok(x) => x,
-                Err(e) => {
-                    return Err(self.fail(Error::Protocol(format!(
-                        "malformed reply from the manager: {e}"
-                    ))))
-                }
+            let reply = match Reply::parse(body) {
+                Ok(reply) => reply,
+                Err(e) => return Err(self.fail(e)),
             };
-            let (s, ok, payload, caps) = match response {
-                Response::Ok { seq: s } => (s, true, payload, None),
-                Response::OkCaps { seq: s, caps_len } => {
-                    let (result, caps) = split_caps(payload, caps_len)?;
-                    (s, true, result, Some(from_slice::<Vec<(u64, u64)>>(caps)?))
-                }
-                Response::Err { seq: s } => (s, false, payload, None),
-                Response::Fatal => {
-                    let e = from_slice::<WireError>(payload).map_or_else(|e| e, Error::from);
-                    return Err(self.fail(e));
-                }
-                Response::Farewell => {
-                    return Err(self.fail(Error::Protocol(
-                        "the manager said farewell to a connection that did not say goodbye".into(),
-                    )))
-                }
-            };
-            if s == seq {
-                if !ok {
-                    return Err(from_slice::<WireError>(payload)?.into());
-                }
-                if caps.is_none() {
-                    return decode_reply(payload, method);
-                }
-                let bytes = payload.to_vec();
-                return self.adopt(client, &bytes, caps, method);
+            if reply.seq != seq {
+                let s = reply.seq;
+                let reply = reply.stashed();
+                inbox.keep(s, reply);
+                self.wrote(Ok(()))?;
+                continue;
             }
-            let stashed = if ok {
-                Stashed::Ok(payload.to_vec(), caps)
-            } else {
-                Stashed::Err(from_slice::<WireError>(payload).map_or_else(|e| e, Error::from))
-            };
-            if self.discarded.remove(&s) {
-                self.drop_stashed(stashed);
-            } else {
-                self.stash.insert(s, stashed);
+            if !reply.ok {
+                return Err(from_slice::<WireError>(reply.payload)?.into());
             }
-        }
-    }
-
-    /// Gives back the references of a reply nobody will read.
-    fn drop_stashed(&mut self, s: Stashed) {
-        if let Stashed::Ok(_, Some(caps)) = s {
-            for (object, _) in caps {
-                self.release(object);
+            if reply.caps.is_none() {
+                return decode_reply(reply.payload, method);
             }
+            let (bytes, caps) = (reply.payload.to_vec(), reply.caps);
+            return self.adopt(client, &bytes, caps, method);
         }
     }
 
@@ -387,10 +393,13 @@ impl Link {
     /// itself still runs: it is sent now if it was still buffered.
     pub(crate) fn discard(&mut self, seq: u64) {
         let _ = self.flush();
-        match self.stash.remove(&seq) {
-            Some(s) => self.drop_stashed(s),
+        match self.inbox.stash.remove(&seq) {
+            Some(s) => {
+                self.inbox.orphan(s);
+                let _ = self.wrote(Ok(()));
+            }
             None if seq < self.next_seq => {
-                self.discarded.insert(seq);
+                self.inbox.discarded.insert(seq);
             }
             None => {}
         }
@@ -419,11 +428,17 @@ impl Link {
             return;
         }
         self.writer.begin();
-        let sent = self.writer.send(
-            &mut &self.socket,
-            &Request::Goodbye { session },
-            self.max_frame,
-        );
+        let sent = self
+            .writer
+            .finish(&Request::Goodbye { session }, self.max_frame)
+            .and_then(|()| {
+                push(
+                    &self.socket,
+                    &mut self.sealed,
+                    &mut self.inbox,
+                    &mut [self.writer.frame()],
+                )
+            });
         self.mark_broken("the connection was closed by this client");
         if sent.is_err()
             || self
@@ -436,7 +451,7 @@ impl Link {
         let deadline = std::time::Instant::now() + FAREWELL_TIMEOUT;
         // Replies to calls whose `Pending` was dropped may come first.
         while std::time::Instant::now() < deadline {
-            let Ok(Some(body)) = self.reader.next(&mut &self.socket) else {
+            let Ok(Some(body)) = self.inbox.reader.next(&mut &self.socket) else {
                 return;
             };
             if let Ok((Response::Farewell, _)) = postcard::take_from_bytes::<Response>(body) {
@@ -456,9 +471,13 @@ impl Link {
             .finish(&Request::Release { object }, self.max_frame)
             .is_ok()
         {
-            if let Err(e) = (&self.socket).write_all(self.writer.frame()) {
-                self.fail(Error::lost(e));
-            }
+            let r = push(
+                &self.socket,
+                &mut self.sealed,
+                &mut self.inbox,
+                &mut [self.writer.frame()],
+            );
+            let _ = self.wrote(r);
         }
     }
 }
@@ -479,40 +498,181 @@ pub(crate) fn say_goodbye(socket: &Socket) {
 /// Room for the header and prefix of a frame, beside its payload.
 const MAX_BESIDE_SLACK: usize = 64;
 
-/// Writes `bufs` whole, in as few vectored writes as the socket allows.
-fn write_all_vectored(socket: &Socket, bufs: &mut [&[u8]]) -> std::io::Result<()> {
-    let mut first = 0;
-    while first < bufs.len() {
-        if bufs[first].is_empty() {
-            first += 1;
-            continue;
+/// Writes `parts`, frames as this client made them, whole. While the
+/// manager takes no more, the replies it sends meanwhile are read into
+/// `inbox`: a manager stops reading a connection whose replies pile up,
+/// and a client that only wrote would then wait for it forever. So any
+/// number of deferred calls may be in flight.
+fn push(
+    socket: &Socket,
+    sealed: &mut Vec<u8>,
+    inbox: &mut Inbox,
+    parts: &mut [&[u8]],
+) -> Result<()> {
+    if socket.is_sealed() {
+        sealed.clear();
+        socket.encode_into(parts, sealed).map_err(Error::lost)?;
+        let r = push_wire(socket, inbox, &mut [&sealed[..]]);
+        if sealed.capacity() > UNSENT_LIMIT * 4 {
+            *sealed = Vec::new();
         }
-        let slices: Vec<IoSlice<'_>> = bufs[first..].iter().map(|b| IoSlice::new(b)).collect();
-        match (&*socket).write_vectored(&slices) {
+        return r;
+    }
+    push_wire(socket, inbox, parts)
+}
+
+/// [`push`], of bytes as they go on the wire.
+fn push_wire(socket: &Socket, inbox: &mut Inbox, parts: &mut [&[u8]]) -> Result<()> {
+    let mut reading = false;
+    let mut first = 0;
+    let r = loop {
+        while first < parts.len() && parts[first].is_empty() {
+            first += 1;
+        }
+        if first == parts.len() {
+            break Ok(());
+        }
+        match socket.write_wire_now(&parts[first..]) {
             Ok(0) => {
-                return Err(std::io::Error::new(
+                break Err(Error::lost(std::io::Error::new(
                     std::io::ErrorKind::WriteZero,
                     "the socket took no bytes",
-                ))
+                )))
             }
             Ok(mut n) => {
-                // Skip what was written: whole buffers, then part of one.
-                while n > 0 && first < bufs.len() {
-                    let b = bufs[first];
-                    if n >= b.len() {
-                        n -= b.len();
+                // Skip what was written: whole parts, then part of one.
+                while n > 0 {
+                    let p = parts[first];
+                    if n >= p.len() {
+                        n -= p.len();
                         first += 1;
                     } else {
-                        bufs[first] = &b[n..];
+                        parts[first] = &p[n..];
                         n = 0;
                     }
                 }
             }
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                if !reading {
+                    if let Err(e) = socket.set_nonblocking(true) {
+                        break Err(Error::lost(e));
+                    }
+                    reading = true;
+                }
+                let ready =
+                    wait_ready(socket.raw_fd(), libc::POLLIN | libc::POLLOUT, Duration::MAX);
+                if let Err(e) = ready
+                    .map_err(Error::lost)
+                    .and_then(|_| inbox.take_arrived(socket))
+                {
+                    break Err(e);
+                }
+            }
+            Err(e) => break Err(Error::lost(e)),
+        }
+    };
+    if reading {
+        if let Err(e) = socket.set_nonblocking(false) {
+            return Err(Error::lost(e));
         }
     }
-    Ok(())
+    r
+}
+
+/// A reply as it arrived: to which call, whether it succeeded, its
+/// payload, and the references of the proxies the payload carries.
+struct Reply<'a> {
+    seq: u64,
+    ok: bool,
+    payload: &'a [u8],
+    caps: crate::caps::ReplyCaps,
+}
+
+impl<'a> Reply<'a> {
+    /// Reads the reply in frame `body`; a fatal answer, a farewell nobody
+    /// asked for, or a malformed reply is an error that ends the link.
+    fn parse(body: &'a [u8]) -> Result<Reply<'a>> {
+        let (response, payload) = postcard::take_from_bytes::<Response>(body)
+            .map_err(|e| Error::Protocol(format!("malformed reply from the manager: {e}")))?;
+        let (seq, ok, payload, caps) = match response {
+            Response::Ok { seq } => (seq, true, payload, None),
+            Response::OkCaps { seq, caps_len } => {
+                let (result, caps) = split_caps(payload, caps_len)?;
+                (
+                    seq,
+                    true,
+                    result,
+                    Some(from_slice::<Vec<(u64, u64)>>(caps)?),
+                )
+            }
+            Response::Err { seq } => (seq, false, payload, None),
+            Response::Fatal => {
+                return Err(from_slice::<WireError>(payload).map_or_else(|e| e, Error::from))
+            }
+            Response::Farewell => {
+                return Err(Error::Protocol(
+                    "the manager said farewell to a connection that did not say goodbye".into(),
+                ))
+            }
+        };
+        Ok(Reply {
+            seq,
+            ok,
+            payload,
+            caps,
+        })
+    }
+
+    /// The reply, kept until its call is waited for.
+    fn stashed(self) -> Stashed {
+        if self.ok {
+            Stashed::Ok(self.payload.to_vec(), self.caps)
+        } else {
+            Stashed::Err(from_slice::<WireError>(self.payload).map_or_else(|e| e, Error::from))
+        }
+    }
+}
+
+impl Inbox {
+    /// Keeps the reply to call `seq` for whoever waits for it, or lets it
+    /// go if nobody will.
+    fn keep(&mut self, seq: u64, reply: Stashed) {
+        if self.discarded.remove(&seq) {
+            self.orphan(reply);
+        } else {
+            self.stash.insert(seq, reply);
+        }
+    }
+
+    /// Notes the references a reply nobody reads carries, to give back.
+    fn orphan(&mut self, reply: Stashed) {
+        if let Stashed::Ok(_, Some(caps)) = reply {
+            self.orphans
+                .extend(caps.into_iter().map(|(object, _)| object));
+        }
+    }
+
+    /// Reads the replies that have arrived on `socket`, which is in
+    /// non-blocking mode, until it has no more now.
+    fn take_arrived(&mut self, socket: &Socket) -> Result<()> {
+        let mut input = Nonblocking::new(socket, crate::transport::DEAD_PEER_TIMEOUT);
+        loop {
+            let body = match self.reader.next(&mut input) {
+                Ok(Some(body)) => body,
+                Ok(None) => {
+                    return Err(Error::ConnectionLost(
+                        "the manager closed the connection".into(),
+                    ))
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return Ok(()),
+                Err(e) => return Err(read_error(e)),
+            };
+            let reply = Reply::parse(body)?;
+            let seq = reply.seq;
+            let reply = reply.stashed();
+            self.keep(seq, reply);
+        }
+    }
 }
 
 impl Drop for Link {

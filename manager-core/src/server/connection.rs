@@ -48,7 +48,7 @@ use crate::shared::End;
 use crate::transport::{wait_ready, Socket};
 use crate::wire::codec::{from_slice, to_vec, Decoder};
 use crate::wire::frame::{
-    read_error, send, Blob, FrameReader, FrameWriter, ReadFresh, HANDSHAKE_MAX_FRAME,
+    read_error, send, Blob, FrameReader, FrameWriter, Nonblocking, ReadFresh, HANDSHAKE_MAX_FRAME,
 };
 use crate::wire::message::{
     split_caps, Answer, Hello, Join, Request, Response, Welcome, CONTROL, MAGIC, PROTOCOL_VERSION,
@@ -404,38 +404,6 @@ impl Peer {
     }
 }
 
-/// Reads a non-blocking socket, for [`FrameReader`]: `WouldBlock` between
-/// frames ends a round of reading, and inside a large frame it waits.
-struct Nonblocking<'a> {
-    socket: &'a Socket,
-    patience: Duration,
-    /// The last read took less than it had room for: the socket had no
-    /// more then, and bytes arriving later make it ready again, so a read
-    /// that would only say `WouldBlock` can be skipped (as tokio does).
-    /// Never set through the record layer, whose reads are its own.
-    drained: bool,
-    trust_short: bool,
-}
-
-impl<'a> Nonblocking<'a> {
-    fn new(socket: &'a Socket, patience: Duration) -> Self {
-        Nonblocking {
-            socket,
-            patience,
-            drained: false,
-            trust_short: true,
-        }
-    }
-}
-
-impl std::io::Read for Nonblocking<'_> {
-    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        let n = std::io::Read::read(&mut &*self.socket, buf)?;
-        self.drained = n > 0 && n < buf.len() && !matches!(self.socket, Socket::Sealed(_));
-        Ok(n)
-    }
-}
-
 /// A byte stream of requests.
 pub(crate) trait Input: ReadFresh {
     /// Whether the stream is known to have nothing more now.
@@ -448,24 +416,7 @@ impl Input for &[u8] {}
 
 impl Input for Nonblocking<'_> {
     fn drained(&self) -> bool {
-        self.drained && self.trust_short
-    }
-}
-
-impl ReadFresh for Nonblocking<'_> {
-    fn read_append(&mut self, buf: &mut Vec<u8>, n: usize) -> std::io::Result<usize> {
-        self.socket.read_append(buf, n)
-    }
-
-    fn wait_readable(&mut self) -> std::io::Result<()> {
-        if wait_ready(self.socket.raw_fd(), libc::POLLIN, self.patience)? {
-            Ok(())
-        } else {
-            Err(std::io::Error::new(
-                std::io::ErrorKind::TimedOut,
-                "the peer stopped in the middle of a frame",
-            ))
-        }
+        self.is_drained()
     }
 }
 

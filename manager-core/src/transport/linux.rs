@@ -38,3 +38,37 @@ pub(super) fn peer_gone(fd: RawFd) -> bool {
     let n = unsafe { libc::poll(&mut p, 1, 0) };
     n > 0 && p.revents & (libc::POLLRDHUP | libc::POLLHUP | libc::POLLERR | libc::POLLNVAL) != 0
 }
+
+/// Writes as much of `parts` (at most the first [`SEND_PARTS`]) to socket
+/// `fd` as it takes now: without blocking, whatever the socket's mode, and
+/// without a `SIGPIPE` when the peer is gone.
+pub(super) fn send_now(fd: RawFd, parts: &[&[u8]]) -> std::io::Result<usize> {
+    let mut iov = [libc::iovec {
+        iov_base: std::ptr::null_mut(),
+        iov_len: 0,
+    }; SEND_PARTS];
+    let n = parts.len().min(SEND_PARTS);
+    for (v, p) in iov.iter_mut().zip(parts) {
+        v.iov_base = p.as_ptr() as *mut libc::c_void;
+        v.iov_len = p.len();
+    }
+    // SAFETY: an all-zero msghdr is valid (no address, no control data).
+    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+    msg.msg_iov = iov.as_mut_ptr();
+    msg.msg_iovlen = n as _;
+    loop {
+        // SAFETY: `msg` points at `n` iovecs describing live byte slices,
+        // which `sendmsg` only reads.
+        let k = unsafe { libc::sendmsg(fd, &msg, libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL) };
+        if k >= 0 {
+            return Ok(k as usize);
+        }
+        let e = std::io::Error::last_os_error();
+        if e.kind() != std::io::ErrorKind::Interrupted {
+            return Err(e);
+        }
+    }
+}
+
+/// How many parts [`send_now`] writes in one call.
+pub(super) const SEND_PARTS: usize = 4;

@@ -169,6 +169,20 @@ impl Socket {
         }
     }
 
+    /// Writes as much of `parts`, bytes as they go on the wire (see
+    /// [`Socket::encode_into`]), as the socket takes now without blocking,
+    /// whether or not it is in non-blocking mode; how many. `WouldBlock`
+    /// when it takes none.
+    pub(crate) fn write_wire_now(&self, parts: &[&[u8]]) -> io::Result<usize> {
+        os::send_now(self.raw_fd(), parts)
+    }
+
+    /// Whether frames must be sealed into records before they go on the
+    /// wire ([`Socket::encode_into`]).
+    pub(crate) fn is_sealed(&self) -> bool {
+        matches!(self, Socket::Sealed(_))
+    }
+
     pub(crate) fn raw_fd(&self) -> std::os::fd::RawFd {
         match self {
             Socket::Unix(s) => s.as_fd().as_raw_fd(),

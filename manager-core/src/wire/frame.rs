@@ -14,6 +14,7 @@
 //! one `read`.
 
 use std::io::{Read, Write};
+use std::time::Duration;
 
 use serde::Serialize;
 
@@ -217,6 +218,63 @@ impl ReadFresh for &[u8] {}
 impl ReadFresh for &crate::transport::Socket {
     fn read_append(&mut self, buf: &mut Vec<u8>, n: usize) -> std::io::Result<usize> {
         crate::transport::Socket::read_append(self, buf, n)
+    }
+}
+
+/// Reads a non-blocking socket, for [`FrameReader`]: `WouldBlock` between
+/// frames ends a round of reading, and inside a large frame it waits.
+pub(crate) struct Nonblocking<'a> {
+    socket: &'a crate::transport::Socket,
+    patience: Duration,
+    /// The last read took less than it had room for: the socket had no
+    /// more then, and bytes arriving later make it ready again, so a read
+    /// that would only say `WouldBlock` can be skipped (as tokio does).
+    /// Never set through the record layer, whose reads are its own.
+    drained: bool,
+    /// Whether a short read may be trusted to mean "drained" (not once
+    /// the peer's end is half closed).
+    pub(crate) trust_short: bool,
+}
+
+impl<'a> Nonblocking<'a> {
+    pub(crate) fn new(socket: &'a crate::transport::Socket, patience: Duration) -> Self {
+        Nonblocking {
+            socket,
+            patience,
+            drained: false,
+            trust_short: true,
+        }
+    }
+
+    /// Whether the socket is known to have nothing more now.
+    pub(crate) fn is_drained(&self) -> bool {
+        self.drained && self.trust_short
+    }
+}
+
+impl std::io::Read for Nonblocking<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = Read::read(&mut &*self.socket, buf)?;
+        self.drained =
+            n > 0 && n < buf.len() && !matches!(self.socket, crate::transport::Socket::Sealed(_));
+        Ok(n)
+    }
+}
+
+impl ReadFresh for Nonblocking<'_> {
+    fn read_append(&mut self, buf: &mut Vec<u8>, n: usize) -> std::io::Result<usize> {
+        self.socket.read_append(buf, n)
+    }
+
+    fn wait_readable(&mut self) -> std::io::Result<()> {
+        if crate::transport::wait_ready(self.socket.raw_fd(), libc::POLLIN, self.patience)? {
+            Ok(())
+        } else {
+            Err(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                "the peer stopped in the middle of a frame",
+            ))
+        }
     }
 }
 
