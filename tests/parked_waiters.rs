@@ -1,5 +1,6 @@
-//! Parked waiters (issue 13): a remote `get` on an empty queue or `acquire`
-//! of a held lock waits as a record in the object, not on a thread; grants
+//! Parked waiters (issue 13): a remote `get` on an empty queue, an `acquire`
+//! of a held lock, and a condition's, barrier's or event's `wait` or a
+//! joinable queue's `join` wait as a record in the object, not on a thread; grants
 //! go out oldest first; a timeout is a timer; a caller that hangs up or is
 //! killed while parked is cancelled before it takes anything. The manager
 //! runs in a child process, so its threads can be counted.
@@ -11,13 +12,20 @@ use std::thread;
 use std::time::Duration;
 
 use common::{bounded, eventually, read_marked, role, sigkill, spawn_role, threads_of};
-use manager::{Address, AuthKey, Client, EventProxy, LockProxy, Manager, QueueProxy};
+use manager::{
+    Address, AuthKey, BarrierProxy, Client, ConditionProxy, Error, EventProxy, JoinableQueueProxy,
+    LockProxy, Manager, QueueProxy,
+};
 
 const KEY: &str = "00112233445566778899aabbccddeeff";
 
 fn key() -> AuthKey {
     AuthKey::from_hex(KEY).unwrap()
 }
+
+/// The parties of the published barrier: `PARTIES - 1` parked waiters
+/// and the test.
+const PARTIES: usize = 41;
 
 /// Long enough never to be the reason a test passes.
 const LONG: Duration = Duration::from_secs(30);
@@ -36,6 +44,9 @@ fn child_role() {
                     client.publish("q", &client.queue::<u32>(0)?)?;
                     client.publish("l", &client.lock()?)?;
                     client.publish("e", &client.event()?)?;
+                    client.publish("c", &client.condition()?)?;
+                    client.publish("b", &client.barrier(PARTIES)?)?;
+                    client.publish("jq", &client.joinable_queue::<u32>(0)?)?;
                     println!("address={}", client.address());
                     Ok(())
                 })
@@ -54,6 +65,13 @@ fn child_role() {
             l.acquire().unwrap();
             println!("holding=1");
             thread::sleep(LONG * 2);
+        }
+        "barrier" => {
+            let client = Client::connect(&address(), &key()).unwrap();
+            let b: BarrierProxy = client.lookup("b").unwrap();
+            println!("waiting=1");
+            let r = b.wait();
+            panic!("the barrier wait returned {r:?}; it should have been killed");
         }
         "acquire" => {
             let client = Client::connect(&address(), &key()).unwrap();
@@ -273,6 +291,186 @@ fn parked_event_waits_hold_no_thread_and_one_set_wakes_them_all() {
             assert!(w.join().unwrap(), "a waiter missed the set");
         }
         assert!(!e.wait_timeout(Duration::from_millis(20)).unwrap());
+        assert_eq!(client.stats().unwrap().blocked_calls, 0);
+    });
+}
+
+/// Asserts that `n` parked calls cost the manager no thread each.
+fn assert_no_thread_each(manager: &Killed, before: usize, n: usize, what: &str) {
+    let during = threads_of(manager.0.id());
+    assert!(
+        during <= before + 8,
+        "{during} manager threads for {n} parked {what} (were {before})"
+    );
+}
+
+#[test]
+fn parked_condition_waits_hold_no_thread_and_get_their_lock_back() {
+    bounded(|| {
+        let (manager, address, client) = serve();
+        let c: ConditionProxy = client.lookup("c").unwrap();
+        c.acquire().unwrap();
+        assert!(!c.wait_timeout(Duration::from_millis(20)).unwrap());
+        c.release().unwrap();
+        let before = threads_of(manager.0.id());
+        const N: usize = 40;
+        // One at a time: each takes the lock the one before put down.
+        let mut waiters = Vec::new();
+        for i in 0..N {
+            let address = address.clone();
+            waiters.push(thread::spawn(move || {
+                let client = Client::connect(&address, &key()).unwrap();
+                let c: ConditionProxy = client.lookup("c").unwrap();
+                c.acquire().unwrap();
+                c.acquire().unwrap(); // two levels, both taken back
+                let notified = c.wait_timeout(LONG).unwrap();
+                // Holding the lock again, at both levels.
+                c.notify().unwrap();
+                c.release().unwrap();
+                c.release().unwrap();
+                let again = c.release();
+                (notified, again)
+            }));
+            until_blocked(&client, i as u64 + 1);
+        }
+        assert_no_thread_each(&manager, before, N, "condition waits");
+        c.acquire().unwrap();
+        c.notify_all().unwrap();
+        // Notified, each waits for the lock this thread holds.
+        until_blocked(&client, N as u64);
+        c.release().unwrap();
+        for w in waiters {
+            let (notified, again) = w.join().unwrap();
+            assert!(notified, "a waiter missed the notify_all");
+            assert!(matches!(again, Err(Error::NotHeld(_))), "{again:?}");
+        }
+        assert_eq!(client.stats().unwrap().blocked_calls, 0);
+        assert!(c.try_acquire().unwrap(), "the lock is free at the end");
+        c.release().unwrap();
+    });
+}
+
+#[test]
+fn a_parked_condition_wait_times_out_and_takes_its_lock_back() {
+    bounded(|| {
+        let (_manager, _address, client) = serve();
+        let c: ConditionProxy = client.lookup("c").unwrap();
+        c.acquire().unwrap();
+        assert!(!c.wait_timeout(Duration::from_millis(50)).unwrap());
+        c.release().unwrap();
+        assert!(matches!(c.release(), Err(Error::NotHeld(_))));
+        assert_eq!(client.stats().unwrap().blocked_calls, 0);
+        // No waiter is left behind to swallow a notification.
+        let other = Client::connect(client.address(), &key()).unwrap();
+        let waiter = {
+            let address = client.address().clone();
+            thread::spawn(move || {
+                let client = Client::connect(&address, &key()).unwrap();
+                let c: ConditionProxy = client.lookup("c").unwrap();
+                c.acquire().unwrap();
+                let notified = c.wait_timeout(LONG).unwrap();
+                c.release().unwrap();
+                notified
+            })
+        };
+        until_blocked(&client, 1);
+        let c2: ConditionProxy = other.lookup("c").unwrap();
+        c2.acquire().unwrap();
+        c2.notify().unwrap();
+        c2.release().unwrap();
+        assert!(waiter.join().unwrap());
+    });
+}
+
+#[test]
+fn parked_barrier_waits_hold_no_thread_and_the_last_party_releases_them() {
+    bounded(|| {
+        let (manager, address, client) = serve();
+        let before = threads_of(manager.0.id());
+        const N: usize = PARTIES - 1;
+        let waiters: Vec<_> = (0..N)
+            .map(|_| {
+                let address = address.clone();
+                thread::spawn(move || {
+                    let client = Client::connect(&address, &key()).unwrap();
+                    let b: BarrierProxy = client.lookup("b").unwrap();
+                    b.wait_timeout(LONG).unwrap()
+                })
+            })
+            .collect();
+        until_blocked(&client, N as u64);
+        assert_no_thread_each(&manager, before, N, "barrier waits");
+        let b: BarrierProxy = client.lookup("b").unwrap();
+        assert_eq!(b.n_waiting().unwrap(), N);
+        let mut indexes = vec![b.wait().unwrap()];
+        indexes.extend(waiters.into_iter().map(|w| w.join().unwrap()));
+        indexes.sort_unstable();
+        assert_eq!(indexes, (0..PARTIES).collect::<Vec<_>>());
+        assert_eq!(client.stats().unwrap().blocked_calls, 0);
+        assert!(!b.is_broken().unwrap());
+    });
+}
+
+#[test]
+fn a_killed_parked_barrier_waiter_breaks_the_barrier_and_a_timeout_does_too() {
+    bounded(|| {
+        let (_manager, address, client) = serve();
+        let b: BarrierProxy = client.lookup("b").unwrap();
+        let doomed = start("barrier", "waiting=", &address);
+        until_blocked(&client, 1);
+        let survivor = {
+            let address = address.clone();
+            thread::spawn(move || {
+                let client = Client::connect(&address, &key()).unwrap();
+                let b: BarrierProxy = client.lookup("b").unwrap();
+                b.wait_timeout(LONG)
+            })
+        };
+        until_blocked(&client, 2);
+        doomed.kill_now();
+        assert!(matches!(
+            survivor.join().unwrap(),
+            Err(Error::BrokenBarrier)
+        ));
+        assert!(b.is_broken().unwrap());
+        b.reset().unwrap();
+        // A parked wait that times out breaks it too, as in Python.
+        assert!(matches!(
+            b.wait_timeout(Duration::from_millis(50)),
+            Err(Error::BrokenBarrier)
+        ));
+        assert!(b.is_broken().unwrap());
+        assert_eq!(client.stats().unwrap().blocked_calls, 0);
+    });
+}
+
+#[test]
+fn parked_joins_hold_no_thread_and_the_last_task_done_wakes_them_all() {
+    bounded(|| {
+        let (manager, address, client) = serve();
+        let jq: JoinableQueueProxy<u32> = client.lookup("jq").unwrap();
+        jq.put(1).unwrap();
+        assert!(!jq.join_timeout(Duration::from_millis(20)).unwrap());
+        let before = threads_of(manager.0.id());
+        const N: usize = 40;
+        let joiners: Vec<_> = (0..N)
+            .map(|_| {
+                let address = address.clone();
+                thread::spawn(move || {
+                    let client = Client::connect(&address, &key()).unwrap();
+                    let jq: JoinableQueueProxy<u32> = client.lookup("jq").unwrap();
+                    jq.join_timeout(LONG).unwrap()
+                })
+            })
+            .collect();
+        until_blocked(&client, N as u64);
+        assert_no_thread_each(&manager, before, N, "joins");
+        assert_eq!(jq.get().unwrap(), 1);
+        jq.task_done().unwrap();
+        for j in joiners {
+            assert!(j.join().unwrap(), "a join missed the last task_done");
+        }
+        assert!(jq.join_timeout(Duration::from_millis(20)).unwrap());
         assert_eq!(client.stats().unwrap().blocked_calls, 0);
     });
 }

@@ -117,16 +117,24 @@ impl Context {
         }
     }
 
+    /// Notes that the calling connection called `object`, which tracks
+    /// connections: it is told when the connection ends.
+    pub(crate) fn touch(&self, object: u64) {
+        match &self.caller {
+            Caller::Remote(peer) => peer.touch(object),
+            Caller::Local | Caller::Harness => self.server.table.touch(self.conn, object),
+        }
+    }
+
+    /// Whether this run of the call has parked (it returns without a
+    /// reply, and is run again when its wait is over).
+    pub(crate) fn has_parked(&self) -> bool {
+        self.peer().is_some_and(|p| p.has_parked())
+    }
+
     /// Whether this run of the call resumes a wait it parked in.
     pub(crate) fn is_resuming(&self) -> bool {
         self.peer().is_some_and(|p| p.is_resuming())
-    }
-
-    /// Makes the call block its thread where it waits, instead of parking.
-    pub(crate) fn forbid_parking(&self) {
-        if let Some(p) = self.peer() {
-            p.forbid_parking();
-        }
     }
 
     pub(crate) fn peer_gone(&self) -> bool {

@@ -102,11 +102,13 @@ pub trait Object: Send + Sync + 'static {
     /// (locks, permits, items taken and not finished) by DESIGN's rule:
     /// after a normal end the state stays as Python would leave it, after an
     /// abnormal one the connection's holds are undone. Called only if
-    /// [`Object::tracks_connections`] says so.
+    /// [`Object::tracks_connections`] says so, and only for connections
+    /// that called this object.
     fn disconnected(&self, _conn: u64, _end: End) {}
     /// Whether [`Object::disconnected`] does anything for this object.
-    /// Only such objects are told when a connection ends, so a disconnect
-    /// costs what they are, not every object the manager holds.
+    /// Only such objects are told when a connection ends, and only by the
+    /// connections that called them, so a disconnect costs what the
+    /// connection used, not every object the manager holds.
     fn tracks_connections(&self) -> bool {
         false
     }

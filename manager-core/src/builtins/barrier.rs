@@ -2,14 +2,15 @@
 
 use std::collections::HashMap;
 use std::sync::{Condvar, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use crate::builtins::wait::Wait;
+use crate::builtins::wait::{parked, Wait};
 use crate::builtins::{create, methods, plain_proxy, proxy_methods, take_usize, Builtin};
 use crate::client::Client;
-use crate::context::Context;
+use crate::context::{caller_left, Context};
 use crate::error::{Error, Result};
 use crate::proxy::Handle;
+use crate::server::connection::{Peer, Resume, Resumer};
 use crate::server::lock;
 use crate::shared::End;
 use crate::wire::codec::{Decoder, Encoder};
@@ -18,8 +19,12 @@ struct State {
     /// Counts the rounds: a round ends when `parties` callers wait (it
     /// passes) or when the barrier breaks with callers waiting.
     generation: u64,
-    /// The connections waiting in this round, in arrival order.
-    waiters: Vec<u64>,
+    /// The connections waiting in this round, in arrival order, with what
+    /// runs a parked waiter's call again.
+    waiters: Vec<(u64, Option<Resumer>)>,
+    /// The arrival index of each parked waiter, kept for its call's next
+    /// run.
+    arrivals: HashMap<u64, usize>,
     /// Set by `abort`, a timed-out wait or a waiter's disconnection; cleared by `reset`.
     broken: bool,
     /// Rounds that ended broken, with how many of their waiters have not
@@ -33,9 +38,18 @@ impl State {
         if !self.waiters.is_empty() {
             self.broken_rounds
                 .insert(self.generation, self.waiters.len());
-            self.waiters.clear();
-            self.generation = self.generation.wrapping_add(1);
+            self.end_round();
         }
+    }
+
+    /// Ends the current round: its parked waiters run again to learn how.
+    fn end_round(&mut self) {
+        for (_, resumer) in self.waiters.drain(..) {
+            if let Some(r) = resumer {
+                r.resume();
+            }
+        }
+        self.generation = self.generation.wrapping_add(1);
     }
 
     /// A waiter of round `generation`, now over, learns how it ended.
@@ -53,9 +67,10 @@ impl State {
     /// Takes `conn` out of the current round and breaks the barrier: what
     /// happens when one of its waiters times out or goes away.
     fn leave_and_break(&mut self, conn: u64) {
-        if let Some(i) = self.waiters.iter().position(|c| *c == conn) {
+        if let Some(i) = self.waiters.iter().position(|(c, _)| *c == conn) {
             self.waiters.remove(i);
         }
+        self.arrivals.remove(&conn);
         self.broken = true;
         self.break_round();
     }
@@ -94,6 +109,7 @@ impl Builtin for BarrierObject {
             state: Mutex::new(State {
                 generation: 0,
                 waiters: Vec::new(),
+                arrivals: HashMap::new(),
                 broken: false,
                 broken_rounds: HashMap::new(),
             }),
@@ -135,24 +151,42 @@ impl Builtin for BarrierObject {
 }
 
 impl BarrierObject {
-    /// Waits for the round to pass; this caller's arrival index.
+    /// Waits for the round to pass; this caller's arrival index. A call
+    /// from a connection parks; run again, it learns how its round ended
+    /// ([`BarrierObject::resume_wait`]).
     fn wait(&self, ctx: &Context, wait: Wait) -> Result<usize> {
         let conn = ctx.connection_id();
         let mut s = lock(&self.state);
+        let parking = ctx.peer().and_then(|p| p.parking().map(|r| (p, r)));
+        if let Some((peer, Some(resume))) = parking {
+            return self.resume_wait(ctx, peer, s, resume);
+        }
         if s.broken {
             return Err(Error::BrokenBarrier);
         }
         let index = s.waiters.len();
         if index + 1 >= self.parties {
             // The last one in: the round passes.
-            s.waiters.clear();
-            s.generation = s.generation.wrapping_add(1);
+            s.end_round();
             drop(s);
             self.changed.notify_all();
             return Ok(index);
         }
-        s.waiters.push(conn);
         let generation = s.generation;
+        if let Some((peer, None)) = parking {
+            s.waiters.push((conn, Some(peer.resumer().clone())));
+            s.arrivals.insert(conn, index);
+            let deadline = wait.deadline();
+            peer.park(
+                Resume {
+                    ticket: generation,
+                    deadline,
+                },
+                true,
+            );
+            return Err(parked());
+        }
+        s.waiters.push((conn, None));
         let waited = ctx.wait_until(s, &self.changed, wait.deadline(), |s| {
             s.generation != generation
         });
@@ -181,11 +215,47 @@ impl BarrierObject {
         s.outcome(generation).map(|()| index)
     }
 
+    /// A parked `wait` run again (its ticket is its round): the round's
+    /// outcome if it is over; else a time out, a hang-up or the manager's
+    /// stop breaks the barrier for the others, as in the blocking form;
+    /// else it parks once more.
+    fn resume_wait(
+        &self,
+        ctx: &Context,
+        peer: &Peer,
+        mut s: std::sync::MutexGuard<'_, State>,
+        resume: Resume,
+    ) -> Result<usize> {
+        let conn = ctx.connection_id();
+        let generation = resume.ticket;
+        if s.generation != generation {
+            let index = s.arrivals.remove(&conn).unwrap_or(0);
+            return s.outcome(generation).map(|()| index);
+        }
+        let cancelled = if ctx.server.is_stopping() {
+            Some(Error::ServerShutdown)
+        } else if peer.is_gone() {
+            Some(caller_left())
+        } else if resume.deadline.is_some_and(|d| Instant::now() >= d) {
+            Some(Error::BrokenBarrier)
+        } else {
+            None
+        };
+        if let Some(e) = cancelled {
+            s.leave_and_break(conn);
+            drop(s);
+            self.changed.notify_all();
+            return Err(e);
+        }
+        peer.park(resume, false);
+        Err(parked())
+    }
+
     /// Connection `conn` ended, either way: if it was waiting (its call
     /// could not see it go), the barrier breaks.
     fn release_all(&self, conn: u64, _end: End) {
         let mut s = lock(&self.state);
-        if s.waiters.contains(&conn) {
+        if s.waiters.iter().any(|(c, _)| *c == conn) {
             s.leave_and_break(conn);
             drop(s);
             self.changed.notify_all();

@@ -2,6 +2,7 @@
 //! own reentrant lock owned per client thread, on the wait core: the lock
 //! is an owned permit, and a notification a grant to the oldest waiter.
 
+use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::Duration;
 
@@ -21,6 +22,16 @@ struct State {
     lock: Permits,
     /// The callers in `wait`, to be notified oldest first.
     notices: Waiters,
+    /// The parked `wait`s, by connection: the levels of the lock each put
+    /// down, and once notified (or timed out), whether it was notified, as
+    /// it waits for the lock back.
+    waiting: HashMap<u64, Waiting>,
+}
+
+/// A parked condition `wait` between its runs.
+struct Waiting {
+    levels: u64,
+    notified: Option<bool>,
 }
 
 pub(crate) struct ConditionObject {
@@ -55,6 +66,7 @@ impl Builtin for ConditionObject {
         let state = State {
             lock: Permits::new(1, Some(1), Policy::Owned),
             notices: Waiters::default(),
+            waiting: HashMap::new(),
         };
         Ok(ConditionObject {
             state: Mutex::new(state),
@@ -84,7 +96,9 @@ impl Builtin for ConditionObject {
 
     /// Either end frees the lock (at any level): nobody else could.
     fn disconnected(&self, conn: u64, end: End) {
-        lock(&self.state).lock.settle(conn, end)
+        let mut s = lock(&self.state);
+        s.waiting.remove(&conn);
+        s.lock.settle(conn, end)
     }
 }
 
@@ -107,31 +121,73 @@ impl ConditionObject {
     /// Puts down every level of the lock, waits to be notified (or for the
     /// deadline), and takes the lock back at the same level, as Python does
     /// even after a timeout. Whether it was notified.
+    ///
+    /// Two waits in a row: a call that parks in either is run again from
+    /// its request, and finds where it was in [`State::waiting`].
     fn wait(&self, ctx: &Context, wait: Wait) -> Result<bool> {
-        // Two waits in a row, with the lock put down between: this call
-        // could not be run again from its request, so it keeps its thread.
-        ctx.forbid_parking();
+        let conn = ctx.connection_id();
         let mut s = lock(&self.state);
-        let levels = s
-            .lock
-            .put_down(ctx.connection_id())
-            .ok_or_else(|| not_held("wait()"))?;
-        // A notification this caller cannot act on goes to the next waiter,
-        // or is lost, as one with nobody waiting is.
-        let (s, notified) = wait_turn(
-            ctx,
-            &self.state,
-            s,
-            wait,
-            |s| &mut s.notices,
-            |s, ()| {
-                let _ = s.notices.hand_off(());
-            },
-        )?;
-        drop(acquire(ctx, &self.state, s, Wait::Forever, levels, |s| {
-            &mut s.lock
-        })?);
-        Ok(notified.is_some())
+        let resumed = if ctx.is_resuming() {
+            s.waiting.get(&conn).map(|w| (w.levels, w.notified))
+        } else {
+            None
+        };
+        let (levels, notified) = match resumed {
+            Some(at) => at,
+            None => {
+                let levels = s.lock.put_down(conn).ok_or_else(|| not_held("wait()"))?;
+                s.waiting.insert(
+                    conn,
+                    Waiting {
+                        levels,
+                        notified: None,
+                    },
+                );
+                (levels, None)
+            }
+        };
+        let r = self.wait_steps(ctx, s, wait, conn, levels, notified);
+        if !ctx.has_parked() {
+            lock(&self.state).waiting.remove(&conn);
+        }
+        r
+    }
+
+    /// The two waits of [`ConditionObject::wait`], from where `notified`
+    /// says the call is: for a notification (`None`), then for the lock.
+    fn wait_steps(
+        &self,
+        ctx: &Context,
+        s: std::sync::MutexGuard<'_, State>,
+        wait: Wait,
+        conn: u64,
+        levels: u64,
+        notified: Option<bool>,
+    ) -> Result<bool> {
+        let (mut s, notified) = match notified {
+            Some(notified) => (s, notified),
+            None => {
+                // A notification this caller cannot act on goes to the next
+                // waiter, or is lost, as one with nobody waiting is.
+                let (mut s, notice) = wait_turn(
+                    ctx,
+                    &self.state,
+                    s,
+                    wait,
+                    |s| &mut s.notices,
+                    |s, ()| {
+                        let _ = s.notices.hand_off(());
+                    },
+                )?;
+                if let Some(w) = s.waiting.get_mut(&conn) {
+                    w.notified = Some(notice.is_some());
+                }
+                (s, notice.is_some())
+            }
+        };
+        s = acquire(ctx, &self.state, s, Wait::Forever, levels, |s| &mut s.lock)?.0;
+        drop(s);
+        Ok(notified)
     }
 }
 

@@ -1,11 +1,12 @@
 //! `Queue` and `JoinableQueue`: FIFO queues with an optional bound
 //! (Python's `queue.Queue` and `multiprocessing.JoinableQueue`). Blocked
-//! `get`s and `put`s wait on the wait core: an item put goes straight to
-//! the longest-waiting `get`, a slot freed to the longest-waiting `put`.
+//! `get`s, `put`s and `join`s wait on the wait core: an item put goes
+//! straight to the longest-waiting `get`, a slot freed to the
+//! longest-waiting `put`, and the last `task_done` wakes every `join`.
 
 use std::collections::{HashMap, VecDeque};
 use std::marker::PhantomData;
-use std::sync::{Arc, Condvar, Mutex};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serde::de::DeserializeOwned;
@@ -36,6 +37,9 @@ struct State {
     getters: Waiters<Stored>,
     /// Callers of `put` waiting for room: a `get` reserves them a slot.
     putters: Waiters,
+    /// Callers of `join` waiting for every item to be done: the last
+    /// `task_done` wakes them all.
+    joiners: Waiters,
 }
 
 /// What a queue and a joinable queue share.
@@ -45,7 +49,6 @@ struct Core {
     /// A `JoinableQueue`: `task_done` and `join`, and taken items tracked.
     joinable: bool,
     state: Mutex<State>,
-    all_done: Condvar,
 }
 
 methods! {
@@ -100,8 +103,8 @@ impl Core {
                 taken: HashMap::new(),
                 getters: Waiters::default(),
                 putters: Waiters::default(),
+                joiners: Waiters::default(),
             }),
-            all_done: Condvar::new(),
         })
     }
 
@@ -178,12 +181,11 @@ impl Core {
             }
             item
         });
-        let all_done = s.unfinished == 0;
+        if s.unfinished == 0 {
+            while s.joiners.hand_off(()).is_ok() {}
+        }
         drop(s);
         drop(done);
-        if all_done {
-            self.all_done.notify_all();
-        }
         Ok(())
     }
 
@@ -191,10 +193,12 @@ impl Core {
     /// (`None`: forever); whether they were.
     fn join(&self, ctx: &Context, wait: Wait) -> Result<bool> {
         let s = lock(&self.state);
-        let (s, done) =
-            ctx.wait_until(s, &self.all_done, wait.deadline(), |s| s.unfinished == 0)?;
-        drop(s);
-        Ok(done)
+        // Run again after parking, the call's place is among the joiners.
+        if s.unfinished == 0 && !ctx.is_resuming() {
+            return Ok(true);
+        }
+        let (_s, done) = wait_turn(ctx, &self.state, s, wait, |s| &mut s.joiners, |_, ()| {})?;
+        Ok(done.is_some())
     }
 
     /// Puts `item`, taken by a caller who left before its reply, back at

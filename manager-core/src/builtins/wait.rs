@@ -243,9 +243,13 @@ fn park_turn<'a, S, G>(
         return Ok((guard, None));
     }
     peer.park(Resume { ticket, deadline }, first);
-    // The request loop sees the park and sends no reply: this error only
-    // unwinds the call.
-    Err(Error::Protocol("the call is parked".into()))
+    Err(parked())
+}
+
+/// What a call that just parked returns: the request loop sees the park
+/// and sends no reply, so this error only unwinds the call.
+pub(crate) fn parked() -> Error {
+    Error::Protocol("the call is parked".into())
 }
 
 /// What a connection's permits are, which decides who may give them back

@@ -29,7 +29,7 @@ impl Drop for LocalConn {
             } else {
                 crate::shared::End::Abnormal
             };
-            state.table.disconnected(self.conn, end);
+            state.table.disconnected(self.conn, end, []);
         }
     }
 }

@@ -17,8 +17,10 @@
 //! noted at once even then, so that a call blocked in the connection's
 //! thread ends ([`Peer::hang_up`]).
 //!
-//! **Parked calls.** A built-in wait of a remote caller (a `get` on an
-//! empty queue, an `acquire` of a held lock, rlock or semaphore) does not
+//! **Parked calls.** A built-in wait of a remote caller (a `get` or `put`
+//! that cannot go on, an `acquire` of a held lock, rlock, semaphore or
+//! condition, a condition's, event's or barrier's `wait`, a joinable
+//! queue's `join`) does not
 //! keep its thread: it joins its object's waiters with a [`Resumer`] and
 //! returns, and the connection keeps the request aside ([`Parked`]) and
 //! reads nothing further (one connection's calls run in order). Whatever
@@ -28,13 +30,15 @@
 //! then run again from its request and finds its place by its ticket
 //! ([`Resume`]), so a method runs the same code whether it waited or not.
 //! A hang-up cancels the parked call before it can take anything: a grant
-//! that reached a caller who left goes on to the next waiter. A wait that
-//! could not be run again from its request (a condition's `wait`, which
-//! puts its lock down first) says so (`Context::forbid_parking`) and keeps
-//! its thread, as user methods do.
+//! that reached a caller who left goes on to the next waiter. A wait of
+//! more than one step (a condition's `wait`: the notification, then its
+//! lock back) keeps where it is in its object between runs. A call that
+//! carries a byte string out of line or proxies keeps its thread where it
+//! waits, as user methods do.
 
+use std::collections::HashSet;
 use std::os::fd::RawFd;
-use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
 use std::sync::{Arc, Condvar, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -88,6 +92,11 @@ pub(crate) struct Peer {
     park_busy: AtomicBool,
     /// Runs the connection again, for a parked call whose wait is over.
     resumer: Resumer,
+    /// The objects that track connections this one has called: the only
+    /// ones told when it ends (see [`Peer::touch`]).
+    touched: Mutex<HashSet<u64>>,
+    /// The last of `touched`, which a call on it again need not lock for.
+    last_touched: AtomicU64,
 }
 
 /// A call that waits without a thread: it joined its object's waiters and
@@ -224,7 +233,23 @@ impl Peer {
             park_allowed: AtomicBool::new(false),
             park_busy: AtomicBool::new(false),
             resumer,
+            touched: Mutex::new(HashSet::new()),
+            last_touched: AtomicU64::new(0),
         }
+    }
+
+    /// Notes that this connection called `object`, which tracks
+    /// connections (a lock may now know it as a holder or a waiter).
+    pub(crate) fn touch(&self, object: u64) {
+        if self.last_touched.load(Ordering::Relaxed) != object {
+            lock(&self.touched).insert(object);
+            self.last_touched.store(object, Ordering::Relaxed);
+        }
+    }
+
+    /// The objects [`Peer::touch`] noted, once the connection is over.
+    fn take_touched(&self) -> HashSet<u64> {
+        std::mem::take(&mut *lock(&self.touched))
     }
 
     /// The wait a call run again resumes; `None` on a first run, or where
@@ -246,15 +271,14 @@ impl Peer {
         }
     }
 
+    /// Whether the call being run has just parked.
+    pub(crate) fn has_parked(&self) -> bool {
+        self.park_busy.load(Ordering::Relaxed) && lock(&self.park).parked.is_some()
+    }
+
     /// Whether the call being run resumes a parked wait.
     pub(crate) fn is_resuming(&self) -> bool {
         self.park_busy.load(Ordering::Relaxed) && lock(&self.park).resume.is_some()
-    }
-
-    /// The call being run blocks its thread instead of parking (its wait
-    /// is more than one step, as a condition's `wait` is).
-    pub(crate) fn forbid_parking(&self) {
-        self.park_allowed.store(false, Ordering::Relaxed);
     }
 
     /// What runs this connection again.
@@ -828,7 +852,8 @@ impl Connection {
             peer.undeliverable();
         }
         tracing::debug!(conn = self.id, ?end, "connection ending");
-        state.table.disconnected(self.id, end);
+        let touched = peer.as_ref().map(|p| p.take_touched()).unwrap_or_default();
+        state.table.disconnected(self.id, end, touched);
         state.table.leave_session(session);
         if let (Ok(Ended::Goodbye { .. }), Some(peer)) = (&ended, &peer) {
             // Everything the connection held is settled: say so, then close.

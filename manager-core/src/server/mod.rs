@@ -212,6 +212,9 @@ impl ServerState {
             });
         }
         let obj = self.table.get(object)?;
+        if obj.tracks_connections() {
+            ctx.touch(object);
+        }
         traced(object, obj.type_name(), obj.method_name(method), || {
             catch(
                 || obj.call(ctx, method, &mut args, out),
@@ -531,7 +534,7 @@ impl FuzzHarness {
         );
         self.state
             .table
-            .disconnected(ctx.conn, crate::shared::End::Abnormal);
+            .disconnected(ctx.conn, crate::shared::End::Abnormal, []);
         self.state.table.leave_session(session);
         output.into_inner().unwrap_or_else(PoisonError::into_inner)
     }

@@ -6,7 +6,7 @@
 //! in the same critical section in which its count reaches zero, so no one can
 //! take a reference to an object that is being freed.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::time::{Duration, Instant};
@@ -32,6 +32,9 @@ pub(crate) struct Table {
     /// queues...): the only ones a closing connection visits.
     trackers: RwLock<HashMap<u64, Arc<dyn Object>>>,
     refs: Mutex<Refs>,
+    /// The trackers each in-process connection called (a remote
+    /// connection keeps its own list): see [`Table::disconnected`].
+    touched: Mutex<HashMap<u64, HashSet<u64>>>,
     next_object: AtomicU64,
 }
 
@@ -67,6 +70,7 @@ impl Table {
             objects: RwLock::new(HashMap::new()),
             trackers: RwLock::new(HashMap::new()),
             refs: Mutex::new(Refs::default()),
+            touched: Mutex::new(HashMap::new()),
             next_object: AtomicU64::new(first_id.max(1)),
         }
     }
@@ -437,17 +441,30 @@ impl Table {
         (refs.sessions.len() as u64, refs.names.len() as u64)
     }
 
-    /// Tells every object that tracks connections that connection `conn`
-    /// ended, and how; the others (dicts, values, user types) are not
-    /// visited.
-    pub(crate) fn disconnected(&self, conn: u64, end: End) {
-        let objects: Vec<_> = self
-            .trackers
-            .read()
-            .unwrap_or_else(PoisonError::into_inner)
-            .values()
-            .cloned()
-            .collect();
+    /// Notes that in-process connection `conn` called `object`, which
+    /// tracks connections.
+    pub(crate) fn touch(&self, conn: u64, object: u64) {
+        lock(&self.touched).entry(conn).or_default().insert(object);
+    }
+
+    /// Tells the objects that track connections and that connection `conn`
+    /// called (`touched`, and those noted by [`Table::touch`]) that it
+    /// ended, and how. No other object is visited, so a connection's end
+    /// costs what it used, however many objects live.
+    pub(crate) fn disconnected(&self, conn: u64, end: End, touched: impl IntoIterator<Item = u64>) {
+        let mut ids: Vec<u64> = touched.into_iter().collect();
+        if let Some(more) = lock(&self.touched).remove(&conn) {
+            ids.extend(more);
+        }
+        if ids.is_empty() {
+            return;
+        }
+        let objects: Vec<_> = {
+            let trackers = self.trackers.read().unwrap_or_else(PoisonError::into_inner);
+            ids.iter()
+                .filter_map(|id| trackers.get(id).cloned())
+                .collect()
+        };
         for o in objects {
             o.disconnected(conn, end);
         }
@@ -457,6 +474,7 @@ impl Table {
     pub(crate) fn clear(&self) {
         let objects = std::mem::take(&mut *write(&self.objects));
         write(&self.trackers).clear();
+        lock(&self.touched).clear();
         *lock(&self.refs) = Refs::default();
         drop(objects);
     }
@@ -575,25 +593,31 @@ mod tests {
     }
 
     #[test]
-    fn a_closed_connection_visits_only_the_objects_that_track_connections() {
+    fn a_closed_connection_visits_only_the_trackers_it_called() {
         let table = Table::new(1);
         let session = table.open_session();
-        let counts: Vec<_> = [false, true, false]
+        let (ids, counts): (Vec<_>, Vec<_>) = [false, true, false, true]
             .into_iter()
             .map(|tracks| {
                 let count = Arc::new(AtomicU32::new(0));
                 let object = Box::new(Tracking(tracks, Arc::clone(&count)));
-                table.insert(session, object, 16).unwrap();
-                count
+                (table.insert(session, object, 16).unwrap(), count)
             })
-            .collect();
+            .unzip();
         let visits = || -> Vec<u32> { counts.iter().map(|c| c.load(Ordering::Relaxed)).collect() };
-        table.disconnected(9, End::Abnormal);
-        assert_eq!(visits(), [0, 1, 0]);
+        // Called the first two: only the tracker among them hears of it.
+        table.disconnected(9, End::Abnormal, [ids[0], ids[1]]);
+        assert_eq!(visits(), [0, 1, 0, 0]);
+        // An in-process connection's calls are noted by the table.
+        table.touch(10, ids[3]);
+        table.disconnected(10, End::Normal, []);
+        assert_eq!(visits(), [0, 1, 0, 1]);
+        table.disconnected(10, End::Normal, []);
+        assert_eq!(visits(), [0, 1, 0, 1], "noted once, told once");
         // Freed, a tracker is visited no more.
         table.leave_session(session);
-        table.disconnected(9, End::Abnormal);
-        assert_eq!(visits(), [0, 1, 0]);
+        table.disconnected(9, End::Abnormal, [ids[1]]);
+        assert_eq!(visits(), [0, 1, 0, 1]);
     }
 
     fn why(obj: &Described, type_name: &str, elements: &[&str], fingerprint: u64) -> String {
