@@ -4,6 +4,7 @@
 //! ```text
 //! cargo bench --bench scale                     # 10,000 idle clients, 1,000 + 1,000 waiters
 //! cargo bench --bench scale -- --idle 2000 --waiters 500
+//! cargo bench --bench scale -- --churn-only --objects 20000
 //! ```
 //!
 //! The manager runs in a child process (this binary again, with
@@ -17,14 +18,25 @@
 //!   own; the manager's threads and CPU over 5 s of waiting; then the
 //!   puts and releases, and how long after the last one the last waiter had
 //!   its reply.
+//! - **disconnect churn** (`--objects`, default 100,000): clients that
+//!   connect, make one object call (`lookup` the published queue, `len`)
+//!   and are dropped, as fast as one thread can for 2 s, with no extra
+//!   objects alive; then `--objects` objects are created and kept alive
+//!   (half locks, which track their holders' connections, half values),
+//!   and the churn is measured again, with the ratio of the two rates;
+//!   then 1,000 clients connect and call once each, are dropped at once,
+//!   and the wall time until the manager's connections and sessions
+//!   (`Client::stats`) are back where they were.
+//!   `--churn-only` skips the first two rows.
 //!
 //! Python's managers are a thread per connection (`SyncManager` serving
 //! 10,000 idle clients runs 10,000 threads); no Python row is measured
-//! here yet.
+//! here yet; the issue behind the churn row measured Python at 614
+//! connect+call+drop per second, unaffected by 100,000 objects alive.
 
 use std::time::{Duration, Instant};
 
-use manager::{Address, AuthKey, Client, LockProxy, Manager, QueueProxy};
+use manager::{Address, AuthKey, Client, LockProxy, Manager, QueueProxy, ValueProxy};
 
 const ROLE: &str = "MANAGER_SCALE_ROLE";
 const KEY: &str = "5ca1ab1e5ca1ab1e5ca1ab1e5ca1ab1e";
@@ -143,30 +155,13 @@ fn start_manager() -> (std::process::Child, Address) {
     (child, address)
 }
 
-fn main() {
-    if std::env::var(ROLE).as_deref() == Ok("serve") {
-        return serve();
-    }
-    if std::env::args().any(|a| a == "--list" || a == "--test") {
-        return; // `cargo test --benches` lists and runs nothing here
-    }
-    let limit = raise_fd_limit();
-    // Each client here is a descriptor in this process and one there.
-    let idle = arg("--idle", 10_000).min(limit.saturating_sub(200) as usize);
-    let waiters = arg("--waiters", 1_000).min(limit.saturating_sub(200) as usize / 2);
-    let (mut child, address) = start_manager();
-    let pid = child.id();
-    let probe = Client::connect(&address, &key()).expect("connect");
-    probe.ping().expect("ping");
-    std::thread::sleep(Duration::from_millis(500));
-    let (rss0, threads0) = (status(pid, "VmRSS:"), status(pid, "Threads:"));
-    println!("== scale probe (manager pid {pid}, encrypted TCP, 2 vCPUs); manager at rest: {threads0} threads, {rss0} kB");
-
-    // Idle clients.
+/// Idle clients: connect `idle`, a call each, then the manager's threads,
+/// memory and CPU while they idle.
+fn idle_clients(address: &Address, pid: u32, idle: usize, (threads0, rss0): (u64, u64)) {
     let t = Instant::now();
     let mut clients = Vec::with_capacity(idle);
     for i in 0..idle {
-        match Client::connect(&address, &key()).and_then(|c| c.ping().map(|()| c)) {
+        match Client::connect(address, &key()).and_then(|c| c.ping().map(|()| c)) {
             Ok(c) => clients.push(c),
             Err(e) => {
                 eprintln!("scale: client {i} failed: {e}");
@@ -187,9 +182,12 @@ fn main() {
         per,
         share * 100.0
     );
-    drop(clients);
+}
 
-    // Blocked waiters.
+/// Blocked waiters: `waiters` in `get` and as many in `acquire`, each on a
+/// connection of its own; the manager's threads and CPU while they wait,
+/// then how soon they all have their reply.
+fn blocked_waiters(probe: &Client, address: &Address, pid: u32, waiters: usize, threads0: u64) {
     let q: QueueProxy<u32> = probe.lookup("q").expect("the queue");
     let l: LockProxy = probe.lookup("l").expect("the lock");
     l.acquire().expect("the lock");
@@ -252,6 +250,216 @@ fn main() {
     for h in handles {
         let _ = h.join();
     }
+}
+
+/// A client that has made one real object call: `lookup` of the published
+/// queue, then its `len`.
+fn connect_and_call(address: &Address) -> manager::Result<Client> {
+    let c = Client::connect(address, &key())?;
+    let q: QueueProxy<u32> = c.lookup("q")?;
+    q.len()?;
+    drop(q);
+    Ok(c)
+}
+
+/// Connect, one call, drop, back to back on this thread for about `span`:
+/// how many per second, and how many failed.
+fn churn_rate(address: &Address, span: Duration) -> (f64, u64) {
+    let (mut done, mut failed) = (0u64, 0u64);
+    let t = Instant::now();
+    while t.elapsed() < span {
+        match connect_and_call(address) {
+            Ok(c) => {
+                drop(c);
+                done += 1;
+            }
+            Err(e) => {
+                if failed == 0 {
+                    eprintln!("scale: a churn client failed: {e}");
+                }
+                failed += 1;
+                std::thread::sleep(Duration::from_millis(10));
+            }
+        }
+    }
+    (done as f64 / t.elapsed().as_secs_f64(), failed)
+}
+
+/// The manager's open connections and sessions, as `probe` sees them.
+fn open(probe: &Client) -> (u64, u64) {
+    probe
+        .stats()
+        .map(|s| (s.connections, s.sessions))
+        .unwrap_or((u64::MAX, u64::MAX))
+}
+
+/// Waits up to `limit` for the manager's connections and sessions to fall
+/// back to `base`; how long that took from `since`, or `None`.
+fn settled(probe: &Client, base: (u64, u64), since: Instant, limit: Duration) -> Option<Duration> {
+    loop {
+        let (c, s) = open(probe);
+        if c <= base.0 && s <= base.1 {
+            return Some(since.elapsed());
+        }
+        if since.elapsed() > limit {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(2));
+    }
+}
+
+/// What keeps the churn row's objects alive: their proxies.
+struct Held {
+    locks: Vec<LockProxy>,
+    values: Vec<ValueProxy<u64>>,
+}
+
+/// Creates `n` objects, half locks and half values, from `threads` clients
+/// of their own, plain calls each; their proxies.
+fn create_objects(address: &Address, n: usize, threads: usize) -> Held {
+    let handles: Vec<_> = (0..threads)
+        .map(|t| {
+            let address = address.clone();
+            // Thread `t` makes objects t, t + threads, ...: even ones locks.
+            let mine: Vec<usize> = (t..n).step_by(threads).collect();
+            std::thread::spawn(move || {
+                let c = Client::connect(&address, &key()).expect("connect");
+                let mut held = Held {
+                    locks: Vec::new(),
+                    values: Vec::new(),
+                };
+                for i in mine {
+                    if i % 2 == 0 {
+                        held.locks.push(c.lock().expect("a lock"));
+                    } else {
+                        held.values.push(c.value(0u64).expect("a value"));
+                    }
+                }
+                held
+            })
+        })
+        .collect();
+    let mut all = Held {
+        locks: Vec::with_capacity(n / 2 + 1),
+        values: Vec::with_capacity(n / 2 + 1),
+    };
+    for h in handles {
+        let mut held = h.join().expect("a creating thread");
+        all.locks.append(&mut held.locks);
+        all.values.append(&mut held.values);
+    }
+    all
+}
+
+/// Disconnect churn: connect+call+drop per second without and with
+/// `objects` objects alive, and 1,000 disconnects at once.
+/// `rest` is the manager's connections and sessions before any row ran:
+/// the clients of the rows before are let go first.
+fn disconnect_churn(
+    probe: &Client,
+    address: &Address,
+    objects: usize,
+    disconnects: usize,
+    rest: (u64, u64),
+) {
+    const SPAN: Duration = Duration::from_secs(2);
+    const SETTLE: Duration = Duration::from_secs(30);
+    if settled(probe, rest, Instant::now(), SETTLE).is_none() {
+        eprintln!("scale: the earlier rows' clients had not settled after {SETTLE:?}");
+    }
+    let base = open(probe);
+    let (rate0, failed0) = churn_rate(address, SPAN);
+    println!(
+        "disconnect churn\t{rate0:.0} connect+call+drop/s with no extra objects alive, over {} s on one thread ({failed0} failed)",
+        SPAN.as_secs()
+    );
+    if settled(probe, base, Instant::now(), SETTLE).is_none() {
+        eprintln!("scale: the churned connections had not settled after {SETTLE:?}");
+    }
+
+    let objects0 = probe.stats().map(|s| s.objects).unwrap_or(0);
+    const CREATORS: usize = 4;
+    let t = Instant::now();
+    let held = create_objects(address, objects, CREATORS);
+    let took = t.elapsed();
+    let alive = probe.stats().map(|s| s.objects).unwrap_or(0);
+    println!(
+        "objects\t{} locks + {} values created in {:.1} s from {CREATORS} clients (plain calls)\tmanager objects {objects0} before, {alive} after",
+        held.locks.len(),
+        held.values.len(),
+        took.as_secs_f64()
+    );
+    // The creating clients stay connected (their proxies hold them).
+    let base = open(probe);
+
+    let (rate1, failed1) = churn_rate(address, SPAN);
+    println!(
+        "disconnect churn, {objects} objects\t{rate1:.0} connect+call+drop/s with {objects} objects alive ({failed1} failed), {rate0:.0}/s without: {:.2}x\ttarget: rate with N objects >= 0.9x the rate without",
+        rate1 / rate0.max(f64::MIN_POSITIVE)
+    );
+    if settled(probe, base, Instant::now(), SETTLE).is_none() {
+        eprintln!("scale: the churned connections had not settled after {SETTLE:?}");
+    }
+
+    let t = Instant::now();
+    let mut clients = Vec::with_capacity(disconnects);
+    for i in 0..disconnects {
+        match connect_and_call(address) {
+            Ok(c) => clients.push(c),
+            Err(e) => {
+                eprintln!("scale: client {i} of the disconnects failed: {e}");
+                break;
+            }
+        }
+    }
+    let connected = clients.len();
+    let took = t.elapsed();
+    let t = Instant::now();
+    drop(clients);
+    let dropped = t.elapsed();
+    let settle = settled(probe, base, t, SETTLE);
+    println!(
+        "disconnects, {objects} objects\t{connected} clients (connected and called in {:.1} s) dropped at once: the drops took {:.0} ms here, the manager's connections and sessions were back to {} and {} {}\ttarget: 1,000 disconnects settle within 0.5 s",
+        took.as_secs_f64(),
+        dropped.as_secs_f64() * 1000.0,
+        base.0,
+        base.1,
+        match settle {
+            Some(d) => format!("{:.0} ms after the first drop", d.as_secs_f64() * 1000.0),
+            None => format!("NOT within {} s", SETTLE.as_secs()),
+        }
+    );
+    drop(held);
+}
+
+fn main() {
+    if std::env::var(ROLE).as_deref() == Ok("serve") {
+        return serve();
+    }
+    if std::env::args().any(|a| a == "--list" || a == "--test") {
+        return; // `cargo test --benches` lists and runs nothing here
+    }
+    let churn_only = std::env::args().any(|a| a == "--churn-only");
+    let limit = raise_fd_limit();
+    // Each client here is a descriptor in this process and one there.
+    let idle = arg("--idle", 10_000).min(limit.saturating_sub(200) as usize);
+    let waiters = arg("--waiters", 1_000).min(limit.saturating_sub(200) as usize / 2);
+    let objects = arg("--objects", 100_000);
+    let disconnects = 1_000.min(limit.saturating_sub(200) as usize);
+    let (mut child, address) = start_manager();
+    let pid = child.id();
+    let probe = Client::connect(&address, &key()).expect("connect");
+    probe.ping().expect("ping");
+    std::thread::sleep(Duration::from_millis(500));
+    let (rss0, threads0) = (status(pid, "VmRSS:"), status(pid, "Threads:"));
+    let rest = open(&probe);
+    println!("== scale probe (manager pid {pid}, encrypted TCP, 2 vCPUs); manager at rest: {threads0} threads, {rss0} kB");
+
+    if !churn_only {
+        idle_clients(&address, pid, idle, (threads0, rss0));
+        blocked_waiters(&probe, &address, pid, waiters, threads0);
+    }
+    disconnect_churn(&probe, &address, objects, disconnects, rest);
     let _ = child.kill();
     let _ = child.wait();
 }
