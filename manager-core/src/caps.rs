@@ -22,7 +22,6 @@
 //! scope.
 
 use std::cell::RefCell;
-use std::sync::Arc;
 
 use crate::address::Address;
 use crate::client::Client;
@@ -57,7 +56,9 @@ struct Scope {
 }
 
 struct Eager {
-    state: Arc<ServerState>,
+    /// The manager encoding the reply; valid while the scope is open (see
+    /// [`capturing_reply`]).
+    state: *const ServerState,
     session: u64,
     taken: Vec<(u64, u64)>,
 }
@@ -97,22 +98,36 @@ pub(crate) fn capturing<T>(f: impl FnOnce() -> T) -> (T, Vec<Cap>) {
 /// returned, the (object, fingerprint) pairs `session` now holds a
 /// reference to, and the serialized proxies of other managers.
 pub(crate) fn capturing_reply<T>(
-    state: &Arc<ServerState>,
+    state: &ServerState,
     session: u64,
     f: impl FnOnce() -> T,
 ) -> (T, Vec<(u64, u64)>, Vec<Cap>) {
-    let _ = CAPTURE.try_with(|c| {
-        c.borrow_mut().push(Scope {
-            caps: Vec::new(),
-            eager: Some(Eager {
-                state: Arc::clone(state),
-                session,
-                taken: Vec::new(),
-            }),
+    /// Closes the scope however `f` ends, so that its pointer to `state`
+    /// never outlives the borrow.
+    struct Close;
+    impl Drop for Close {
+        fn drop(&mut self) {
+            let _ = CAPTURE.try_with(|c| c.borrow_mut().pop());
+        }
+    }
+    let opened = CAPTURE
+        .try_with(|c| {
+            c.borrow_mut().push(Scope {
+                caps: Vec::new(),
+                eager: Some(Eager {
+                    state,
+                    session,
+                    taken: Vec::new(),
+                }),
+            })
         })
-    });
+        .is_ok();
+    let close = opened.then_some(Close);
     let out = f();
     let scope = CAPTURE.try_with(|c| c.borrow_mut().pop()).ok().flatten();
+    if let Some(close) = close {
+        std::mem::forget(close);
+    }
     match scope {
         Some(Scope {
             caps,
@@ -129,10 +144,13 @@ pub(crate) fn note(cap: Cap) {
         if let Ok(mut stack) = c.try_borrow_mut() {
             if let Some(scope) = stack.last_mut() {
                 if let Some(e) = &mut scope.eager {
-                    if cap.address == e.state.address {
+                    // SAFETY: the scope is open, so `capturing_reply`,
+                    // which borrows the state, has not returned.
+                    let state = unsafe { &*e.state };
+                    if cap.address == state.address {
                         // An object already gone is left out: its proxy will
                         // report NoSuchObject when used.
-                        if let Ok(fp) = e.state.table.add_session_ref_any(e.session, cap.object) {
+                        if let Ok(fp) = state.table.add_session_ref_any(e.session, cap.object) {
                             e.taken.push((cap.object, fp));
                         }
                         return;

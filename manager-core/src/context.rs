@@ -7,7 +7,8 @@ use std::time::{Duration, Instant};
 use crate::client::Client;
 use crate::error::{Error, Result};
 use crate::server::connection::Peer;
-use crate::server::{lock, ServerState};
+use crate::server::ServerState;
+use crate::sync::lock;
 
 /// A blocked call is woken when its caller hangs up or the manager stops;
 /// it also looks this often, in case that wake-up crossed its going to

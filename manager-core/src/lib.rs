@@ -29,6 +29,7 @@ mod server;
 mod shared;
 mod spawn;
 mod stats;
+mod sync;
 mod transport;
 mod wire;
 

@@ -15,10 +15,10 @@ use crate::auth::{hex, unhex, AuthKey};
 use crate::caps::{self, Cap};
 use crate::client::{client_for, client_with, Client, Method, Pending};
 use crate::error::{Error, Result};
-use crate::server::control::method;
-use crate::server::lock;
 use crate::shared::element_fingerprint;
+use crate::sync::lock;
 use crate::wire::codec::Encoder;
+use crate::wire::control::method;
 
 /// A typed reference to an object in a manager.
 ///

@@ -20,10 +20,10 @@ use crate::address::Address;
 use crate::auth::AuthKey;
 use crate::client::Client;
 use crate::error::{Error, Result};
-use crate::server::control::method;
 use crate::server::signals::OnSignal;
 use crate::server::{Limits, Server, ServerConfig};
 use crate::shared::find_type;
+use crate::wire::control::method;
 
 /// Marks a process started as a manager child.
 const CHILD_ENV: &str = "MANAGER_INTERNAL_SERVE";

@@ -11,8 +11,8 @@ use crate::context::{caller_left, Context};
 use crate::error::{Error, Result};
 use crate::proxy::Handle;
 use crate::server::connection::{Peer, Resume, Resumer};
-use crate::server::lock;
 use crate::shared::End;
+use crate::sync::lock;
 use crate::wire::codec::{Decoder, Encoder};
 
 struct State {

@@ -11,7 +11,7 @@ use crate::client::Client;
 use crate::context::Context;
 use crate::error::Result;
 use crate::proxy::Handle;
-use crate::server::lock;
+use crate::sync::lock;
 use crate::wire::codec::{Decoder, Encoder};
 
 struct State {

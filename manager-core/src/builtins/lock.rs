@@ -13,8 +13,8 @@ use crate::client::Client;
 use crate::context::Context;
 use crate::error::{Error, Result};
 use crate::proxy::Handle;
-use crate::server::lock;
 use crate::shared::End;
+use crate::sync::lock;
 use crate::wire::codec::{Decoder, Encoder};
 
 methods! {

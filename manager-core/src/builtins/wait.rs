@@ -16,16 +16,18 @@
 //!   the rule of DESIGN §4 for what a connection's end gives back
 //!   ([`Policy`]), written once for every primitive.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
+
+use rustc_hash::FxHashMap;
 
 use crate::builtins::Arg;
 use crate::context::{caller_left, Context};
 use crate::error::{Error, Result};
 use crate::server::connection::{Peer, Resume, Resumer};
-use crate::server::lock;
 use crate::shared::End;
+use crate::sync::lock;
 use crate::wire::codec::Decoder;
 
 #[cfg(test)]
@@ -294,7 +296,7 @@ pub(crate) struct Permits {
     /// The ledger, by connection: permits held (`Counted`), or levels of
     /// the one permit (`Owned`), including those handed to a waiter that
     /// has not woken yet.
-    held: HashMap<u64, u64>,
+    held: FxHashMap<u64, u64>,
     waiters: Waiters,
 }
 
@@ -305,7 +307,7 @@ impl Permits {
             free: permits,
             limit,
             policy,
-            held: HashMap::new(),
+            held: FxHashMap::default(),
             waiters: Waiters::default(),
         }
     }

@@ -41,7 +41,7 @@ pub(crate) fn register(client: &Arc<ClientInner>) {
             libc::atexit(at_exit);
         }
     });
-    let mut live = crate::server::lock(&LIVE);
+    let mut live = crate::sync::lock(&LIVE);
     live.retain(|c| c.strong_count() > 0);
     live.push(Arc::downgrade(client));
 }

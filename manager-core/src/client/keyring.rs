@@ -12,7 +12,8 @@ use crate::address::Address;
 use crate::auth::AuthKey;
 use crate::client::{Client, ClientInner};
 use crate::error::{Error, Result};
-use crate::server::{lock, ServerState};
+use crate::server::ServerState;
+use crate::sync::lock;
 
 struct Entry {
     key: AuthKey,

@@ -1,6 +1,6 @@
 //! One authenticated connection and its call/reply bookkeeping.
 
-use std::collections::{HashMap, HashSet};
+use rustc_hash::{FxHashMap, FxHashSet};
 use std::io::Write;
 use std::time::Duration;
 
@@ -59,9 +59,9 @@ pub(crate) struct Link {
 /// before anyone asked for them.
 struct Inbox {
     reader: FrameReader,
-    stash: HashMap<u64, Stashed>,
+    stash: FxHashMap<u64, Stashed>,
     /// Calls whose replies nobody will read.
-    discarded: HashSet<u64>,
+    discarded: FxHashSet<u64>,
     /// Objects whose references arrived in discarded replies: released
     /// once the link is free to write.
     orphans: Vec<u64>,
@@ -152,8 +152,8 @@ impl Link {
             socket,
             inbox: Inbox {
                 reader,
-                stash: HashMap::new(),
-                discarded: HashSet::new(),
+                stash: FxHashMap::default(),
+                discarded: FxHashSet::default(),
                 orphans: Vec::new(),
             },
             writer,

@@ -19,11 +19,12 @@ use crate::address::Address;
 use crate::auth::AuthKey;
 use crate::error::{Error, Result};
 use crate::proxy::Proxy;
-use crate::server::control::method;
-use crate::server::{lock, ServerState};
+use crate::server::ServerState;
 use crate::stats::Stats;
+use crate::sync::lock;
 use crate::transport::Socket;
 use crate::wire::codec::{take_exactly, Encoder, Undecodable};
+use crate::wire::control::method;
 use crate::wire::message::CONTROL;
 
 pub(crate) use farewell::ending_normally;
@@ -121,7 +122,7 @@ impl Method {
 
     /// Control method `index`.
     fn control(index: u32) -> Method {
-        Method::new(index, crate::server::control::METHODS)
+        Method::new(index, crate::wire::control::METHODS)
     }
 }
 

@@ -47,8 +47,9 @@ use serde_bytes::ByteBuf;
 use crate::auth::{Handshake, Keys};
 use crate::context::{Caller, Context};
 use crate::error::{Error, Result};
-use crate::server::{control, lock, ServerState};
+use crate::server::{control, ServerState};
 use crate::shared::End;
+use crate::sync::lock;
 use crate::transport::{wait_ready, Socket};
 use crate::wire::codec::{from_slice, to_vec, Decoder};
 use crate::wire::frame::{
@@ -78,6 +79,9 @@ pub(crate) struct Peer {
     /// loop has not seen yet matters (see [`Peer::has_left`]).
     socket: Arc<Socket>,
     out: Mutex<Outbox>,
+    /// More than [`OUT_LIMIT`] bytes wait in `out` (kept as `out` changes,
+    /// so that the request loop need not lock it to ask).
+    backlogged: AtomicBool,
     /// The condition variable a call of this connection waits on now, so
     /// that a hang-up or shutdown wakes it (see [`Context::wait_until`]).
     waiting: Mutex<Option<WaitingOn>>,
@@ -227,6 +231,7 @@ impl Peer {
                 sent: 0,
                 undo: Vec::new(),
             }),
+            backlogged: AtomicBool::new(false),
             waiting: Mutex::new(None),
             patience,
             park: Mutex::new(Park::default()),
@@ -377,7 +382,9 @@ impl Peer {
                 .map_err(Error::lost)?;
             let end = out.bytes.len();
             out.undo.push((end, put_back));
-            return out.write_some().map(drop).map_err(Error::lost);
+            let r = out.write_some().map(drop).map_err(Error::lost);
+            self.note_backlog(&out);
+            return r;
         }
         let socket = Arc::clone(&out.socket);
         socket
@@ -385,14 +392,23 @@ impl Peer {
             .map_err(Error::lost)?;
         if out.pending() >= WRITE_AT {
             out.write_some().map_err(Error::lost)?;
+            self.note_backlog(&out);
         }
         Ok(())
+    }
+
+    fn note_backlog(&self, out: &Outbox) {
+        self.backlogged
+            .store(out.pending() > OUT_LIMIT, Ordering::Relaxed);
     }
 
     /// Writes what is queued, as far as the socket takes it now; whether
     /// nothing waits any more.
     fn write_some(&self) -> Result<bool> {
-        lock(&self.out).write_some().map_err(Error::lost)
+        let mut out = lock(&self.out);
+        let r = out.write_some().map_err(Error::lost);
+        self.note_backlog(&out);
+        r
     }
 
     /// Writes everything queued, waiting for the peer to take it: before a
@@ -401,6 +417,7 @@ impl Peer {
         let mut out = lock(&self.out);
         let deadline = Instant::now() + self.patience;
         while !out.write_some().map_err(Error::lost)? {
+            self.note_backlog(&out);
             let now = Instant::now();
             if now >= deadline
                 || !wait_ready(out.socket.raw_fd(), libc::POLLOUT, deadline - now)
@@ -411,12 +428,13 @@ impl Peer {
                 ));
             }
         }
+        self.note_backlog(&out);
         Ok(())
     }
 
     /// Whether too much waits to be written to read more requests.
     fn is_backlogged(&self) -> bool {
-        lock(&self.out).pending() > OUT_LIMIT
+        self.backlogged.load(Ordering::Relaxed)
     }
 
     /// Runs the put-backs of replies that will never be written.
@@ -536,6 +554,10 @@ pub(crate) struct Connection {
     /// The poll said the stream has ended (or failed): read to its end,
     /// short reads notwithstanding.
     read_closed: AtomicBool,
+    /// The loop also watches the socket for room to write: only while
+    /// replies wait that it did not take. (Watched always, every reply the
+    /// peer reads would be an event: it costs a round trip about a fifth.)
+    watching_writes: AtomicBool,
     /// Set once authenticated.
     peer: OnceLock<Arc<Peer>>,
     phase: Mutex<Phase>,
@@ -570,6 +592,7 @@ impl Connection {
             fd: Mutex::new(Some(socket.raw_fd())),
             run: Run(AtomicU8::new(IDLE)),
             read_closed: AtomicBool::new(false),
+            watching_writes: AtomicBool::new(false),
             peer: OnceLock::new(),
             phase: Mutex::new(Phase::Handshake(Box::new(Shaking {
                 socket,
@@ -774,16 +797,33 @@ impl Connection {
             match requests(state, ctx, &mut input, reader, writer, &*peer, parked)? {
                 Flow::Ended(ended) => return Ok(Some(ended)),
                 Flow::Drained | Flow::Parked => {
-                    peer.write_some()?;
+                    let all = peer.write_some()?;
+                    self.watch_writes(!all);
                     return Ok(None);
                 }
                 Flow::Backlogged => {
                     // Reading resumes once the peer takes replies; if it
                     // has taken them all already, at once.
-                    if !peer.write_some()? {
+                    let all = peer.write_some()?;
+                    self.watch_writes(!all);
+                    if !all {
                         return Ok(None);
                     }
                 }
+            }
+        }
+    }
+
+    /// Watches the socket for room to write (`on`), or stops, if that
+    /// changes anything.
+    fn watch_writes(&self, on: bool) {
+        if self.watching_writes.load(Ordering::Relaxed) == on {
+            return;
+        }
+        let Some(fd) = self.raw_fd() else { return };
+        if let Some(reactor) = self.resumer.reactor.upgrade() {
+            if reactor.watch(self.id, fd, on).is_ok() {
+                self.watching_writes.store(on, Ordering::Relaxed);
             }
         }
     }

@@ -30,6 +30,7 @@ use crate::context::Context;
 use crate::error::{Error, Result};
 use crate::proxy::Handle;
 use crate::shared::TypeEntry;
+use crate::sync::lock;
 use crate::transport::Listener;
 use crate::wire::codec::{Decoder, Encoder};
 use crate::wire::message::{Join, CONTROL};
@@ -442,12 +443,6 @@ fn catch(f: impl FnOnce() -> Result<()>, names: impl FnOnce() -> (String, String
             })
         }
     }
-}
-
-pub(crate) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    // Our critical sections never panic half-way through an update; a poisoned
-    // lock still guards consistent data.
-    m.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 impl ServerState {

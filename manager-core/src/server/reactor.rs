@@ -36,7 +36,7 @@
 //! then restored; the next waiting connection is taken the same way.
 
 use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap, VecDeque};
+use std::collections::{BinaryHeap, VecDeque};
 use std::os::fd::OwnedFd;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex, PoisonError};
@@ -45,10 +45,12 @@ use std::time::{Duration, Instant};
 
 use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Token, Waker};
+use rustc_hash::FxHashMap;
 
 use crate::error::{Error, Result};
 use crate::server::connection::{Connection, Outcome, Resumer};
-use crate::server::{lock, ServerState};
+use crate::server::ServerState;
+use crate::sync::lock;
 use crate::transport::{Listener, Socket};
 
 /// How often the monitor looks for a leader stuck in a call.
@@ -106,7 +108,7 @@ pub(crate) struct Reactor {
     waker: Waker,
     registry: mio::Registry,
     listener: Mutex<Option<Listener>>,
-    conns: Mutex<HashMap<u64, Arc<Connection>>>,
+    conns: Mutex<FxHashMap<u64, Arc<Connection>>>,
     /// Handshake deadlines, soonest first.
     timers: Mutex<BinaryHeap<Reverse<(Instant, u64)>>>,
     sched: Mutex<Sched>,
@@ -137,7 +139,7 @@ impl Reactor {
             waker,
             registry,
             listener: Mutex::new(Some(listener)),
-            conns: Mutex::new(HashMap::new()),
+            conns: Mutex::new(FxHashMap::default()),
             timers: Mutex::new(BinaryHeap::new()),
             sched: Mutex::new(Sched::default()),
             follow: Condvar::new(),
@@ -490,11 +492,11 @@ impl Reactor {
         };
         lock(&self.conns).insert(id, Arc::clone(&conn));
         lock(&self.timers).push(Reverse((conn.deadline, id)));
-        let registered = self.registry.register(
-            &mut SourceFd(&fd),
-            Token(id as usize),
-            Interest::READABLE | Interest::WRITABLE,
-        );
+        // Room to write is watched only while replies wait (see
+        // `Connection::watch_writes`).
+        let registered =
+            self.registry
+                .register(&mut SourceFd(&fd), Token(id as usize), Interest::READABLE);
         if let Err(e) = registered {
             tracing::warn!(error = %e, "cannot watch a connection");
             lock(&self.conns).remove(&id);
@@ -503,6 +505,24 @@ impl Reactor {
         }
         // The poll waits for the soonest timer; this one may be sooner.
         let _ = self.waker.wake();
+    }
+
+    /// Watches connection `id` (descriptor `fd`) for room to write as
+    /// well as for requests (`writes`), or for requests only. A socket
+    /// with room already reports it at once.
+    pub(crate) fn watch(
+        &self,
+        id: u64,
+        fd: std::os::fd::RawFd,
+        writes: bool,
+    ) -> std::io::Result<()> {
+        let interest = if writes {
+            Interest::READABLE | Interest::WRITABLE
+        } else {
+            Interest::READABLE
+        };
+        self.registry
+            .reregister(&mut SourceFd(&fd), Token(id as usize), interest)
     }
 
     /// Runs `conn` soon: a call of it parked may be done waiting.

@@ -7,6 +7,8 @@
 //! take a reference to an object that is being freed.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
+
+use rustc_hash::FxHashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::time::{Duration, Instant};
@@ -14,8 +16,8 @@ use std::time::{Duration, Instant};
 use serde::Deserialize;
 
 use crate::error::{Error, Result};
-use crate::server::lock;
 use crate::shared::{End, Object};
+use crate::sync::lock;
 
 /// What a proxy expects of the object it names: the type's full path, the
 /// element types of a built-in container, and the fingerprint they make.
@@ -27,10 +29,10 @@ pub(crate) struct Expected {
 }
 
 pub(crate) struct Table {
-    objects: RwLock<HashMap<u64, Arc<dyn Object>>>,
+    objects: RwLock<FxHashMap<u64, Arc<dyn Object>>>,
     /// The objects of `objects` that track connections (locks, semaphores,
     /// queues...): the only ones a closing connection visits.
-    trackers: RwLock<HashMap<u64, Arc<dyn Object>>>,
+    trackers: RwLock<FxHashMap<u64, Arc<dyn Object>>>,
     refs: Mutex<Refs>,
     /// The trackers each in-process connection called (a remote
     /// connection keeps its own list): see [`Table::disconnected`].
@@ -41,8 +43,8 @@ pub(crate) struct Table {
 #[derive(Default)]
 struct Refs {
     /// Total references per live object; an object is live iff it is here.
-    counts: HashMap<u64, u64>,
-    sessions: HashMap<u64, Session>,
+    counts: FxHashMap<u64, u64>,
+    sessions: FxHashMap<u64, Session>,
     names: HashMap<String, u64>,
     handoffs: HashMap<u64, Handoff>,
 }
@@ -50,7 +52,7 @@ struct Refs {
 #[derive(Default)]
 struct Session {
     connections: u64,
-    refs: HashMap<u64, u64>,
+    refs: FxHashMap<u64, u64>,
     /// The client said goodbye for the whole session: its connections that
     /// close from now on end normally.
     leaving: bool,
@@ -67,8 +69,8 @@ impl Table {
     /// address cannot reach a new object that happens to reuse its id.
     pub(crate) fn new(first_id: u64) -> Table {
         Table {
-            objects: RwLock::new(HashMap::new()),
-            trackers: RwLock::new(HashMap::new()),
+            objects: RwLock::new(FxHashMap::default()),
+            trackers: RwLock::new(FxHashMap::default()),
             refs: Mutex::new(Refs::default()),
             touched: Mutex::new(HashMap::new()),
             next_object: AtomicU64::new(first_id.max(1)),

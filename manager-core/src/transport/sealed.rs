@@ -21,7 +21,7 @@ use std::io::{self, Read, Write};
 use std::sync::Mutex;
 
 use crate::auth::Keys;
-use crate::server::lock;
+use crate::sync::lock;
 use crate::transport::Socket;
 
 /// The largest Noise message.

@@ -1,5 +1,6 @@
 //! Frames and messages: what travels on a connection, and nothing about sockets.
 
 pub mod codec;
+pub(crate) mod control;
 pub(crate) mod frame;
 pub(crate) mod message;
