@@ -269,17 +269,10 @@ fn parked_event_waits_hold_no_thread_and_one_set_wakes_them_all() {
         assert!(!e.wait_timeout(Duration::from_millis(20)).unwrap());
         let before = threads_of(manager.0.id());
         const N: usize = 60;
-        let waiters: Vec<_> = (0..N)
-            .map(|_| {
-                let address = address.clone();
-                thread::spawn(move || {
-                    let client = Client::connect(&address, &key()).unwrap();
-                    let e: EventProxy = client.lookup("e").unwrap();
-                    e.wait_timeout(LONG).unwrap()
-                })
-            })
-            .collect();
-        until_blocked(&client, N as u64);
+        let waiters = one_at_a_time(&client, &address, N, |client| {
+            let e: EventProxy = client.lookup("e").unwrap();
+            e.wait_timeout(LONG).unwrap()
+        });
         let during = threads_of(manager.0.id());
         assert!(
             during <= before + 8,
@@ -293,6 +286,25 @@ fn parked_event_waits_hold_no_thread_and_one_set_wakes_them_all() {
         assert!(!e.wait_timeout(Duration::from_millis(20)).unwrap());
         assert_eq!(client.stats().unwrap().blocked_calls, 0);
     });
+}
+
+/// Starts `n` threads, each with a client of its own that runs `wait`,
+/// one at a time: each is parked before the next connects, so that no
+/// burst of handshakes grows the pool while the threads are counted.
+fn one_at_a_time<R: Send + 'static>(
+    client: &Client,
+    address: &Address,
+    n: usize,
+    wait: fn(&Client) -> R,
+) -> Vec<thread::JoinHandle<R>> {
+    (0..n)
+        .map(|i| {
+            let address = address.clone();
+            let t = thread::spawn(move || wait(&Client::connect(&address, &key()).unwrap()));
+            until_blocked(client, i as u64 + 1);
+            t
+        })
+        .collect()
 }
 
 /// Asserts that `n` parked calls cost the manager no thread each.
@@ -388,17 +400,10 @@ fn parked_barrier_waits_hold_no_thread_and_the_last_party_releases_them() {
         let (manager, address, client) = serve();
         let before = threads_of(manager.0.id());
         const N: usize = PARTIES - 1;
-        let waiters: Vec<_> = (0..N)
-            .map(|_| {
-                let address = address.clone();
-                thread::spawn(move || {
-                    let client = Client::connect(&address, &key()).unwrap();
-                    let b: BarrierProxy = client.lookup("b").unwrap();
-                    b.wait_timeout(LONG).unwrap()
-                })
-            })
-            .collect();
-        until_blocked(&client, N as u64);
+        let waiters = one_at_a_time(&client, &address, N, |client| {
+            let b: BarrierProxy = client.lookup("b").unwrap();
+            b.wait_timeout(LONG).unwrap()
+        });
         assert_no_thread_each(&manager, before, N, "barrier waits");
         let b: BarrierProxy = client.lookup("b").unwrap();
         assert_eq!(b.n_waiting().unwrap(), N);
@@ -453,17 +458,10 @@ fn parked_joins_hold_no_thread_and_the_last_task_done_wakes_them_all() {
         assert!(!jq.join_timeout(Duration::from_millis(20)).unwrap());
         let before = threads_of(manager.0.id());
         const N: usize = 40;
-        let joiners: Vec<_> = (0..N)
-            .map(|_| {
-                let address = address.clone();
-                thread::spawn(move || {
-                    let client = Client::connect(&address, &key()).unwrap();
-                    let jq: JoinableQueueProxy<u32> = client.lookup("jq").unwrap();
-                    jq.join_timeout(LONG).unwrap()
-                })
-            })
-            .collect();
-        until_blocked(&client, N as u64);
+        let joiners = one_at_a_time(&client, &address, N, |client| {
+            let jq: JoinableQueueProxy<u32> = client.lookup("jq").unwrap();
+            jq.join_timeout(LONG).unwrap()
+        });
         assert_no_thread_each(&manager, before, N, "joins");
         assert_eq!(jq.get().unwrap(), 1);
         jq.task_done().unwrap();

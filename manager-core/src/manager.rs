@@ -414,7 +414,9 @@ impl ManagerBuilder {
         let server = Server::bind(self.config())?;
         let state = std::sync::Arc::clone(server.state());
         {
-            let client = Client::local(&state);
+            let client = Client::local(
+                &(std::sync::Arc::clone(&state) as std::sync::Arc<dyn crate::client::InProcess>),
+            );
             setup(&client)?;
         }
         let _on_signal = OnSignal::new(signals::STOP, move || state.stop())?;

@@ -10,9 +10,9 @@ use std::sync::{Arc, Mutex, OnceLock, Weak};
 
 use crate::address::Address;
 use crate::auth::AuthKey;
+use crate::client::local::InProcess;
 use crate::client::{Client, ClientInner};
 use crate::error::{Error, Result};
-use crate::server::ServerState;
 use crate::sync::lock;
 
 struct Entry {
@@ -27,16 +27,16 @@ fn ring() -> &'static Mutex<HashMap<Address, Entry>> {
 
 /// Managers running in this process, by address: a proxy that arrives here
 /// for one of them calls it directly, without a socket or a key.
-fn local_servers() -> &'static Mutex<HashMap<Address, Weak<ServerState>>> {
-    static LOCAL: OnceLock<Mutex<HashMap<Address, Weak<ServerState>>>> = OnceLock::new();
+fn local_servers() -> &'static Mutex<HashMap<Address, Weak<dyn InProcess>>> {
+    static LOCAL: OnceLock<Mutex<HashMap<Address, Weak<dyn InProcess>>>> = OnceLock::new();
     LOCAL.get_or_init(|| Mutex::new(HashMap::new()))
 }
 
 /// Records a manager of this process.
-pub(crate) fn register_local(state: &Arc<ServerState>) {
+pub(crate) fn register_local(state: &Arc<dyn InProcess>) {
     let mut servers = lock(local_servers());
     servers.retain(|_, s| s.strong_count() > 0);
-    servers.insert(state.address.clone(), Arc::downgrade(state));
+    servers.insert(state.address().clone(), Arc::downgrade(state));
 }
 
 /// The in-process client of a live manager of this process at `address`,
@@ -51,13 +51,13 @@ fn local_client(address: &Address, key: Option<&AuthKey>) -> Option<Client> {
         return None;
     }
     let state = local_state(address)?;
-    if key.is_some_and(|k| *k != state.config.key) {
+    if key.is_some_and(|k| k != state.key()) {
         return None;
     }
     state.internal_client().ok()
 }
 
-fn local_state(address: &Address) -> Option<Arc<ServerState>> {
+fn local_state(address: &Address) -> Option<Arc<dyn InProcess>> {
     lock(local_servers()).get(address)?.upgrade()
 }
 
@@ -96,7 +96,7 @@ pub(crate) fn client_for(address: &Address) -> Result<Client> {
     // A manager running in this process knows its own key, whether or not
     // a client of it was ever made here.
     let key = known
-        .or_else(|| local_state(address).map(|s| s.config.key.clone()))
+        .or_else(|| local_state(address).map(|s| s.key().clone()))
         .ok_or_else(|| {
             Error::AuthenticationFailed(format!(
                 "this process holds no key for the manager at {address}; connect a Client \

@@ -50,8 +50,6 @@ pub(crate) struct Link {
     /// Deferred calls not written yet: a pipeline goes out in one write,
     /// when its first reply is awaited or another call is made.
     unsent: Vec<u8>,
-    /// Records sealed for an encrypted connection, on their way out.
-    sealed: Vec<u8>,
     broken: Option<String>,
 }
 
@@ -160,7 +158,6 @@ impl Link {
             max_frame,
             next_seq: 1,
             unsent: Vec::new(),
-            sealed: Vec::new(),
             broken: None,
         };
         Ok((link, Welcomed { session, max_frame }))
@@ -264,12 +261,7 @@ impl Link {
         if let Some((at, b)) = blob {
             self.flush()?;
             let (before, after) = self.writer.frame_around(at);
-            let r = push(
-                &self.socket,
-                &mut self.sealed,
-                &mut self.inbox,
-                &mut [before, b, after],
-            );
+            let r = push(&self.socket, &mut self.inbox, &mut [before, b, after]);
             return self.wrote(r).map(|()| seq);
         }
         if deferred || !self.unsent.is_empty() {
@@ -279,12 +271,7 @@ impl Link {
             }
             return Ok(seq);
         }
-        let r = push(
-            &self.socket,
-            &mut self.sealed,
-            &mut self.inbox,
-            &mut [self.writer.frame()],
-        );
+        let r = push(&self.socket, &mut self.inbox, &mut [self.writer.frame()]);
         self.wrote(r).map(|()| seq)
     }
 
@@ -293,12 +280,7 @@ impl Link {
         if self.unsent.is_empty() {
             return Ok(());
         }
-        let r = push(
-            &self.socket,
-            &mut self.sealed,
-            &mut self.inbox,
-            &mut [&self.unsent],
-        );
+        let r = push(&self.socket, &mut self.inbox, &mut [&self.unsent]);
         self.unsent.clear();
         if self.unsent.capacity() > UNSENT_LIMIT * 4 {
             self.unsent = Vec::new();
@@ -431,14 +413,7 @@ impl Link {
         let sent = self
             .writer
             .finish(&Request::Goodbye { session }, self.max_frame)
-            .and_then(|()| {
-                push(
-                    &self.socket,
-                    &mut self.sealed,
-                    &mut self.inbox,
-                    &mut [self.writer.frame()],
-                )
-            });
+            .and_then(|()| push(&self.socket, &mut self.inbox, &mut [self.writer.frame()]));
         self.mark_broken("the connection was closed by this client");
         if sent.is_err()
             || self
@@ -471,12 +446,7 @@ impl Link {
             .finish(&Request::Release { object }, self.max_frame)
             .is_ok()
         {
-            let r = push(
-                &self.socket,
-                &mut self.sealed,
-                &mut self.inbox,
-                &mut [self.writer.frame()],
-            );
+            let r = push(&self.socket, &mut self.inbox, &mut [self.writer.frame()]);
             let _ = self.wrote(r);
         }
     }
@@ -503,22 +473,45 @@ const MAX_BESIDE_SLACK: usize = 64;
 /// `inbox`: a manager stops reading a connection whose replies pile up,
 /// and a client that only wrote would then wait for it forever. So any
 /// number of deferred calls may be in flight.
-fn push(
-    socket: &Socket,
-    sealed: &mut Vec<u8>,
-    inbox: &mut Inbox,
-    parts: &mut [&[u8]],
-) -> Result<()> {
-    if socket.is_sealed() {
-        sealed.clear();
-        socket.encode_into(parts, sealed).map_err(Error::lost)?;
-        let r = push_wire(socket, inbox, &mut [&sealed[..]]);
-        if sealed.capacity() > UNSENT_LIMIT * 4 {
-            *sealed = Vec::new();
-        }
-        return r;
+fn push(socket: &Socket, inbox: &mut Inbox, parts: &mut [&[u8]]) -> Result<()> {
+    if !socket.is_sealed() {
+        return push_wire(socket, inbox, parts);
     }
-    push_wire(socket, inbox, parts)
+    // Records go out as they are sealed: the manager opens the first while
+    // the next are sealed.
+    let mut through = Through {
+        socket,
+        inbox,
+        failed: None,
+    };
+    let r = socket.encode_through(parts, &mut through);
+    match (through.failed, r) {
+        (Some(e), _) => Err(e),
+        (None, r) => r.map_err(Error::lost),
+    }
+}
+
+/// Pushes sealed records as [`push_wire`] does, keeping its error.
+struct Through<'a> {
+    socket: &'a Socket,
+    inbox: &'a mut Inbox,
+    failed: Option<Error>,
+}
+
+impl Write for Through<'_> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        match push_wire(self.socket, self.inbox, &mut [buf]) {
+            Ok(()) => Ok(buf.len()),
+            Err(e) => {
+                self.failed = Some(e);
+                Err(std::io::Error::other("the record could not be written"))
+            }
+        }
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
 }
 
 /// [`push`], of bytes as they go on the wire.

@@ -6,18 +6,60 @@
 //! when the thread ends (normally unless a panic began on it).
 
 use std::cell::RefCell;
-use std::sync::atomic::Ordering;
 use std::sync::{Arc, Weak};
 
-use crate::caps::capturing;
-use crate::context::Context;
+use crate::address::Address;
+use crate::auth::AuthKey;
+use crate::caps::{capturing, ReplyCaps};
+use crate::client::Client;
 use crate::error::{Error, Result};
-use crate::server::ServerState;
-use crate::wire::codec::{Decoder, Encoder};
+use crate::proxy::Handle;
+use crate::shared::End;
+use crate::wire::codec::Encoder;
+
+/// A manager of this process, as its clients there call it directly: the
+/// one door between the client and the server, which the server
+/// implements. The client names nothing else of the server's.
+pub(crate) trait InProcess: Send + Sync {
+    /// The manager's address.
+    fn address(&self) -> &Address;
+    /// The manager's key.
+    fn key(&self) -> &AuthKey;
+    /// Whether the manager is stopping: calls fail with `ServerShutdown`.
+    fn is_stopping(&self) -> bool;
+    /// A new session, for a new in-process client.
+    fn open_session(&self) -> u64;
+    /// An in-process client ended: its session's references go.
+    fn leave_session(&self, session: u64);
+    /// Drops one of `session`'s references to `object`.
+    fn release(&self, session: u64, object: u64);
+    /// A connection id for a thread of this process.
+    fn new_connection_id(&self) -> u64;
+    /// A thread's connection `conn` ended as `end` (its thread ended).
+    fn connection_ended(&self, conn: u64, end: End);
+    /// The manager's own client, for code running inside it.
+    fn internal_client(&self) -> Result<Client>;
+    /// Runs `method` of `object` for thread connection `conn` of
+    /// `session` on the encoded `args` (`arg_caps`: this manager's objects
+    /// they embed, `None` if they embed no proxy), writing the result to
+    /// `out`; the objects it embeds (referenced for `session`) and the
+    /// proxies of other managers it embeds.
+    #[allow(clippy::too_many_arguments)]
+    fn call(
+        &self,
+        conn: u64,
+        session: u64,
+        object: u64,
+        method: u32,
+        args: &[u8],
+        arg_caps: Option<&[u64]>,
+        out: &mut Vec<u8>,
+    ) -> Result<(ReplyCaps, Vec<Handle>)>;
+}
 
 /// This thread's connection id with one manager.
 struct LocalConn {
-    state: Weak<ServerState>,
+    state: Weak<dyn InProcess>,
     conn: u64,
 }
 
@@ -25,11 +67,11 @@ impl Drop for LocalConn {
     fn drop(&mut self) {
         if let Some(state) = self.state.upgrade() {
             let end = if crate::client::ending_normally() {
-                crate::shared::End::Normal
+                End::Normal
             } else {
-                crate::shared::End::Abnormal
+                End::Abnormal
             };
-            state.table.disconnected(self.conn, end, []);
+            state.connection_ended(self.conn, end);
         }
     }
 }
@@ -38,12 +80,13 @@ thread_local! {
     static CONNS: RefCell<Vec<LocalConn>> = const { RefCell::new(Vec::new()) };
 }
 
-fn conn_id(state: &Arc<ServerState>) -> u64 {
+fn conn_id(state: &Arc<dyn InProcess>) -> u64 {
     let found = CONNS.try_with(|conns| {
         let mut conns = conns.try_borrow_mut().ok()?;
+        let me = Arc::as_ptr(state).cast::<()>();
         if let Some(c) = conns
             .iter()
-            .find(|c| std::ptr::eq(c.state.as_ptr(), Arc::as_ptr(state)))
+            .find(|c| std::ptr::eq(c.state.as_ptr().cast::<()>(), me))
         {
             return Some(c.conn);
         }
@@ -66,7 +109,7 @@ fn conn_id(state: &Arc<ServerState>) -> u64 {
 /// objects it embeds (already referenced for `session`) and the proxies of
 /// other managers it embeds, to keep until it is decoded.
 pub(crate) fn call(
-    state: &Weak<ServerState>,
+    state: &Weak<dyn InProcess>,
     session: u64,
     object: u64,
     method: u32,
@@ -86,26 +129,20 @@ pub(crate) fn call(
     let own: Option<Vec<u64>> = (!embedded.is_empty()).then(|| {
         embedded
             .iter()
-            .filter(|c| c.address == state.address)
+            .filter(|c| c.address == *state.address())
             .map(|c| c.object)
             .collect()
     });
-    let ctx = Context {
-        conn: conn_id(&state),
-        server: Arc::clone(&state),
-        session,
-        undo: Default::default(),
-        caller: crate::context::Caller::Local,
-    };
-    state.calls.fetch_add(1, Ordering::Relaxed);
+    let conn = conn_id(&state);
     let mut out = Vec::new();
     let (caps, foreign) = state.call(
-        &ctx,
+        conn,
+        session,
         object,
         method,
-        Decoder::new(&input),
+        &input,
         own.as_deref(),
-        &mut Encoder::new(&mut out),
+        &mut out,
     )?;
     drop(embedded);
     // The caller decodes `out` in this process; `foreign` lives until then.

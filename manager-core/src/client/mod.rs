@@ -19,7 +19,6 @@ use crate::address::Address;
 use crate::auth::AuthKey;
 use crate::error::{Error, Result};
 use crate::proxy::Proxy;
-use crate::server::ServerState;
 use crate::stats::Stats;
 use crate::sync::lock;
 use crate::transport::Socket;
@@ -30,6 +29,7 @@ use crate::wire::message::CONTROL;
 pub(crate) use farewell::ending_normally;
 pub(crate) use keyring::{client_for, client_with, preload, register_local, snapshot};
 use link::Link;
+pub(crate) use local::InProcess;
 pub use pending::Pending;
 
 /// A connection to a manager, shared by every thread of this process that
@@ -73,7 +73,7 @@ enum Transport {
     /// Sockets to a manager, one per thread.
     Remote(Box<Remote>),
     /// Calls into a manager of this process, without a socket.
-    Local(Weak<ServerState>),
+    Local(Weak<dyn local::InProcess>),
 }
 
 struct Remote {
@@ -240,7 +240,7 @@ impl Drop for ClientInner {
             }
             Transport::Local(state) => {
                 if let Some(state) = state.upgrade() {
-                    state.table.leave_session(*self.session.get_mut());
+                    state.leave_session(*self.session.get_mut());
                 }
             }
         }
@@ -284,13 +284,13 @@ impl Client {
     }
 
     /// A client that calls into `state`, a manager of this process, directly.
-    pub(crate) fn local(state: &Arc<ServerState>) -> Client {
+    pub(crate) fn local(state: &Arc<dyn local::InProcess>) -> Client {
         Client {
             inner: Arc::new(ClientInner {
                 id: NEXT_CLIENT.fetch_add(1, Ordering::Relaxed),
-                address: state.address.clone(),
-                key: state.config.key.clone(),
-                session: AtomicU64::new(state.table.open_session()),
+                address: state.address().clone(),
+                key: state.key().clone(),
+                session: AtomicU64::new(state.open_session()),
                 transport: Transport::Local(Arc::downgrade(state)),
                 departed: AtomicBool::new(false),
             }),
@@ -659,7 +659,7 @@ impl Client {
     pub(crate) fn release(&self, object: u64) {
         if let Transport::Local(state) = &self.inner.transport {
             if let Some(state) = state.upgrade() {
-                state.table.release(self.session(), object);
+                state.release(self.session(), object);
             }
             return;
         }

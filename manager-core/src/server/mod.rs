@@ -9,6 +9,7 @@
 
 pub(crate) mod connection;
 pub(crate) mod control;
+mod in_process;
 mod reactor;
 pub(crate) mod signals;
 mod table;
@@ -25,7 +26,7 @@ use std::time::{Duration, Instant};
 use crate::address::Address;
 use crate::auth::AuthKey;
 use crate::caps::{adopting, capturing_reply};
-use crate::client::Client;
+use crate::client::{Client, InProcess};
 use crate::context::Context;
 use crate::error::{Error, Result};
 use crate::proxy::Handle;
@@ -394,7 +395,7 @@ impl ServerState {
         }
         let me = self.me.upgrade().ok_or(Error::ServerShutdown)?;
         Ok(lock(&self.internal)
-            .get_or_insert_with(|| Client::local(&me))
+            .get_or_insert_with(|| Client::local(&(me as Arc<dyn InProcess>)))
             .clone())
     }
 }
@@ -554,7 +555,7 @@ impl Server {
             );
         }
         let state = ServerState::new(config, address, crate::auth::random_u64() >> 20);
-        crate::client::register_local(&state);
+        crate::client::register_local(&(Arc::clone(&state) as Arc<dyn InProcess>));
         Ok(Server { state, listener })
     }
 

@@ -38,7 +38,7 @@
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, VecDeque};
 use std::os::fd::OwnedFd;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, PoisonError};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -111,6 +111,9 @@ pub(crate) struct Reactor {
     conns: Mutex<FxHashMap<u64, Arc<Connection>>>,
     /// Handshake deadlines, soonest first.
     timers: Mutex<BinaryHeap<Reverse<(Instant, u64)>>>,
+    /// How many `timers` holds: a poll with none skips their lock and
+    /// the clock.
+    timer_count: AtomicUsize,
     sched: Mutex<Sched>,
     /// Followers wait here.
     follow: Condvar,
@@ -141,6 +144,7 @@ impl Reactor {
             listener: Mutex::new(Some(listener)),
             conns: Mutex::new(FxHashMap::default()),
             timers: Mutex::new(BinaryHeap::new()),
+            timer_count: AtomicUsize::new(0),
             sched: Mutex::new(Sched::default()),
             follow: Condvar::new(),
             watch: Condvar::new(),
@@ -320,9 +324,13 @@ impl Reactor {
     /// Polls once (until the next timer at the latest), adding the jobs it
     /// finds to `jobs`.
     fn poll_once(&self, events: &mut Events, jobs: &mut Vec<Job>) {
-        let timeout = lock(&self.timers)
-            .peek()
-            .map(|Reverse((at, _))| at.saturating_duration_since(Instant::now()));
+        let timeout = if self.timer_count.load(Ordering::Acquire) == 0 {
+            None
+        } else {
+            lock(&self.timers)
+                .peek()
+                .map(|Reverse((at, _))| at.saturating_duration_since(Instant::now()))
+        };
         {
             let mut poll = lock(&self.poll);
             if let Err(e) = poll.poll(events, timeout) {
@@ -347,6 +355,10 @@ impl Reactor {
                 }
             }
         }
+        // A timer set during the poll woke it (`wake_at`), so it is seen here.
+        if self.timer_count.load(Ordering::Acquire) == 0 {
+            return;
+        }
         let now = Instant::now();
         let mut timers = lock(&self.timers);
         while let Some(Reverse((at, id))) = timers.peek().copied() {
@@ -358,6 +370,14 @@ impl Reactor {
                 jobs.push(Job::Expire(Arc::clone(c)));
             }
         }
+        self.timer_count.store(timers.len(), Ordering::Release);
+    }
+
+    /// Adds a timer for connection `id` at `at`.
+    fn add_timer(&self, at: Instant, id: u64) {
+        let mut timers = lock(&self.timers);
+        timers.push(Reverse((at, id)));
+        self.timer_count.store(timers.len(), Ordering::Release);
     }
 
     fn run_job(self: &Arc<Self>, state: &Arc<ServerState>, job: Job) {
@@ -491,7 +511,7 @@ impl Reactor {
             return;
         };
         lock(&self.conns).insert(id, Arc::clone(&conn));
-        lock(&self.timers).push(Reverse((conn.deadline, id)));
+        self.add_timer(conn.deadline, id);
         // Room to write is watched only while replies wait (see
         // `Connection::watch_writes`).
         let registered =
@@ -543,7 +563,7 @@ impl Reactor {
 
     /// Runs connection `id` at `at` (a parked call's deadline).
     pub(crate) fn wake_at(&self, at: Instant, id: u64) {
-        lock(&self.timers).push(Reverse((at, id)));
+        self.add_timer(at, id);
         let _ = self.waker.wake();
     }
 

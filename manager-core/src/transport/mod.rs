@@ -159,6 +159,15 @@ impl Socket {
         }
     }
 
+    /// Hands `frame` to `out` as it goes on the wire: sealed into records,
+    /// a few at a time, on an encrypted connection; as it is otherwise.
+    pub(crate) fn encode_through(&self, frame: &[&[u8]], out: &mut impl Write) -> io::Result<()> {
+        match self {
+            Socket::Sealed(s) => s.seal_through(frame, out),
+            _ => frame.iter().try_for_each(|part| out.write_all(part)),
+        }
+    }
+
     /// Writes bytes prepared by [`Socket::encode_into`]; on a non-blocking
     /// socket, as many as it takes now.
     pub(crate) fn write_wire(&self, bytes: &[u8]) -> io::Result<usize> {

@@ -72,6 +72,13 @@ impl Sealed {
         lock(&self.writer).seal(&self.keys, parts, &mut &self.inner)
     }
 
+    /// Seals `parts` as one stream and hands the records to `out` as they
+    /// are sealed, a few at a time (a writer that must not block: the
+    /// socket's own writes are `out`'s to make).
+    pub(crate) fn seal_through(&self, parts: &[&[u8]], out: &mut impl Write) -> io::Result<()> {
+        lock(&self.writer).seal(&self.keys, parts, out).map(drop)
+    }
+
     /// Seals `parts` as one stream into `out`, for a writer that sends the
     /// records itself without blocking. Records are numbered as they are
     /// sealed: `out` must reach the socket in the order it was filled.
