@@ -9,8 +9,10 @@
 #   benches/run.sh --quick     # shorter measurements, for a smoke test
 #   benches/run.sh --no-python # ours only
 #   benches/run.sh --report    # only re-print the tables of the last run
-#   benches/run.sh --scale     # also the scale probe (benches/scale.rs):
-#                              # 10,000 idle clients, 1,000 + 1,000 waiters
+#   benches/run.sh --scale     # also the scale probes (benches/scale.rs, and
+#                              # Python: benches/python/scale_managers.py):
+#                              # 10,000 idle clients, 1,000 + 1,000 waiters,
+#                              # disconnect churn with 100,000 objects alive
 #
 # Raw rows are kept in target/bench-results/{ours,python}.tsv. Python is
 # skipped, with a note, when python3 is not on the PATH; the pinned rows are
@@ -26,7 +28,7 @@ for arg in "$@"; do
         --report) measure=0 ;;
         --scale) scale=1 ;;
         -h | --help)
-            sed -n '2,17p' "$0" | sed 's/^# \{0,1\}//'
+            sed -n '2,19p' "$0" | sed 's/^# \{0,1\}//'
             exit 0
             ;;
         *)
@@ -167,4 +169,14 @@ if [[ $scale == 1 ]]; then
     echo
     echo "== scale probe: idle clients and blocked waiters (benches/scale.rs)"
     cargo bench --bench scale
+    if [[ $python == 1 ]] && command -v python3 >/dev/null; then
+        echo
+        echo "== Python's SyncManager on the same probe (benches/python/scale_managers.py)"
+        mkdir -p "$out"
+        rm -f "$out/python-scale.tsv"
+        python3 benches/python/scale_managers.py --tsv "$out/python-scale.tsv"
+    elif [[ $python == 1 ]]; then
+        echo
+        echo "python3 not found: skipping Python's scale probe"
+    fi
 fi
