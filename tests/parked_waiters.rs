@@ -152,11 +152,7 @@ fn parked_gets_hold_no_thread_and_are_served_oldest_first() {
         }
         // A thread per blocked call would be N more; the pool may have grown
         // by a few while the connections came in.
-        let during = threads_of(manager.0.id());
-        assert!(
-            during <= before + 8,
-            "{during} manager threads for {N} parked gets (were {before})"
-        );
+        assert_no_thread_each(&manager, before, N, "gets");
         let q: QueueProxy<u32> = client.lookup("q").unwrap();
         for item in 0..N as u32 {
             q.put(item).unwrap();
@@ -273,11 +269,7 @@ fn parked_event_waits_hold_no_thread_and_one_set_wakes_them_all() {
             let e: EventProxy = client.lookup("e").unwrap();
             e.wait_timeout(LONG).unwrap()
         });
-        let during = threads_of(manager.0.id());
-        assert!(
-            during <= before + 8,
-            "{during} manager threads for {N} parked event waits (were {before})"
-        );
+        assert_no_thread_each(&manager, before, N, "event waits");
         e.set().unwrap();
         e.clear().unwrap(); // the woken waiters were granted already
         for w in waiters {
