@@ -23,7 +23,9 @@ pub struct Stats {
     pub objects: u64,
     /// Connections open now (authenticated ones).
     pub connections: u64,
-    /// Calls served since the manager started.
+    /// Calls served since the manager started. A connection's calls are
+    /// added as each batch it sent is read through, so calls sent in the
+    /// same pipeline as this `stats` call may not be counted yet.
     pub calls: u64,
     /// Live objects by type name.
     pub objects_by_type: BTreeMap<String, u64>,

@@ -557,7 +557,10 @@ impl Client {
         let r = f(&mut main);
         let _ = IN_MAIN.try_with(|c| c.set(false));
         let remote = self.inner.remote();
-        if remote.has_deferred.swap(false, Ordering::AcqRel) {
+        // A load first: the common call has no deferred release to send.
+        if remote.has_deferred.load(Ordering::Acquire)
+            && remote.has_deferred.swap(false, Ordering::AcqRel)
+        {
             let deferred = std::mem::take(&mut *lock(&remote.deferred));
             for object in deferred {
                 main.release(object);

@@ -307,7 +307,10 @@ impl Peer {
     /// The wait the call just run parked with, if it did.
     fn parked(&self) -> Option<Resume> {
         self.park_allowed.store(false, Ordering::Relaxed);
-        if !self.park_busy.swap(false, Ordering::Relaxed) {
+        // A load first: the common call neither parked nor resumed, and
+        // needs no read-modify-write.
+        if !self.park_busy.load(Ordering::Relaxed) || !self.park_busy.swap(false, Ordering::Relaxed)
+        {
             return None;
         }
         let mut park = lock(&self.park);
@@ -376,20 +379,16 @@ impl Peer {
                     "the caller left before its reply".into(),
                 ));
             }
-            let socket = Arc::clone(&out.socket);
-            socket
-                .encode_into(&[frame], &mut out.bytes)
-                .map_err(Error::lost)?;
+            let Outbox { socket, bytes, .. } = &mut *out;
+            socket.encode_into(&[frame], bytes).map_err(Error::lost)?;
             let end = out.bytes.len();
             out.undo.push((end, put_back));
             let r = out.write_some().map(drop).map_err(Error::lost);
             self.note_backlog(&out);
             return r;
         }
-        let socket = Arc::clone(&out.socket);
-        socket
-            .encode_into(&[frame], &mut out.bytes)
-            .map_err(Error::lost)?;
+        let Outbox { socket, bytes, .. } = &mut *out;
+        socket.encode_into(&[frame], bytes).map_err(Error::lost)?;
         if out.pending() >= WRITE_AT {
             out.write_some().map_err(Error::lost)?;
             self.note_backlog(&out);
@@ -1067,7 +1066,6 @@ impl Call<'_> {
     fn apply(self, state: &ServerState, ctx: &Context, writer: &mut FrameWriter) -> Result<()> {
         let max = state.config.limits.max_frame;
         let seq = self.seq;
-        state.calls.fetch_add(1, Ordering::Relaxed);
         let result = state
             .call(
                 ctx,
@@ -1124,6 +1122,8 @@ pub(crate) fn requests(
             }
         }
     }
+    // Counted once per round, not once per call: a shared counter.
+    let mut calls = Counted(&state.calls, 0);
     loop {
         if replies.is_backlogged() {
             return Ok(Flow::Backlogged);
@@ -1144,6 +1144,7 @@ pub(crate) fn requests(
                 if let Some(peer) = peer {
                     peer.prepare(call.may_park(), None);
                 }
+                calls.1 += 1;
                 call.apply(state, ctx, writer)?;
                 if let Some(wait) = peer.and_then(|p| p.parked()) {
                     state.blocked.fetch_add(1, Ordering::Relaxed);
@@ -1165,6 +1166,17 @@ pub(crate) fn requests(
     }
 }
 
+/// Calls run, added to the manager's count when a round of requests ends.
+struct Counted<'a>(&'a std::sync::atomic::AtomicU64, u64);
+
+impl Drop for Counted<'_> {
+    fn drop(&mut self) {
+        if self.1 > 0 {
+            self.0.fetch_add(self.1, Ordering::Relaxed);
+        }
+    }
+}
+
 /// Runs the parked call again: `None` if it still waits, else whether it
 /// was the shutdown, with its reply in `writer`.
 fn run_parked(
@@ -1180,6 +1192,7 @@ fn run_parked(
         Ok(Command::Call(call)) => {
             let shutdown = call.is_shutdown();
             peer.prepare(true, Some(p.wait));
+            state.calls.fetch_add(1, Ordering::Relaxed);
             let ran = call.apply(state, ctx, writer).map(|()| shutdown);
             match peer.parked() {
                 Some(wait) if ran.is_ok() => {
