@@ -294,10 +294,15 @@ impl Link {
         if let Err(e) = r {
             return Err(self.fail(e));
         }
+        self.release_orphans();
+        Ok(())
+    }
+
+    /// Gives back the references that arrived in replies nobody reads.
+    fn release_orphans(&mut self) {
         while let Some(object) = self.inbox.orphans.pop() {
             self.release(object);
         }
-        Ok(())
     }
 
     /// Decodes a result of `method` whose embedded proxies have references
@@ -357,7 +362,7 @@ impl Link {
                 let s = reply.seq;
                 let reply = reply.stashed();
                 inbox.keep(s, reply);
-                self.wrote(Ok(()))?;
+                self.release_orphans();
                 continue;
             }
             if !reply.ok {
@@ -378,7 +383,7 @@ impl Link {
         match self.inbox.stash.remove(&seq) {
             Some(s) => {
                 self.inbox.orphan(s);
-                let _ = self.wrote(Ok(()));
+                self.release_orphans();
             }
             None if seq < self.next_seq => {
                 self.inbox.discarded.insert(seq);

@@ -1123,7 +1123,10 @@ pub(crate) fn requests(
         }
     }
     // Counted once per round, not once per call: a shared counter.
-    let mut calls = Counted(&state.calls, 0);
+    let mut calls = Counted {
+        total: &state.calls,
+        here: 0,
+    };
     loop {
         if replies.is_backlogged() {
             return Ok(Flow::Backlogged);
@@ -1144,7 +1147,7 @@ pub(crate) fn requests(
                 if let Some(peer) = peer {
                     peer.prepare(call.may_park(), None);
                 }
-                calls.1 += 1;
+                calls.here += 1;
                 call.apply(state, ctx, writer)?;
                 if let Some(wait) = peer.and_then(|p| p.parked()) {
                     state.blocked.fetch_add(1, Ordering::Relaxed);
@@ -1167,12 +1170,15 @@ pub(crate) fn requests(
 }
 
 /// Calls run, added to the manager's count when a round of requests ends.
-struct Counted<'a>(&'a std::sync::atomic::AtomicU64, u64);
+struct Counted<'a> {
+    total: &'a AtomicU64,
+    here: u64,
+}
 
 impl Drop for Counted<'_> {
     fn drop(&mut self) {
-        if self.1 > 0 {
-            self.0.fetch_add(self.1, Ordering::Relaxed);
+        if self.here > 0 {
+            self.total.fetch_add(self.here, Ordering::Relaxed);
         }
     }
 }
