@@ -12,7 +12,7 @@ use common::{eventually, role, sigkill, spawn_role};
 use manager::{AuthKey, Client, Error, Manager, Proxy};
 
 const MAGIC: [u8; 8] = *b"manager\0";
-const VERSION: u32 = 4;
+const VERSION: u32 = 5;
 const NOISE: &str = "Noise_NNpsk0_25519_AESGCM_BLAKE2s";
 
 fn frame(body: &[u8]) -> Vec<u8> {

@@ -46,7 +46,10 @@ pub use stats::Stats;
 /// The built-in shared types' proxies.
 pub mod types {
     pub use crate::builtins::{
-        BarrierProxy, ConditionProxy, Deferred, DictProxy, EventProxy, FetchAdd,
+        AsyncBarrierProxy, AsyncConditionProxy, AsyncDictProxy, AsyncEventProxy,
+        AsyncJoinableQueueProxy, AsyncListProxy, AsyncLockGuard, AsyncLockProxy,
+        AsyncNamespaceProxy, AsyncQueueProxy, AsyncRLockProxy, AsyncSemaphoreProxy,
+        AsyncValueProxy, BarrierProxy, ConditionProxy, Deferred, DictProxy, EventProxy, FetchAdd,
         JoinableQueueProxy, ListProxy, LockGuard, LockProxy, NamespaceProxy, QueueProxy,
         RLockProxy, SemaphoreProxy, ValueProxy,
     };
@@ -61,7 +64,8 @@ pub mod __private {
     pub use serde;
     pub use serde_bytes;
 
-    pub use crate::proxy::{deserialize_proxy, Handle};
+    pub use crate::client::AsyncCall;
+    pub use crate::proxy::{deserialize_proxy, Creating, Handle};
     pub use crate::server::FuzzHarness;
     pub use crate::shared::{
         assert_proxy, fingerprint, no_such_method, ConstructProxy, Interface, ProxyInScope,

@@ -13,7 +13,7 @@ use serde::{de::DeserializeOwned, Deserialize, Serialize};
 use crate::address::Address;
 use crate::auth::{hex, unhex, AuthKey};
 use crate::caps::{self, Cap};
-use crate::client::{client_for, client_with, Client, Method, Pending};
+use crate::client::{client_for, client_with, AsyncCall, Client, Method, Pending, Route};
 use crate::error::{Error, Result};
 use crate::shared::element_fingerprint;
 use crate::sync::lock;
@@ -272,7 +272,7 @@ impl Handle {
 
     /// The client this handle calls through, binding on first use.
     #[inline]
-    fn client(&self) -> Result<&Client> {
+    pub(crate) fn client(&self) -> Result<&Client> {
         if let Some(theirs) = self.inner.mismatch {
             return Err(self.mismatch_error(theirs));
         }
@@ -358,6 +358,35 @@ impl Handle {
     ) -> Result<Pending<R>> {
         self.client()?
             .call_deferred(self.inner.object, self.inner.kind.method(method), args)
+    }
+
+    /// Calls method `method` through the async face: the future resolves to
+    /// its result (DESIGN §2a). The call is sent when this is called.
+    #[inline]
+    pub fn call_async<R: DeserializeOwned + Send + 'static>(
+        &self,
+        method: u32,
+        args: impl FnOnce(&mut Encoder<'_>) -> Result<()>,
+    ) -> AsyncCall<R> {
+        self.call_async_on(Route::Main, method, args)
+    }
+
+    /// [`Handle::call_async`] on `route`: a call that may wait in the
+    /// manager goes on a connection of its own (see `client::aio`).
+    pub(crate) fn call_async_on<R>(
+        &self,
+        route: Route,
+        method: u32,
+        args: impl FnOnce(&mut Encoder<'_>) -> Result<()>,
+    ) -> AsyncCall<R> {
+        let method_of = self.inner.kind.method(method);
+        match self.client() {
+            Ok(c) => c.call_async(self.inner.object, method_of, route, args),
+            Err(e) => match self.inner.client.get() {
+                Some(c) => AsyncCall::failed(c.clone(), method_of, e),
+                None => AsyncCall::unbound(method_of, e),
+            },
+        }
     }
 
     /// A reference of this process to `object` of the manager at `address`,
@@ -462,6 +491,70 @@ pub fn deserialize_proxy<'de, P: Proxy, D: serde::Deserializer<'de>>(
         let _ = h.client();
     }
     Ok(P::__from_handle(h))
+}
+
+/// The future of an async constructor: the object created in the manager,
+/// as a proxy (DESIGN §2a).
+#[doc(hidden)]
+#[must_use = "a constructor's future does nothing until it is awaited"]
+pub struct Creating<P> {
+    call: AsyncCall<u64>,
+    client: Client,
+    kind: Kind,
+    make: fn(Handle) -> P,
+}
+
+impl<P> std::fmt::Debug for Creating<P> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Creating")
+            .field("type", &self.kind.type_name)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<P> Creating<P> {
+    /// Creates an object of `kind`'s type with constructor `ctor`; `make`
+    /// turns its handle into the proxy.
+    pub(crate) fn new(
+        client: &Client,
+        kind: Kind,
+        ctor: u32,
+        args: impl FnOnce(&mut Encoder<'_>) -> Result<()>,
+        make: fn(Handle) -> P,
+    ) -> Creating<P> {
+        let call = client.call_async(
+            crate::wire::message::CONTROL,
+            Method::new(method::CREATE, crate::wire::control::METHODS),
+            Route::Main,
+            |a| {
+                a.put(kind.type_name)?;
+                a.put(&kind.base)?;
+                a.put(&Elements(kind.elements))?;
+                a.put(&ctor)?;
+                args(a)
+            },
+        );
+        Creating {
+            call,
+            client: client.clone(),
+            kind,
+            make,
+        }
+    }
+}
+
+impl<P> std::future::Future for Creating<P> {
+    type Output = Result<P>;
+
+    fn poll(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<P>> {
+        let this = &mut *self;
+        std::pin::Pin::new(&mut this.call).poll(cx).map(|id| {
+            id.map(|id| (this.make)(Handle::bound(this.client.clone(), id, this.kind)))
+        })
+    }
 }
 
 /// Creates an object of `kind`'s type in the manager, with `kind`'s

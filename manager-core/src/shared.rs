@@ -7,7 +7,7 @@ use std::sync::RwLock;
 use crate::client::Client;
 use crate::context::Context;
 use crate::error::{Error, Result};
-use crate::proxy::{create, Kind, Proxy};
+use crate::proxy::{create, Creating, Kind, Proxy};
 use crate::wire::codec::{Decoder, Encoder};
 
 /// A type whose objects live in a manager and are used through proxies.
@@ -320,6 +320,13 @@ pub trait ConstructProxy: Sized {
         ctor: u32,
         args: impl FnOnce(&mut Encoder<'_>) -> Result<()>,
     ) -> Result<Self>;
+
+    /// [`ConstructProxy::__construct`] through the async face.
+    fn __construct_async(
+        client: &Client,
+        ctor: u32,
+        args: impl FnOnce(&mut Encoder<'_>) -> Result<()>,
+    ) -> Creating<Self>;
 }
 
 impl<P: Proxy> ConstructProxy for P {
@@ -329,6 +336,14 @@ impl<P: Proxy> ConstructProxy for P {
         args: impl FnOnce(&mut Encoder<'_>) -> Result<()>,
     ) -> Result<P> {
         create(client, Kind::of::<P>(), ctor, args).map(P::__from_handle)
+    }
+
+    fn __construct_async(
+        client: &Client,
+        ctor: u32,
+        args: impl FnOnce(&mut Encoder<'_>) -> Result<()>,
+    ) -> Creating<P> {
+        Creating::new(client, Kind::of::<P>(), ctor, args, P::__from_handle)
     }
 }
 

@@ -5,7 +5,7 @@ use std::sync::{Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 use crate::builtins::wait::{parked, Wait};
-use crate::builtins::{create, methods, plain_proxy, proxy_methods, take_usize, Builtin};
+use crate::builtins::{async_twin, create, create_async, methods, plain_proxy, proxy_methods, take_usize, Builtin};
 use crate::client::Client;
 use crate::context::{caller_left, Context};
 use crate::error::{Error, Result};
@@ -288,22 +288,29 @@ pub struct BarrierProxy {
 
 plain_proxy!(BarrierProxy, BarrierObject);
 
+async_twin!(
+    /// The async face of [`BarrierProxy`] (DESIGN §2a): the same methods, each
+    /// an `async fn` returning the same result; the same object as a
+    /// `BarrierProxy` converted with `into()`, both ways.
+    AsyncBarrierProxy of BarrierProxy, BarrierObject
+);
+
 proxy_methods! {
-    impl[] BarrierProxy;
+    impl[] BarrierProxy / AsyncBarrierProxy;
 
     /// Waits until `parties` callers wait; returns this caller's index
     /// (Python: `barrier.wait()`).
     ///
     /// # Errors
     /// `Error::BrokenBarrier` if the barrier is or becomes broken.
-    pub fn wait(&self) -> usize = |h| { h.call(BarrierMethod::Wait as u32, |_| Ok(())) }
+    pub [wait] fn wait(&self) -> usize = |h| { h.call(BarrierMethod::Wait as u32, |_| Ok(())) }
 
     /// Like [`BarrierProxy::wait`], for at most `timeout`; a timeout breaks
     /// the barrier (Python: `barrier.wait(t)`).
     ///
     /// # Errors
     /// `Error::BrokenBarrier` on timeout or if the barrier is broken.
-    pub fn wait_timeout(&self, timeout: Duration) -> usize = |h| { h.call(BarrierMethod::WaitTimeout as u32, |a| a.put(&timeout)) }
+    pub [wait] fn wait_timeout(&self, timeout: Duration) -> usize = |h| { h.call(BarrierMethod::WaitTimeout as u32, |a| a.put(&timeout)) }
 
     /// Returns the barrier to its initial state; current waiters get
     /// `BrokenBarrier` (Python: `barrier.reset()`).
@@ -352,5 +359,15 @@ impl Client {
     /// `Error::Protocol` if `parties` is 0; connection errors.
     pub fn barrier(&self, parties: usize) -> Result<BarrierProxy> {
         create::<BarrierProxy>(self, |a| a.put(&(parties as u64)))
+    }
+}
+
+impl Client {
+    /// [`Client::barrier`] through the async face (DESIGN §2a).
+    ///
+    /// # Errors
+    /// Connection errors.
+    pub async fn barrier_async(&self, parties: usize) -> Result<AsyncBarrierProxy> {
+        create_async::<AsyncBarrierProxy>(self, |a| a.put(&(parties as u64))).await
     }
 }

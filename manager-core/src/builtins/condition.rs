@@ -7,7 +7,7 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use crate::builtins::wait::{acquire, wait_turn, Permits, Policy, Wait, Waiters};
-use crate::builtins::{create, methods, plain_proxy, proxy_methods, Builtin};
+use crate::builtins::{async_twin, create, create_async, methods, plain_proxy, proxy_methods, Builtin};
 use crate::client::Client;
 use crate::context::Context;
 use crate::error::{Error, Result};
@@ -220,61 +220,68 @@ pub struct ConditionProxy {
 
 plain_proxy!(ConditionProxy, ConditionObject);
 
+async_twin!(
+    /// The async face of [`ConditionProxy`] (DESIGN §2a): the same methods, each
+    /// an `async fn` returning the same result; the same object as a
+    /// `ConditionProxy` converted with `into()`, both ways.
+    AsyncConditionProxy of ConditionProxy, ConditionObject
+);
+
 proxy_methods! {
-    impl[] ConditionProxy;
+    impl[] ConditionProxy / AsyncConditionProxy;
 
     /// Acquires the condition's lock; the owner may acquire it again
     /// (Python: `cond.acquire()`).
     ///
     /// # Errors
     /// Connection errors.
-    pub fn acquire(&self) -> () = |h| { h.call(ConditionMethod::Acquire as u32, |_| Ok(())) }
+    pub [owner] fn acquire(&self) -> () = |h| { h.call(ConditionMethod::Acquire as u32, |_| Ok(())) }
 
     /// Acquires the condition's lock if it is free now, or already this
     /// client thread's (Python: `cond.acquire(blocking=False)`).
     ///
     /// # Errors
     /// Connection errors.
-    pub fn try_acquire(&self) -> bool = |h| { h.call(ConditionMethod::TryAcquire as u32, |_| Ok(())) }
+    pub [owner] fn try_acquire(&self) -> bool = |h| { h.call(ConditionMethod::TryAcquire as u32, |_| Ok(())) }
 
     /// Acquires the condition's lock, waiting at most `timeout`
     /// (Python: `cond.acquire(timeout=t)`).
     ///
     /// # Errors
     /// Connection errors.
-    pub fn acquire_timeout(&self, timeout: Duration) -> bool = |h| { h.call(ConditionMethod::AcquireTimeout as u32, |a| a.put(&timeout)) }
+    pub [owner] fn acquire_timeout(&self, timeout: Duration) -> bool = |h| { h.call(ConditionMethod::AcquireTimeout as u32, |a| a.put(&timeout)) }
 
     /// Releases one level of the lock (Python: `cond.release()`).
     ///
     /// # Errors
     /// `Error::NotHeld` if this client thread does not hold it.
-    pub fn release(&self) -> () = |h| { h.call(ConditionMethod::Release as u32, |_| Ok(())) }
+    pub [owner] fn release(&self) -> () = |h| { h.call(ConditionMethod::Release as u32, |_| Ok(())) }
 
     /// Releases the lock, waits to be notified, and re-acquires it
     /// (Python: `cond.wait()`).
     ///
     /// # Errors
     /// `Error::NotHeld` if this client thread does not hold the lock.
-    pub fn wait(&self) -> () = |h| { h.call(ConditionMethod::Wait as u32, |_| Ok(())) }
+    pub [owner] fn wait(&self) -> () = |h| { h.call(ConditionMethod::Wait as u32, |_| Ok(())) }
 
     /// Like [`ConditionProxy::wait`], for at most `timeout`; whether it was
     /// notified (Python: `cond.wait(t)`). The lock is re-acquired either way.
     ///
     /// # Errors
     /// `Error::NotHeld` if this client thread does not hold the lock.
-    pub fn wait_timeout(&self, timeout: Duration) -> bool = |h| { h.call(ConditionMethod::WaitTimeout as u32, |a| a.put(&timeout)) }
+    pub [owner] fn wait_timeout(&self, timeout: Duration) -> bool = |h| { h.call(ConditionMethod::WaitTimeout as u32, |a| a.put(&timeout)) }
 
     /// Wakes the longest waiter (Python: `cond.notify()`).
     ///
     /// # Errors
     /// `Error::NotHeld` if this client thread does not hold the lock.
-    pub fn notify(&self) -> () = |h| { h.call(ConditionMethod::Notify as u32, |_| Ok(())) }
+    pub [owner] fn notify(&self) -> () = |h| { h.call(ConditionMethod::Notify as u32, |_| Ok(())) }
 
     /// Wakes every waiter (Python: `cond.notify_all()`).
     ///
     /// # Errors
     /// `Error::NotHeld` if this client thread does not hold the lock.
-    pub fn notify_all(&self) -> () = |h| { h.call(ConditionMethod::NotifyAll as u32, |_| Ok(())) }
+    pub [owner] fn notify_all(&self) -> () = |h| { h.call(ConditionMethod::NotifyAll as u32, |_| Ok(())) }
 }
 
 impl Client {
@@ -294,5 +301,15 @@ impl Client {
     /// Connection errors.
     pub fn condition(&self) -> Result<ConditionProxy> {
         create::<ConditionProxy>(self, |_| Ok(()))
+    }
+}
+
+impl Client {
+    /// [`Client::condition`] through the async face (DESIGN §2a).
+    ///
+    /// # Errors
+    /// Connection errors.
+    pub async fn condition_async(&self) -> Result<AsyncConditionProxy> {
+        create_async::<AsyncConditionProxy>(self, |_| Ok(())).await
     }
 }

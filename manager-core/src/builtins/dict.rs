@@ -10,7 +10,7 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use crate::builtins::{
-    builtin_proxy, create, methods, proxy_methods, read, write, write_option_with, Builtin, Elem,
+    async_twin, create_async, builtin_proxy, create, methods, proxy_methods, read, write, write_option_with, Builtin, Elem,
     ElemBuf, Stored,
 };
 use crate::caps::capturing;
@@ -241,8 +241,15 @@ pub struct DictProxy<K, V> {
 
 builtin_proxy!(DictProxy<K, V>, DictObject);
 
+async_twin!(
+    /// The async face of [`DictProxy`] (DESIGN §2a): the same methods, each
+    /// an `async fn` returning the same result; the same object as a
+    /// `DictProxy` converted with `into()`, both ways.
+    AsyncDictProxy<K, V> of DictProxy, DictObject
+);
+
 proxy_methods! {
-    impl[K: Serialize + DeserializeOwned, V: Serialize + DeserializeOwned] DictProxy<K, V>;
+    impl[K: Serialize + DeserializeOwned, V: Serialize + DeserializeOwned] DictProxy<K, V> / AsyncDictProxy;
 
     /// Sets `key` to `value` and returns the previous value (Python: `d[k] = v`).
     ///
@@ -367,5 +374,19 @@ impl Client {
         V: Serialize + DeserializeOwned + Send + Sync + 'static,
     {
         create::<DictProxy<K, V>>(self, |_| Ok(()))
+    }
+}
+
+impl Client {
+    /// [`Client::dict`] through the async face (DESIGN §2a).
+    ///
+    /// # Errors
+    /// Connection errors.
+    pub async fn dict_async<K, V>(&self) -> Result<AsyncDictProxy<K, V>>
+    where
+        K: Serialize + DeserializeOwned + Send + Sync + 'static,
+        V: Serialize + DeserializeOwned + Send + Sync + 'static,
+    {
+        create_async::<AsyncDictProxy<K, V>>(self, |_| Ok(())).await
     }
 }

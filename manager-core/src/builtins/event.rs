@@ -6,7 +6,7 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use crate::builtins::wait::{wait_turn, Wait, Waiters};
-use crate::builtins::{create, methods, plain_proxy, proxy_methods, Builtin};
+use crate::builtins::{async_twin, create, create_async, methods, plain_proxy, proxy_methods, Builtin};
 use crate::client::Client;
 use crate::context::Context;
 use crate::error::Result;
@@ -106,8 +106,15 @@ pub struct EventProxy {
 
 plain_proxy!(EventProxy, EventObject);
 
+async_twin!(
+    /// The async face of [`EventProxy`] (DESIGN §2a): the same methods, each
+    /// an `async fn` returning the same result; the same object as a
+    /// `EventProxy` converted with `into()`, both ways.
+    AsyncEventProxy of EventProxy, EventObject
+);
+
 proxy_methods! {
-    impl[] EventProxy;
+    impl[] EventProxy / AsyncEventProxy;
 
     /// Sets the flag and wakes every waiter (Python: `event.set()`).
     ///
@@ -131,13 +138,13 @@ proxy_methods! {
     ///
     /// # Errors
     /// Connection errors.
-    pub fn wait(&self) -> () = |h| { h.call(EventMethod::Wait as u32, |_| Ok(())) }
+    pub [wait] fn wait(&self) -> () = |h| { h.call(EventMethod::Wait as u32, |_| Ok(())) }
 
     /// Waits at most `timeout`; whether the flag is set (Python: `event.wait(t)`).
     ///
     /// # Errors
     /// Connection errors.
-    pub fn wait_timeout(&self, timeout: Duration) -> bool = |h| { h.call(EventMethod::WaitTimeout as u32, |a| a.put(&timeout)) }
+    pub [wait] fn wait_timeout(&self, timeout: Duration) -> bool = |h| { h.call(EventMethod::WaitTimeout as u32, |a| a.put(&timeout)) }
 }
 
 impl Client {
@@ -155,5 +162,15 @@ impl Client {
     /// Connection errors.
     pub fn event(&self) -> Result<EventProxy> {
         create::<EventProxy>(self, |_| Ok(()))
+    }
+}
+
+impl Client {
+    /// [`Client::event`] through the async face (DESIGN §2a).
+    ///
+    /// # Errors
+    /// Connection errors.
+    pub async fn event_async(&self) -> Result<AsyncEventProxy> {
+        create_async::<AsyncEventProxy>(self, |_| Ok(())).await
     }
 }

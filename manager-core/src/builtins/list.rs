@@ -7,7 +7,7 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use crate::builtins::{
-    builtin_proxy, create, methods, proxy_methods, read, write, write_option, write_seq, Builtin,
+    async_twin, create_async, builtin_proxy, create, methods, proxy_methods, read, write, write_option, write_seq, Builtin,
     Elem, Stored,
 };
 use crate::client::Client;
@@ -154,8 +154,15 @@ pub struct ListProxy<T> {
 
 builtin_proxy!(ListProxy<T>, ListObject);
 
+async_twin!(
+    /// The async face of [`ListProxy`] (DESIGN §2a): the same methods, each
+    /// an `async fn` returning the same result; the same object as a
+    /// `ListProxy` converted with `into()`, both ways.
+    AsyncListProxy<T> of ListProxy, ListObject
+);
+
 proxy_methods! {
-    impl[T: Serialize + DeserializeOwned] ListProxy<T>;
+    impl[T: Serialize + DeserializeOwned] ListProxy<T> / AsyncListProxy;
 
     /// Appends `value` (Python: `list.append(x)`).
     ///
@@ -266,5 +273,15 @@ impl Client {
         &self,
     ) -> Result<ListProxy<T>> {
         create::<ListProxy<T>>(self, |_| Ok(()))
+    }
+}
+
+impl Client {
+    /// [`Client::list`] through the async face (DESIGN §2a).
+    ///
+    /// # Errors
+    /// Connection errors.
+    pub async fn list_async<T: Serialize + DeserializeOwned + Send + Sync + 'static>(&self) -> Result<AsyncListProxy<T>> {
+        create_async::<AsyncListProxy<T>>(self, |_| Ok(())).await
     }
 }

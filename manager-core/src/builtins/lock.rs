@@ -8,8 +8,8 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use crate::builtins::wait::{acquire, Permits, Policy, Refused, Wait};
-use crate::builtins::{create, methods, plain_proxy, proxy_methods, Builtin};
-use crate::client::Client;
+use crate::builtins::{async_twin, create, create_async, methods, plain_proxy, proxy_methods, Builtin};
+use crate::client::{Client, Lease, Route};
 use crate::context::Context;
 use crate::error::{Error, Result};
 use crate::proxy::Handle;
@@ -131,29 +131,127 @@ impl std::fmt::Debug for LockGuard<'_> {
     }
 }
 
+/// Holds a lock taken through the async face until dropped; from
+/// [`AsyncLockProxy::lock`] or [`AsyncRLockProxy::lock`].
+///
+/// The guard owns the lock, not a thread: it is `Send + 'static`, and its
+/// drop releases on any thread, without blocking. Each guard's lock is
+/// taken on a connection of its own (DESIGN §2a), which counts as the
+/// owner for the rules of DESIGN §4: if that connection ends abnormally
+/// (the process dies), the lock is released.
+///
+/// ```
+/// # fn main() -> manager::Result<()> {
+/// let mgr = manager::Manager::builder().spawn_thread()?;
+/// let (address, key) = (mgr.address().clone(), mgr.auth_key().clone());
+/// futures::executor::block_on(async {
+///     let client = manager::Client::connect_async(&address, &key).await?;
+///     let lock = client.lock_async().await?;
+///     let held = lock.lock().await?;
+///     assert!(!lock.try_acquire().await?);
+///     std::thread::spawn(move || drop(held)).join().ok(); // released there
+///     let _again = lock.lock().await?;
+///     Ok(())
+/// })
+/// # }
+/// ```
+#[must_use = "the lock is released as soon as the guard is dropped"]
+pub struct AsyncLockGuard {
+    handle: Handle,
+    lease: Lease,
+}
+
+impl Drop for AsyncLockGuard {
+    fn drop(&mut self) {
+        if let Some(link) = self.lease.link() {
+            // On the link that took it, before the link serves another.
+            self.handle
+                .call_async_on::<()>(
+                    Route::On(std::sync::Arc::clone(link)),
+                    LockMethod::Release as u32,
+                    |_| Ok(()),
+                )
+                .detach();
+        }
+    }
+}
+
+impl std::fmt::Debug for AsyncLockGuard {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "AsyncLockGuard({:?})", self.handle)
+    }
+}
+
+/// Takes the lock behind `handle` on a connection of its own; the guard
+/// keeps the connection. A future dropped while it waits closes that
+/// connection, so a lock granted meanwhile goes back at once.
+async fn lock_async(handle: &Handle) -> Result<AsyncLockGuard> {
+    let client = handle.client()?.clone();
+    let mut lease = client.lease().await?;
+    let Some(link) = lease.link().cloned() else {
+        return Err(Error::protocol("a lease without a connection"));
+    };
+    let acquired = handle
+        .call_async_on::<()>(Route::On(link), LockMethod::Acquire as u32, |_| Ok(()))
+        .await;
+    if let Err(e) = acquired {
+        lease.close();
+        return Err(e);
+    }
+    Ok(AsyncLockGuard {
+        handle: handle.clone(),
+        lease,
+    })
+}
+
+impl AsyncLockProxy {
+    /// Acquires the lock and returns a guard that releases it when dropped,
+    /// on any thread (Python: `async with lock:`).
+    ///
+    /// # Errors
+    /// Connection errors.
+    pub async fn lock(&self) -> Result<AsyncLockGuard> {
+        lock_async(&self.handle).await
+    }
+}
+
+impl AsyncRLockProxy {
+    /// Acquires the rlock and returns a guard that releases it when
+    /// dropped, on any thread. Each guard is an owner of its own: a second
+    /// `lock()` waits for the first guard, even in the same task.
+    ///
+    /// # Errors
+    /// Connection errors.
+    pub async fn lock(&self) -> Result<AsyncLockGuard> {
+        lock_async(&self.handle).await
+    }
+}
+
 /// The methods both lock proxies have.
 macro_rules! lock_proxy_methods {
-    ($proxy:ident) => {
+    // `$wait`: how its waiting calls go, `$own`: its calls that act for
+    // the owner (see `Via`).
+    ($proxy:ident / $async:ident, $wait:ident, $own:ident) => {
         proxy_methods! {
-            impl[] $proxy;
+            impl[] $proxy / $async;
 
             /// Acquires the lock, waiting as long as it takes (Python: `lock.acquire()`).
             ///
             /// # Errors
             /// Connection errors.
-            pub fn acquire(&self) -> () = |h| { h.call(LockMethod::Acquire as u32, |_| Ok(())) }
+            pub [$wait] fn acquire(&self) -> () = |h| { h.call(LockMethod::Acquire as u32, |_| Ok(())) }
 
             /// Acquires the lock if it is free now (Python: `lock.acquire(blocking=False)`).
             ///
             /// # Errors
             /// Connection errors.
-            pub fn try_acquire(&self) -> bool = |h| { h.call(LockMethod::TryAcquire as u32, |_| Ok(())) }
+            pub [$own] fn try_acquire(&self) -> bool = |h| { h.call(LockMethod::TryAcquire as u32, |_| Ok(())) }
 
             /// Acquires the lock, waiting at most `timeout` (Python: `lock.acquire(timeout=t)`).
             ///
             /// # Errors
             /// Connection errors.
-            pub fn acquire_timeout(&self, timeout: Duration) -> bool = |h| {
+            pub [$wait] fn acquire_timeout(&self, timeout: Duration) -> bool = |h| {
                 h.call(LockMethod::AcquireTimeout as u32, |a| a.put(&timeout))
             }
 
@@ -161,7 +259,7 @@ macro_rules! lock_proxy_methods {
             ///
             /// # Errors
             /// `Error::NotHeld` if it is not held (by this client thread, for an RLock).
-            pub fn release(&self) -> () = |h| { h.call(LockMethod::Release as u32, |_| Ok(())) }
+            pub [$own] fn release(&self) -> () = |h| { h.call(LockMethod::Release as u32, |_| Ok(())) }
         }
 
         impl $proxy {
@@ -211,7 +309,14 @@ pub struct LockProxy {
 
 plain_proxy!(LockProxy, LockObject);
 
-lock_proxy_methods!(LockProxy);
+async_twin!(
+    /// The async face of [`LockProxy`] (DESIGN §2a): the same methods, each
+    /// an `async fn` returning the same result; the same object as a
+    /// `LockProxy` converted with `into()`, both ways.
+    AsyncLockProxy of LockProxy, LockObject
+);
+
+lock_proxy_methods!(LockProxy / AsyncLockProxy, wait, main);
 
 /// Proxy to a reentrant lock (Python's `threading.RLock` through a manager),
 /// from [`Client::rlock`]: the owning client thread may acquire it again, and
@@ -235,7 +340,14 @@ pub struct RLockProxy {
 
 plain_proxy!(RLockProxy, RLockObject);
 
-lock_proxy_methods!(RLockProxy);
+async_twin!(
+    /// The async face of [`RLockProxy`] (DESIGN §2a): the same methods, each
+    /// an `async fn` returning the same result; the same object as a
+    /// `RLockProxy` converted with `into()`, both ways.
+    AsyncRLockProxy of RLockProxy, RLockObject
+);
+
+lock_proxy_methods!(RLockProxy / AsyncRLockProxy, owner, owner);
 
 impl Client {
     /// A new lock (Python: `manager.Lock()`).
@@ -269,5 +381,23 @@ impl Client {
     /// Connection errors.
     pub fn rlock(&self) -> Result<RLockProxy> {
         create::<RLockProxy>(self, |_| Ok(()))
+    }
+}
+
+impl Client {
+    /// [`Client::lock`] through the async face (DESIGN §2a).
+    ///
+    /// # Errors
+    /// Connection errors.
+    pub async fn lock_async(&self) -> Result<AsyncLockProxy> {
+        create_async::<AsyncLockProxy>(self, |_| Ok(())).await
+    }
+
+    /// [`Client::rlock`] through the async face (DESIGN §2a).
+    ///
+    /// # Errors
+    /// Connection errors.
+    pub async fn rlock_async(&self) -> Result<AsyncRLockProxy> {
+        create_async::<AsyncRLockProxy>(self, |_| Ok(())).await
     }
 }

@@ -40,16 +40,16 @@ use crate::server::ServerState;
 use crate::shared::{element_fingerprint, fingerprint, End, Object, TypeEntry};
 use crate::wire::codec::{from_slice, to_vec, Decoder, Encoder};
 
-pub use barrier::BarrierProxy;
-pub use condition::ConditionProxy;
-pub use dict::DictProxy;
-pub use event::EventProxy;
-pub use list::ListProxy;
-pub use lock::{LockGuard, LockProxy, RLockProxy};
-pub use namespace::NamespaceProxy;
-pub use queue::{JoinableQueueProxy, QueueProxy};
-pub use semaphore::SemaphoreProxy;
-pub use value::{FetchAdd, ValueProxy};
+pub use barrier::{AsyncBarrierProxy, BarrierProxy};
+pub use condition::{AsyncConditionProxy, ConditionProxy};
+pub use dict::{AsyncDictProxy, DictProxy};
+pub use event::{AsyncEventProxy, EventProxy};
+pub use list::{AsyncListProxy, ListProxy};
+pub use lock::{AsyncLockGuard, AsyncLockProxy, AsyncRLockProxy, LockGuard, LockProxy, RLockProxy};
+pub use namespace::{AsyncNamespaceProxy, NamespaceProxy};
+pub use queue::{AsyncJoinableQueueProxy, AsyncQueueProxy, JoinableQueueProxy, QueueProxy};
+pub use semaphore::{AsyncSemaphoreProxy, SemaphoreProxy};
+pub use value::{AsyncValueProxy, FetchAdd, ValueProxy};
 
 // `Deferred` is defined below, beside `proxy_methods!`.
 
@@ -612,13 +612,73 @@ impl Later<'_> {
     }
 }
 
+/// The async face's way of sending a call (see [`Now`]): `call` returns the
+/// call's future, on the connection `route` says (see `client::aio`).
+pub(crate) struct Soon<'a>(pub(crate) &'a Handle, pub(crate) Via);
+
+/// Which connection of the async face a built-in method's call takes.
+#[derive(Clone, Copy)]
+pub(crate) enum Via {
+    /// The client's shared one: the method never waits.
+    Main,
+    /// One of its own: the method may wait.
+    Wait,
+    /// The client's owner link: the method acts for an owner (an RLock's,
+    /// a condition's), and the client as a whole is that owner.
+    Owner,
+}
+
+impl Soon<'_> {
+    #[inline]
+    pub(crate) fn call<R: DeserializeOwned>(
+        &self,
+        method: u32,
+        args: impl FnOnce(&mut Encoder<'_>) -> Result<()>,
+    ) -> Result<crate::client::AsyncCall<R>> {
+        let route = match self.1 {
+            Via::Main => crate::client::Route::Main,
+            Via::Wait => crate::client::Route::Wait,
+            Via::Owner => crate::client::Route::Owner,
+        };
+        Ok(self.0.call_async_on(route, method, args))
+    }
+
+    /// Encodes an element for this object's manager.
+    pub(crate) fn elem<T: Serialize + ?Sized>(&self, value: &T) -> Result<Elem> {
+        Elem::for_handle(self.0, value)
+    }
+}
+
+/// The connection a method's async call takes: `[wait]` or `[owner]`
+/// before its `fn` in [`proxy_methods!`], the shared one without.
+macro_rules! via {
+    () => {
+        crate::builtins::Via::Main
+    };
+    (main) => {
+        crate::builtins::Via::Main
+    };
+    (wait) => {
+        crate::builtins::Via::Wait
+    };
+    (owner) => {
+        crate::builtins::Via::Owner
+    };
+}
+pub(crate) use via;
+
 /// Defines a built-in proxy's methods once for both ways of calling: on the
 /// proxy, waiting for the reply, and on its [`Deferred`] view, returning a
 /// [`Pending`]. Each body is written against `|h|`, which is a [`Now`] in
 /// the first and a [`Later`] in the second; it must end in `h.call(..)`.
 /// Method generics go in brackets: `pub fn get[T: Bound](&self) -> T`.
+///
+/// The proxy's async twin (named after the `/`) gets each as an `async fn`,
+/// run with a [`Soon`]; a method that may wait in the manager says so with
+/// `pub [wait] fn`, one that acts for an owner with `pub [owner] fn` (see
+/// [`Via`]).
 macro_rules! proxy_methods {
-    (impl[$($g:tt)*] $proxy:ident $(<$($pg:ident),*>)?; $($rest:tt)*) => {
+    (impl[$($g:tt)*] $proxy:ident $(<$($pg:ident),*>)? / $async:ident; $($rest:tt)*) => {
         impl<$($g)*> $proxy $(<$($pg),*>)? {
             /// A view of this proxy whose methods send their calls without
             /// waiting for the replies: `proxy.deferred().method(..)?` returns
@@ -628,17 +688,33 @@ macro_rules! proxy_methods {
                 crate::builtins::Deferred { proxy: self }
             }
         }
-        crate::builtins::proxy_methods!(more impl[$($g)*] $proxy $(<$($pg),*>)?; $($rest)*);
+        crate::builtins::proxy_methods!(more impl[$($g)*] $proxy $(<$($pg),*>)? / $async; $($rest)*);
     };
     // Methods with bounds of their own, beside a `proxy_methods!` above.
     (
-        more impl[$($g:tt)*] $proxy:ident $(<$($pg:ident),*>)?;
+        more impl[$($g:tt)*] $proxy:ident $(<$($pg:ident),*>)? / $async:ident;
         $(
             $(#[$meta:meta])*
-            pub fn $name:ident $([$($mg:tt)*])? (&self $(, $arg:ident : $ty:ty)* $(,)?) -> $ret:ty
+            pub $([$via:ident])? fn $name:ident $([$($mg:tt)*])? (&self $(, $arg:ident : $ty:ty)* $(,)?) -> $ret:ty
                 = |$h:ident| $body:block
         )*
     ) => {
+        impl<$($g)*> $async $(<$($pg),*>)? {
+            $(
+                $(#[$meta])*
+                pub async fn $name $(<$($mg)*>)? (&self $(, $arg: $ty)*) -> crate::error::Result<$ret> {
+                    let call = {
+                        let $h = crate::builtins::Soon(
+                            &self.handle,
+                            crate::builtins::via!($($via)?),
+                        );
+                        (|| -> crate::error::Result<crate::client::AsyncCall<$ret>> { $body })()?
+                    };
+                    call.await
+                }
+            )*
+        }
+
         impl<$($g)*> $proxy $(<$($pg),*>)? {
             $(
                 $(#[$meta])*
@@ -709,6 +785,57 @@ macro_rules! plain_proxy {
     };
 }
 pub(crate) use plain_proxy;
+
+/// Declares a built-in proxy's async twin (DESIGN §2a): the same handle,
+/// the same `Proxy` and serde impls, `From` both ways.
+macro_rules! async_twin {
+    ($(#[$meta:meta])* $async:ident < $($g:ident),* > of $proxy:ident, $obj:ty) => {
+        $(#[$meta])*
+        pub struct $async<$($g),*> {
+            handle: crate::proxy::Handle,
+            _marker: std::marker::PhantomData<fn() -> ($($g,)*)>,
+        }
+        crate::builtins::builtin_proxy!($async<$($g),*>, $obj);
+        impl<$($g),*> From<$proxy<$($g),*>> for $async<$($g),*> {
+            fn from(p: $proxy<$($g),*>) -> Self {
+                $async { handle: p.handle, _marker: std::marker::PhantomData }
+            }
+        }
+        impl<$($g),*> From<$async<$($g),*>> for $proxy<$($g),*> {
+            fn from(p: $async<$($g),*>) -> Self {
+                $proxy { handle: p.handle, _marker: std::marker::PhantomData }
+            }
+        }
+    };
+    ($(#[$meta:meta])* $async:ident of $proxy:ident, $obj:ty) => {
+        $(#[$meta])*
+        #[derive(Clone)]
+        pub struct $async {
+            handle: crate::proxy::Handle,
+        }
+        crate::builtins::plain_proxy!($async, $obj);
+        impl From<$proxy> for $async {
+            fn from(p: $proxy) -> Self {
+                $async { handle: p.handle }
+            }
+        }
+        impl From<$async> for $proxy {
+            fn from(p: $async) -> Self {
+                $proxy { handle: p.handle }
+            }
+        }
+    };
+}
+pub(crate) use async_twin;
+
+/// Creates a built-in object through the async face; the future resolves
+/// to its proxy.
+pub(crate) fn create_async<P: Proxy>(
+    client: &Client,
+    args: impl FnOnce(&mut Encoder<'_>) -> Result<()>,
+) -> crate::proxy::Creating<P> {
+    crate::proxy::Creating::new(client, Kind::of::<P>(), 0, args, P::__from_handle)
+}
 
 /// Writes `Option<T>` as postcard does: `0`, or `1` and the element.
 pub(crate) fn write_option(out: &mut Encoder<'_>, value: Option<&Stored>) {

@@ -13,7 +13,7 @@ use serde::de::{self, DeserializeOwned, Visitor};
 use serde::{ser, Deserialize, Deserializer, Serialize};
 
 use crate::builtins::{
-    create, methods, plain_proxy, proxy_methods, read, write, Builtin, Elem, Stored,
+    async_twin, create_async, create, methods, plain_proxy, proxy_methods, read, write, Builtin, Elem, Stored,
 };
 use crate::caps::capturing;
 use crate::client::Client;
@@ -122,8 +122,15 @@ pub struct NamespaceProxy {
 
 plain_proxy!(NamespaceProxy, NamespaceObject);
 
+async_twin!(
+    /// The async face of [`NamespaceProxy`] (DESIGN §2a): the same methods, each
+    /// an `async fn` returning the same result; the same object as a
+    /// `NamespaceProxy` converted with `into()`, both ways.
+    AsyncNamespaceProxy of NamespaceProxy, NamespaceObject
+);
+
 proxy_methods! {
-    impl[] NamespaceProxy;
+    impl[] NamespaceProxy / AsyncNamespaceProxy;
 
     /// Sets the value named `name`, of any type (Python: `ns.name = x`).
     ///
@@ -161,18 +168,40 @@ impl NamespaceProxy {
     /// message names the value and `T`); connection errors. (No deferred
     /// form: the type check runs on the reply.)
     pub fn get<T: Serialize + DeserializeOwned>(&self, name: &str) -> Result<Option<T>> {
-        let got: Option<(u64, Value<T>)> = self
+        let got = self
             .handle
             .call(NamespaceMethod::Get as u32, |a| a.put(name))?;
-        let Some((stored, Value(value))) = got else {
-            return Ok(None);
-        };
-        let value = value.map_err(|why| another_type::<T>(name, Some(why)))?;
-        if shape(&value)? != stored {
-            return Err(another_type::<T>(name, None));
-        }
-        Ok(Some(value))
+        checked(name, got)
     }
+}
+
+impl AsyncNamespaceProxy {
+    /// [`NamespaceProxy::get`] through the async face.
+    ///
+    /// # Errors
+    /// As [`NamespaceProxy::get`].
+    pub async fn get<T: Serialize + DeserializeOwned + Send + 'static>(
+        &self,
+        name: &str,
+    ) -> Result<Option<T>> {
+        let got = self
+            .handle
+            .call_async(NamespaceMethod::Get as u32, |a| a.put(name))
+            .await?;
+        checked(name, got)
+    }
+}
+
+/// The value a `get` of `name` returned, if it is one of type `T`.
+fn checked<T: Serialize>(name: &str, got: Option<(u64, Value<T>)>) -> Result<Option<T>> {
+    let Some((stored, Value(value))) = got else {
+        return Ok(None);
+    };
+    let value = value.map_err(|why| another_type::<T>(name, Some(why)))?;
+    if shape(&value)? != stored {
+        return Err(another_type::<T>(name, None));
+    }
+    Ok(Some(value))
 }
 
 #[cold]
@@ -227,6 +256,16 @@ impl Client {
     /// Connection errors.
     pub fn namespace(&self) -> Result<NamespaceProxy> {
         create::<NamespaceProxy>(self, |_| Ok(()))
+    }
+}
+
+impl Client {
+    /// [`Client::namespace`] through the async face (DESIGN §2a).
+    ///
+    /// # Errors
+    /// Connection errors.
+    pub async fn namespace_async(&self) -> Result<AsyncNamespaceProxy> {
+        create_async::<AsyncNamespaceProxy>(self, |_| Ok(())).await
     }
 }
 

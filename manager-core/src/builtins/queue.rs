@@ -14,7 +14,7 @@ use serde::Serialize;
 
 use crate::builtins::wait::{wait_turn, Policy, Wait, Waiters};
 use crate::builtins::{
-    builtin_proxy, create, methods, proxy_methods, take_usize, write_option, Builtin, Elem,
+    async_twin, create_async, builtin_proxy, create, methods, proxy_methods, take_usize, write_option, Builtin, Elem,
     Methods, Stored,
 };
 use crate::client::Client;
@@ -353,15 +353,15 @@ impl Builtin for JoinableQueueObject {
 
 /// The methods both queue proxies have.
 macro_rules! queue_methods {
-    ($proxy:ident) => {
+    ($proxy:ident / $async:ident) => {
         proxy_methods! {
-            impl[T: Serialize + DeserializeOwned] $proxy<T>;
+            impl[T: Serialize + DeserializeOwned] $proxy<T> / $async;
 
             /// Puts `item`, waiting while the queue is full (Python: `q.put(x)`).
             ///
             /// # Errors
             /// Connection errors.
-            pub fn put(&self, item: T) -> () = |h| {
+            pub [wait] fn put(&self, item: T) -> () = |h| {
                 let e = h.elem(&item)?;
                 h.call(QueueMethod::Put as u32, |a| a.put(&e))
             }
@@ -371,7 +371,7 @@ macro_rules! queue_methods {
             ///
             /// # Errors
             /// Connection errors.
-            pub fn put_timeout(&self, item: T, timeout: Duration) -> bool = |h| {
+            pub [wait] fn put_timeout(&self, item: T, timeout: Duration) -> bool = |h| {
                 let e = h.elem(&item)?;
                 h.call(QueueMethod::PutTimeout as u32, |a| {
                     a.put(&e)?;
@@ -392,13 +392,13 @@ macro_rules! queue_methods {
             ///
             /// # Errors
             /// Connection errors.
-            pub fn get(&self) -> T = |h| { h.call(QueueMethod::Get as u32, |_| Ok(())) }
+            pub [wait] fn get(&self) -> T = |h| { h.call(QueueMethod::Get as u32, |_| Ok(())) }
 
             /// Takes the oldest item, waiting at most `timeout` (Python: `q.get(timeout=t)`).
             ///
             /// # Errors
             /// Connection errors.
-            pub fn get_timeout(&self, timeout: Duration) -> Option<T> = |h| {
+            pub [wait] fn get_timeout(&self, timeout: Duration) -> Option<T> = |h| {
                 h.call(QueueMethod::GetTimeout as u32, |a| a.put(&timeout))
             }
 
@@ -453,7 +453,14 @@ pub struct QueueProxy<T> {
 
 builtin_proxy!(QueueProxy<T>, QueueObject);
 
-queue_methods!(QueueProxy);
+async_twin!(
+    /// The async face of [`QueueProxy`] (DESIGN §2a): the same methods, each
+    /// an `async fn` returning the same result; the same object as a
+    /// `QueueProxy` converted with `into()`, both ways.
+    AsyncQueueProxy<T> of QueueProxy, QueueObject
+);
+
+queue_methods!(QueueProxy / AsyncQueueProxy);
 
 /// Proxy to a joinable queue (Python's `multiprocessing.JoinableQueue`),
 /// from [`Client::joinable_queue`]: a queue whose consumers mark each item
@@ -484,10 +491,17 @@ pub struct JoinableQueueProxy<T> {
 
 builtin_proxy!(JoinableQueueProxy<T>, JoinableQueueObject);
 
-queue_methods!(JoinableQueueProxy);
+async_twin!(
+    /// The async face of [`JoinableQueueProxy`] (DESIGN §2a): the same methods, each
+    /// an `async fn` returning the same result; the same object as a
+    /// `JoinableQueueProxy` converted with `into()`, both ways.
+    AsyncJoinableQueueProxy<T> of JoinableQueueProxy, JoinableQueueObject
+);
+
+queue_methods!(JoinableQueueProxy / AsyncJoinableQueueProxy);
 
 proxy_methods! {
-    more impl[T: Serialize + DeserializeOwned] JoinableQueueProxy<T>;
+    more impl[T: Serialize + DeserializeOwned] JoinableQueueProxy<T> / AsyncJoinableQueueProxy;
 
     /// Marks one item taken with `get` as done (Python: `q.task_done()`).
     ///
@@ -499,14 +513,14 @@ proxy_methods! {
     ///
     /// # Errors
     /// Connection errors.
-    pub fn join(&self) -> () = |h| { h.call(QueueMethod::Join as u32, |_| Ok(())) }
+    pub [wait] fn join(&self) -> () = |h| { h.call(QueueMethod::Join as u32, |_| Ok(())) }
 
     /// Waits at most `timeout` until every item put has been marked done;
     /// whether they were.
     ///
     /// # Errors
     /// Connection errors.
-    pub fn join_timeout(&self, timeout: Duration) -> bool = |h| {
+    pub [wait] fn join_timeout(&self, timeout: Duration) -> bool = |h| {
         h.call(QueueMethod::JoinTimeout as u32, |a| a.put(&timeout))
     }
 
@@ -558,5 +572,43 @@ impl Client {
         maxsize: usize,
     ) -> Result<JoinableQueueProxy<T>> {
         create::<JoinableQueueProxy<T>>(self, |a| a.put(&(maxsize as u64)))
+    }
+}
+
+impl Client {
+    /// [`Client::queue`] through the async face (DESIGN §2a).
+    ///
+    /// ```
+    /// # fn main() -> manager::Result<()> {
+    /// let mgr = manager::Manager::builder().spawn_thread()?;
+    /// let (address, key) = (mgr.address().clone(), mgr.auth_key().clone());
+    /// futures::executor::block_on(async {
+    ///     let client = manager::Client::connect_async(&address, &key).await?;
+    ///     let q = client.queue_async::<String>(0).await?;
+    ///     q.put("job".into()).await?;
+    ///     assert_eq!(q.get().await?, "job");
+    ///     Ok(())
+    /// })
+    /// # }
+    /// ```
+    ///
+    /// # Errors
+    /// Connection errors.
+    pub async fn queue_async<T: Serialize + DeserializeOwned + Send + Sync + 'static>(
+        &self,
+        maxsize: usize,
+    ) -> Result<AsyncQueueProxy<T>> {
+        create_async::<AsyncQueueProxy<T>>(self, |a| a.put(&(maxsize as u64))).await
+    }
+
+    /// [`Client::joinable_queue`] through the async face (DESIGN §2a).
+    ///
+    /// # Errors
+    /// Connection errors.
+    pub async fn joinable_queue_async<T: Serialize + DeserializeOwned + Send + Sync + 'static>(
+        &self,
+        maxsize: usize,
+    ) -> Result<AsyncJoinableQueueProxy<T>> {
+        create_async::<AsyncJoinableQueueProxy<T>>(self, |a| a.put(&(maxsize as u64))).await
     }
 }

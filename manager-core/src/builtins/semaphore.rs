@@ -7,7 +7,7 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use crate::builtins::wait::{acquire, Permits, Policy, Wait};
-use crate::builtins::{create, methods, plain_proxy, proxy_methods, take_usize, Builtin};
+use crate::builtins::{async_twin, create, create_async, methods, plain_proxy, proxy_methods, take_usize, Builtin};
 use crate::client::Client;
 use crate::context::Context;
 use crate::error::{Error, Result};
@@ -91,14 +91,21 @@ pub struct SemaphoreProxy {
 
 plain_proxy!(SemaphoreProxy, SemaphoreObject);
 
+async_twin!(
+    /// The async face of [`SemaphoreProxy`] (DESIGN §2a): the same methods, each
+    /// an `async fn` returning the same result; the same object as a
+    /// `SemaphoreProxy` converted with `into()`, both ways.
+    AsyncSemaphoreProxy of SemaphoreProxy, SemaphoreObject
+);
+
 proxy_methods! {
-    impl[] SemaphoreProxy;
+    impl[] SemaphoreProxy / AsyncSemaphoreProxy;
 
     /// Takes a permit, waiting for one (Python: `sem.acquire()`).
     ///
     /// # Errors
     /// Connection errors.
-    pub fn acquire(&self) -> () = |h| { h.call(SemaphoreMethod::Acquire as u32, |_| Ok(())) }
+    pub [wait] fn acquire(&self) -> () = |h| { h.call(SemaphoreMethod::Acquire as u32, |_| Ok(())) }
 
     /// Takes a permit if one is free now (Python: `sem.acquire(blocking=False)`).
     ///
@@ -110,7 +117,7 @@ proxy_methods! {
     ///
     /// # Errors
     /// Connection errors.
-    pub fn acquire_timeout(&self, timeout: Duration) -> bool = |h| { h.call(SemaphoreMethod::AcquireTimeout as u32, |a| a.put(&timeout)) }
+    pub [wait] fn acquire_timeout(&self, timeout: Duration) -> bool = |h| { h.call(SemaphoreMethod::AcquireTimeout as u32, |a| a.put(&timeout)) }
 
     /// Gives a permit back (Python: `sem.release()`).
     ///
@@ -160,5 +167,31 @@ impl Client {
             a.put(&(value as u64))?;
             a.put(&bounded)
         })
+    }
+}
+
+impl Client {
+    /// [`Client::semaphore`] through the async face (DESIGN §2a).
+    ///
+    /// # Errors
+    /// Connection errors.
+    pub async fn semaphore_async(&self, value: usize) -> Result<AsyncSemaphoreProxy> {
+        self.new_semaphore_async(value, false).await
+    }
+
+    /// [`Client::bounded_semaphore`] through the async face (DESIGN §2a).
+    ///
+    /// # Errors
+    /// Connection errors.
+    pub async fn bounded_semaphore_async(&self, value: usize) -> Result<AsyncSemaphoreProxy> {
+        self.new_semaphore_async(value, true).await
+    }
+
+    async fn new_semaphore_async(&self, value: usize, bounded: bool) -> Result<AsyncSemaphoreProxy> {
+        create_async::<AsyncSemaphoreProxy>(self, |a| {
+            a.put(&(value as u64))?;
+            a.put(&bounded)
+        })
+        .await
     }
 }

@@ -8,7 +8,7 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use crate::builtins::{
-    builtin_proxy, create, decode, methods, proxy_methods, read, write, Builtin, Elem, Stored,
+    async_twin, create_async, builtin_proxy, create, decode, methods, proxy_methods, read, write, Builtin, Elem, Stored,
 };
 use crate::client::Client;
 use crate::context::Context;
@@ -145,8 +145,15 @@ pub struct ValueProxy<T> {
 
 builtin_proxy!(ValueProxy<T>, ValueObject);
 
+async_twin!(
+    /// The async face of [`ValueProxy`] (DESIGN §2a): the same methods, each
+    /// an `async fn` returning the same result; the same object as a
+    /// `ValueProxy` converted with `into()`, both ways.
+    AsyncValueProxy<T> of ValueProxy, ValueObject
+);
+
 proxy_methods! {
-    impl[T: Serialize + DeserializeOwned] ValueProxy<T>;
+    impl[T: Serialize + DeserializeOwned] ValueProxy<T> / AsyncValueProxy;
 
     /// The value (Python: `value.value`).
     ///
@@ -188,7 +195,7 @@ proxy_methods! {
 }
 
 proxy_methods! {
-    more impl[T: Serialize + DeserializeOwned + FetchAdd] ValueProxy<T>;
+    more impl[T: Serialize + DeserializeOwned + FetchAdd] ValueProxy<T> / AsyncValueProxy;
 
     /// Adds `delta` (wrapping) and returns the previous value.
     ///
@@ -224,6 +231,20 @@ impl Client {
     ) -> Result<ValueProxy<T>> {
         let e = Elem::encode(self.address(), &initial)?;
         create::<ValueProxy<T>>(self, |a| a.put(&e))
+    }
+}
+
+impl Client {
+    /// [`Client::value`] through the async face (DESIGN §2a).
+    ///
+    /// # Errors
+    /// Connection errors.
+    pub async fn value_async<T: Serialize + DeserializeOwned + Send + Sync + 'static>(
+        &self,
+        initial: T,
+    ) -> Result<AsyncValueProxy<T>> {
+        let e = Elem::encode(self.address(), &initial)?;
+        create_async::<AsyncValueProxy<T>>(self, |a| a.put(&e)).await
     }
 }
 

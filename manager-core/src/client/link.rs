@@ -71,14 +71,19 @@ pub(crate) struct Welcomed {
     pub(crate) max_frame: usize,
 }
 
-impl Link {
-    /// Connects and authenticates; joins `session`, or opens a new one.
-    pub(crate) fn open(
-        id: u64,
-        address: &Address,
-        key: &AuthKey,
-        session: Option<u64>,
-    ) -> Result<(Link, Welcomed)> {
+
+/// A connection just authenticated: the socket (sealed if encrypted), the
+/// frames read and written on it so far, and what the manager said.
+pub(crate) struct Opened {
+    pub(crate) socket: Socket,
+    pub(crate) reader: FrameReader,
+    pub(crate) writer: FrameWriter,
+    pub(crate) welcomed: Welcomed,
+}
+
+/// Connects to `address` and authenticates with `key`, joining `session`
+/// or opening a new one. Blocks (for at most the handshake's timeout).
+pub(crate) fn handshake(address: &Address, key: &AuthKey, session: Option<u64>) -> Result<Opened> {
         let socket = Socket::connect(address)?;
         socket.set_read_timeout(Some(HANDSHAKE_TIMEOUT))?;
         socket.set_write_timeout(Some(HANDSHAKE_TIMEOUT))?;
@@ -144,6 +149,29 @@ impl Link {
         socket.set_read_timeout(None)?;
         socket.set_write_timeout(None)?;
         reader.set_max(max_frame);
+        Ok(Opened {
+            socket,
+            reader,
+            writer,
+            welcomed: Welcomed { session, max_frame },
+        })
+}
+
+impl Link {
+    /// Connects and authenticates; joins `session`, or opens a new one.
+    pub(crate) fn open(
+        id: u64,
+        address: &Address,
+        key: &AuthKey,
+        session: Option<u64>,
+    ) -> Result<(Link, Welcomed)> {
+        let Opened {
+            socket,
+            reader,
+            writer,
+            welcomed,
+        } = handshake(address, key, session)?;
+        let max_frame = welcomed.max_frame;
         let link = Link {
             id,
             address: address.clone(),
@@ -160,7 +188,7 @@ impl Link {
             unsent: Vec::new(),
             broken: None,
         };
-        Ok((link, Welcomed { session, max_frame }))
+        Ok((link, welcomed))
     }
 
     pub(crate) fn is_broken(&self) -> bool {
@@ -206,57 +234,15 @@ impl Link {
             return Err(Error::ConnectionLost(why.clone()));
         }
         let seq = self.next_seq;
-        let writer = &mut self.writer;
-        let (encoded, caps) = capturing(|| {
-            let mut e = writer.begin();
-            if let (Some(b), false) = (blob, deferred) {
-                e.allow_blob(b);
-            }
-            args(&mut e)?;
-            Ok::<_, Error>(e.blob())
-        });
-        let mark = encoded?;
-        let own: Vec<u64> = caps
-            .iter()
-            .filter(|c| c.address == self.address)
-            .map(|c| c.object)
-            .collect();
-        let mut caps_len = 0;
-        // A list, even empty, tells the manager that the arguments embed
-        // proxies: it then binds those of other managers while decoding.
-        if !caps.is_empty() {
-            let mut p = self.writer.payload();
-            let before = p.len();
-            p.put(&own)?;
-            caps_len = (p.len() - before) as u32;
-        }
-        // The encoder leaves out only the slice it was allowed: `blob`.
-        let blob = mark.zip(blob);
-        let blob = match blob {
-            Some((at, b)) if self.writer.payload_len() + MAX_BESIDE_SLACK > BESIDE_BLOB_MAX => {
-                // Too much else in the frame for the manager to hold beside
-                // the byte string: it goes inline after all.
-                self.writer.insert_at(at, b);
-                None
-            }
-            blob => blob,
-        };
-        let header = if caps_len == 0 {
-            Request::Call {
-                seq,
-                object,
-                method,
-            }
-        } else {
-            Request::CallCaps {
-                seq,
-                object,
-                method,
-                caps_len,
-            }
-        };
-        self.writer
-            .finish_with(&header, self.max_frame, blob.map(|(at, b)| (at, b.len())))?;
+        let blob = if deferred { None } else { blob };
+        let blob = encode_call(
+            &mut self.writer,
+            &self.address,
+            self.max_frame,
+            (seq, object, method),
+            blob,
+            args,
+        )?;
         self.next_seq += 1;
         if let Some((at, b)) = blob {
             self.flush()?;
@@ -470,6 +456,93 @@ pub(crate) fn say_goodbye(socket: &Socket) {
     );
 }
 
+/// Encodes call `seq` of `method` of `object` into `writer`: the arguments
+/// `args` writes, the ids of the objects of the manager at `address` among
+/// the proxies they embed, and the header. With `blob`, `args` may leave
+/// that byte string out of the frame (see [`Encoder::put_bytes`]); the
+/// frame is then [`FrameWriter::frame_around`] the offset returned.
+pub(crate) fn encode_call<'b>(
+    writer: &mut FrameWriter,
+    address: &Address,
+    max_frame: usize,
+    (seq, object, method): (u64, u64, u32),
+    blob: Option<&'b [u8]>,
+    args: impl FnOnce(&mut Encoder<'_>) -> Result<()>,
+) -> Result<Option<(usize, &'b [u8])>> {
+    let (caps_len, blob) = encode_args(writer, address, blob, args)?;
+    finish_call(writer, max_frame, (seq, object, method), caps_len, blob)?;
+    Ok(blob)
+}
+
+/// The first half of [`encode_call`]: the payload, and the length of the
+/// capability list at its end (0 without one).
+pub(crate) fn encode_args<'b>(
+    writer: &mut FrameWriter,
+    address: &Address,
+    blob: Option<&'b [u8]>,
+    args: impl FnOnce(&mut Encoder<'_>) -> Result<()>,
+) -> Result<(u32, Option<(usize, &'b [u8])>)> {
+    let (encoded, caps) = capturing(|| {
+        let mut e = writer.begin();
+        if let Some(b) = blob {
+            e.allow_blob(b);
+        }
+        args(&mut e)?;
+        Ok::<_, Error>(e.blob())
+    });
+    let mark = encoded?;
+    let own: Vec<u64> = caps
+        .iter()
+        .filter(|c| &c.address == address)
+        .map(|c| c.object)
+        .collect();
+    let mut caps_len = 0;
+    // A list, even empty, tells the manager that the arguments embed
+    // proxies: it then binds those of other managers while decoding.
+    if !caps.is_empty() {
+        let mut p = writer.payload();
+        let before = p.len();
+        p.put(&own)?;
+        caps_len = (p.len() - before) as u32;
+    }
+    // The encoder leaves out only the slice it was allowed: `blob`.
+    let blob = match mark.zip(blob) {
+        Some((at, b)) if writer.payload_len() + MAX_BESIDE_SLACK > BESIDE_BLOB_MAX => {
+            // Too much else in the frame for the manager to hold beside
+            // the byte string: it goes inline after all.
+            writer.insert_at(at, b);
+            None
+        }
+        blob => blob,
+    };
+    Ok((caps_len, blob))
+}
+
+/// The second half of [`encode_call`]: the header in front of the payload.
+pub(crate) fn finish_call(
+    writer: &mut FrameWriter,
+    max_frame: usize,
+    (seq, object, method): (u64, u64, u32),
+    caps_len: u32,
+    blob: Option<(usize, &[u8])>,
+) -> Result<()> {
+    let header = if caps_len == 0 {
+        Request::Call {
+            seq,
+            object,
+            method,
+        }
+    } else {
+        Request::CallCaps {
+            seq,
+            object,
+            method,
+            caps_len,
+        }
+    };
+    writer.finish_with(&header, max_frame, blob.map(|(at, b)| (at, b.len())))
+}
+
 /// Room for the header and prefix of a frame, beside its payload.
 const MAX_BESIDE_SLACK: usize = 64;
 
@@ -579,17 +652,17 @@ fn push_wire(socket: &Socket, inbox: &mut Inbox, parts: &mut [&[u8]]) -> Result<
 
 /// A reply as it arrived: to which call, whether it succeeded, its
 /// payload, and the references of the proxies the payload carries.
-struct Reply<'a> {
-    seq: u64,
-    ok: bool,
-    payload: &'a [u8],
-    caps: crate::caps::ReplyCaps,
+pub(crate) struct Reply<'a> {
+    pub(crate) seq: u64,
+    pub(crate) ok: bool,
+    pub(crate) payload: &'a [u8],
+    pub(crate) caps: crate::caps::ReplyCaps,
 }
 
 impl<'a> Reply<'a> {
     /// Reads the reply in frame `body`; a fatal answer, a farewell nobody
     /// asked for, or a malformed reply is an error that ends the link.
-    fn parse(body: &'a [u8]) -> Result<Reply<'a>> {
+    pub(crate) fn parse(body: &'a [u8]) -> Result<Reply<'a>> {
         let (response, payload) = postcard::take_from_bytes::<Response>(body)
             .map_err(|e| Error::Protocol(format!("malformed reply from the manager: {e}")))?;
         let (seq, ok, payload, caps) = match response {

@@ -2,6 +2,7 @@
 //! (the first to call shares the session's own), the process-wide keyring,
 //! and pending replies of pipelined calls.
 
+mod aio;
 mod farewell;
 mod keyring;
 mod link;
@@ -30,6 +31,8 @@ pub(crate) use farewell::ending_normally;
 pub(crate) use keyring::{client_for, client_with, preload, register_local, snapshot};
 use link::Link;
 pub(crate) use local::InProcess;
+pub use aio::AsyncCall;
+pub(crate) use aio::{Lease, Route};
 pub use pending::Pending;
 
 /// A connection to a manager, shared by every thread of this process that
@@ -67,6 +70,8 @@ pub(crate) struct ClientInner {
     transport: Transport,
     /// Set once the session has said goodbye (at process exit, or on drop).
     departed: AtomicBool,
+    /// The async face's connections.
+    aio: aio::Aio,
 }
 
 enum Transport {
@@ -216,6 +221,9 @@ impl ClientInner {
 
 impl Drop for ClientInner {
     fn drop(&mut self) {
+        // First: the session's goodbye below waits for its other
+        // connections to end.
+        self.aio.close_all();
         match &mut self.transport {
             Transport::Remote(r) => {
                 if ending_normally() && !self.departed.swap(true, Ordering::AcqRel) {
@@ -276,6 +284,7 @@ impl Client {
                     next_link: AtomicU64::new(1),
                 })),
                 departed: AtomicBool::new(false),
+                aio: aio::Aio::default(),
             }),
         };
         farewell::register(&client.inner);
@@ -293,6 +302,7 @@ impl Client {
                 session: AtomicU64::new(state.open_session()),
                 transport: Transport::Local(Arc::downgrade(state)),
                 departed: AtomicBool::new(false),
+                aio: aio::Aio::default(),
             }),
         }
     }

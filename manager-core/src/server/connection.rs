@@ -75,6 +75,9 @@ type PutBack = Box<dyn FnOnce() + Send>;
 /// the queued replies, and whether the peer hung up.
 pub(crate) struct Peer {
     hung_up: AtomicBool,
+    /// The caller of the parked call left ([`Request::Cancel`]): while it
+    /// is run again, the peer counts as gone for it.
+    cancelled: AtomicBool,
     /// The connection's socket, to look at directly where a hang-up the
     /// loop has not seen yet matters (see [`Peer::has_left`]).
     socket: Arc<Socket>,
@@ -224,6 +227,7 @@ impl Peer {
     fn new(socket: Arc<Socket>, patience: Duration, resumer: Resumer) -> Peer {
         Peer {
             hung_up: AtomicBool::new(false),
+            cancelled: AtomicBool::new(false),
             socket: Arc::clone(&socket),
             out: Mutex::new(Outbox {
                 socket,
@@ -320,7 +324,7 @@ impl Peer {
 
     /// Whether the peer has hung up (or the connection failed).
     pub(crate) fn is_gone(&self) -> bool {
-        self.hung_up.load(Ordering::Acquire)
+        self.hung_up.load(Ordering::Acquire) || self.cancelled.load(Ordering::Acquire)
     }
 
     /// Whether the peer is gone, asking the socket itself if the loop has
@@ -493,6 +497,8 @@ struct Open {
 /// its place among the waiters.
 pub(crate) struct Parked {
     body: Vec<u8>,
+    /// The call's sequence number, which a cancel names.
+    seq: u64,
     wait: Resume,
 }
 
@@ -981,6 +987,8 @@ enum Command<'a> {
     Release { object: u64 },
     /// End the connection (and, with `session`, the session's others).
     Goodbye { session: bool },
+    /// The caller of a call left; see [`Request::Cancel`].
+    Cancel,
 }
 
 /// A method call: which, and its arguments.
@@ -1026,6 +1034,8 @@ impl<'a> Command<'a> {
             }
             Request::Release { object } => return Ok(Command::Release { object }),
             Request::Goodbye { session } => return Ok(Command::Goodbye { session }),
+            // Read here only after its call was over: nothing to do.
+            Request::Cancel { .. } => return Ok(Command::Cancel),
         };
         let has_blob = blob.is_some();
         let args = match blob {
@@ -1111,7 +1121,18 @@ pub(crate) fn requests(
     parked: &mut Option<Parked>,
 ) -> Result<Flow> {
     if parked.is_some() {
-        match run_parked(state, ctx, writer, parked)? {
+        let mut ran = run_parked(state, ctx, writer, parked)?;
+        if ran.is_none() && cancel_arrived(input, reader, parked)? {
+            // Its caller left: the call gives up, and its error answer
+            // goes where answers to calls nobody awaits go.
+            if let Some(peer) = ctx.peer() {
+                peer.cancelled.store(true, Ordering::Release);
+                let again = run_parked(state, ctx, writer, parked);
+                peer.cancelled.store(false, Ordering::Release);
+                ran = again?;
+            }
+        }
+        match ran {
             None => return Ok(Flow::Parked),
             Some(shutdown) => {
                 replies.queue(writer.frame(), ctx.take_undo())?;
@@ -1143,6 +1164,7 @@ pub(crate) fn requests(
         match Command::parse(body, blob)? {
             Command::Call(call) => {
                 let shutdown = call.is_shutdown();
+                let seq = call.seq;
                 let peer = ctx.peer();
                 if let Some(peer) = peer {
                     peer.prepare(call.may_park(), None);
@@ -1153,6 +1175,7 @@ pub(crate) fn requests(
                     state.blocked.fetch_add(1, Ordering::Relaxed);
                     *parked = Some(Parked {
                         body: body.to_vec(),
+                        seq,
                         wait,
                     });
                     return Ok(Flow::Parked);
@@ -1165,9 +1188,37 @@ pub(crate) fn requests(
             }
             Command::Release { object } => state.table.release(ctx.session, object),
             Command::Goodbye { session } => return Ok(Flow::Ended(Ended::Goodbye { session })),
+            Command::Cancel => {}
         }
     }
 }
+
+/// Whether the next request is the cancel of the parked call, which it then
+/// takes; any other request stays unread until the parked call is over.
+fn cancel_arrived(
+    input: &mut impl Input,
+    reader: &mut FrameReader,
+    parked: &Option<Parked>,
+) -> Result<bool> {
+    let Some(p) = parked else { return Ok(false) };
+    let next = match reader.peek_short(input, CANCEL_MAX) {
+        Ok(next) => next,
+        Err(e) => return Err(read_error(e)),
+    };
+    let is_cancel = next.is_some_and(|body| {
+        matches!(
+            postcard::take_from_bytes::<Request>(body),
+            Ok((Request::Cancel { seq }, rest)) if seq == p.seq && rest.is_empty()
+        )
+    });
+    if is_cancel {
+        reader.skip_peeked();
+    }
+    Ok(is_cancel)
+}
+
+/// A cancel's frame is no longer than this.
+const CANCEL_MAX: usize = 16;
 
 /// Calls run, added to the manager's count when a round of requests ends.
 struct Counted<'a> {
@@ -1202,7 +1253,11 @@ fn run_parked(
             let ran = call.apply(state, ctx, writer).map(|()| shutdown);
             match peer.parked() {
                 Some(wait) if ran.is_ok() => {
-                    *parked = Some(Parked { body: p.body, wait });
+                    *parked = Some(Parked {
+                        body: p.body,
+                        seq: p.seq,
+                        wait,
+                    });
                     return Ok(None);
                 }
                 _ => ran,

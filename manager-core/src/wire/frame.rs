@@ -410,6 +410,58 @@ impl FrameReader {
         }
     }
 
+    /// The next frame's body if it is short (at most `max` bytes, no byte
+    /// string out of line) and whole, reading what `r` has now; the frame
+    /// stays next. `None` if the next frame is another, or not whole yet
+    /// (`r` would block or has ended).
+    ///
+    /// # Errors
+    /// Those of `r`, but `WouldBlock`.
+    pub(crate) fn peek_short<R: ReadFresh>(
+        &mut self,
+        r: &mut R,
+        max: usize,
+    ) -> std::io::Result<Option<&[u8]>> {
+        loop {
+            let avail = self.end - self.start;
+            if avail >= 4 {
+                let mut len = [0u8; 4];
+                len.copy_from_slice(&self.buf[self.start..self.start + 4]);
+                let len = u32::from_le_bytes(len) as usize;
+                if len > max {
+                    return Ok(None);
+                }
+                if avail >= 4 + len {
+                    return Ok(Some(&self.buf[self.start + 4..self.start + 4 + len]));
+                }
+            }
+            if self.buf.len() - self.start < 4 + max {
+                self.compact();
+            }
+            if self.buf.len() < 4 + max {
+                self.buf.resize(4 + max, 0);
+            }
+            match r.read(&mut self.buf[self.end..]) {
+                Ok(0) => return Ok(None),
+                Ok(n) => self.end += n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return Ok(None),
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// Drops the frame [`FrameReader::peek_short`] returned.
+    pub(crate) fn skip_peeked(&mut self) {
+        let avail = self.end - self.start;
+        if avail >= 4 {
+            let mut len = [0u8; 4];
+            len.copy_from_slice(&self.buf[self.start..self.start + 4]);
+            let total = 4 + u32::from_le_bytes(len) as usize;
+            self.start += total.min(avail);
+        }
+    }
+
     /// Reads a frame larger than the usual buffer straight into a buffer of
     /// its size, reusing (without re-zeroing) one kept from an earlier large
     /// frame. A fresh one costs address space only until bytes arrive, so a

@@ -11,7 +11,7 @@ use crate::error::{Error, Result, WireError};
 /// Sent first by a client; names the protocol so a stray peer is refused early.
 pub(crate) const MAGIC: [u8; 8] = *b"manager\0";
 /// Bumped on any incompatible change to the messages below.
-pub(crate) const PROTOCOL_VERSION: u32 = 4;
+pub(crate) const PROTOCOL_VERSION: u32 = 5;
 
 /// Client → server, in clear: the protocol, so that a stray peer or another
 /// version is refused early. Laid out as every earlier version's hello, so
@@ -82,6 +82,13 @@ pub(crate) enum Request {
     /// connection held and its references, then answers
     /// [`Response::Farewell`] and closes.
     Goodbye { session: bool },
+    /// The caller of call `seq` left (an async call's future was dropped):
+    /// if that call waits parked, it gives up now, before it takes anything
+    /// (an item, a lock, a permit), and answers with an error nobody reads.
+    /// A call that is not waiting is not touched. Sent only as the next
+    /// request after the call (by the async face, which makes one waiting
+    /// call at a time on a connection). Since version 5.
+    Cancel { seq: u64 },
 }
 
 /// Server → client.

@@ -1,0 +1,341 @@
+//! The async face of the built-ins (DESIGN §2a): under tokio's two
+//! runtimes and a plain executor, many calls in flight on one connection,
+//! blocked calls of one client that do not block each other, cancellation
+//! that loses nothing, guards that release on any thread, and an async and
+//! a blocking process sharing one object.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{bounded, eventually, read_marked, role, spawn_role, wait_ok};
+use futures::future::join_all;
+use manager::{
+    AsyncQueueProxy, AsyncValueProxy, AuthKey, Client, Manager, Proxy, QueueProxy, ValueProxy,
+};
+
+/// For waits that must time out.
+const SHORT: Duration = Duration::from_millis(50);
+/// For waits that must succeed: a bound, so a bug fails instead of hanging.
+const LONG: Duration = Duration::from_secs(20);
+
+fn manager() -> Manager {
+    Manager::builder().start().expect("a manager starts")
+}
+
+async fn connect(mgr: &Manager) -> Client {
+    Client::connect_async(mgr.address(), mgr.auth_key())
+        .await
+        .expect("the manager takes async clients")
+}
+
+/// Every built-in answers through its async twin, as its blocking proxy does.
+async fn built_ins_answer(client: &Client) {
+    let v = client.value_async(5i64).await.unwrap();
+    assert_eq!(v.get().await.unwrap(), 5);
+    v.set(7).await.unwrap();
+    assert_eq!(v.fetch_add(3).await.unwrap(), 7);
+    assert_eq!(v.get().await.unwrap(), 10);
+
+    let l = client.list_async::<String>().await.unwrap();
+    l.push("a".into()).await.unwrap();
+    l.extend(vec!["b".into(), "c".into()]).await.unwrap();
+    assert_eq!(l.len().await.unwrap(), 3);
+    assert_eq!(l.get(1).await.unwrap().as_deref(), Some("b"));
+
+    let d = client.dict_async::<String, u32>().await.unwrap();
+    d.insert("k".into(), 1).await.unwrap();
+    assert_eq!(d.get(&"k".to_string()).await.unwrap(), Some(1));
+
+    let q = client.queue_async::<u32>(0).await.unwrap();
+    q.put(1).await.unwrap();
+    assert!(q.try_put(2).await.unwrap());
+    assert_eq!(q.get().await.unwrap(), 1);
+    assert_eq!(q.get_timeout(LONG).await.unwrap(), Some(2));
+    assert_eq!(q.get_timeout(SHORT).await.unwrap(), None);
+
+    let e = client.event_async().await.unwrap();
+    assert!(!e.wait_timeout(SHORT).await.unwrap());
+    e.set().await.unwrap();
+    e.wait().await.unwrap();
+
+    let s = client.semaphore_async(1).await.unwrap();
+    s.acquire().await.unwrap();
+    assert!(!s.try_acquire().await.unwrap());
+    s.release().await.unwrap();
+    assert!(s.acquire_timeout(LONG).await.unwrap());
+
+    let r = client.rlock_async().await.unwrap();
+    r.acquire().await.unwrap();
+    r.acquire().await.unwrap();
+    r.release().await.unwrap();
+    r.release().await.unwrap();
+
+    let ns = client.namespace_async().await.unwrap();
+    ns.set("x", &3u8).await.unwrap();
+    assert_eq!(ns.get::<u8>("x").await.unwrap(), Some(3));
+
+    let j = client.joinable_queue_async::<u8>(0).await.unwrap();
+    j.put(1).await.unwrap();
+    assert_eq!(j.get().await.unwrap(), 1);
+    j.task_done().await.unwrap();
+    j.join().await.unwrap();
+
+    let b = client.barrier_async(1).await.unwrap();
+    assert_eq!(b.wait().await.unwrap(), 0);
+
+    let c = client.condition_async().await.unwrap();
+    c.acquire().await.unwrap();
+    assert!(!c.wait_timeout(SHORT).await.unwrap());
+    c.release().await.unwrap();
+}
+
+#[tokio::test]
+async fn built_ins_on_a_current_thread_runtime() {
+    let mgr = manager();
+    let client = connect(&mgr).await;
+    built_ins_answer(&client).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn built_ins_on_a_multi_thread_runtime() {
+    let mgr = manager();
+    let client = connect(&mgr).await;
+    built_ins_answer(&client).await;
+}
+
+#[test]
+fn built_ins_under_a_plain_executor() {
+    bounded(|| {
+        let mgr = manager();
+        futures::executor::block_on(async {
+            let client = connect(&mgr).await;
+            built_ins_answer(&client).await;
+        });
+    });
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_thousand_calls_in_flight_from_one_client() {
+    let mgr = manager();
+    let client = connect(&mgr).await;
+    let v = client.value_async(0u64).await.unwrap();
+    let connections = client.stats().unwrap().connections;
+    let olds = join_all((0..1000).map(|_| v.fetch_add(1))).await;
+    let mut olds: Vec<u64> = olds.into_iter().map(Result::unwrap).collect();
+    olds.sort_unstable();
+    // Each call saw its own value: all ran, once each.
+    assert_eq!(olds, (0..1000).collect::<Vec<_>>());
+    assert_eq!(v.get().await.unwrap(), 1000);
+    // All of them on the one shared connection: none opened another.
+    assert_eq!(client.stats().unwrap().connections, connections);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn futures_are_send_and_proxies_cross_tasks() {
+    fn assert_send<T: Send>(_: &T) {}
+    let mgr = manager();
+    let client = connect(&mgr).await;
+    let v = client.value_async(0i64).await.unwrap();
+    let call = v.fetch_add(1);
+    assert_send(&call);
+    assert_send(&client.queue_async::<u8>(0));
+    call.await.unwrap();
+    let tasks: Vec<_> = (0..8)
+        .map(|_| {
+            let v = v.clone();
+            tokio::spawn(async move {
+                for _ in 0..50 {
+                    v.fetch_add(1).await.unwrap();
+                }
+            })
+        })
+        .collect();
+    for t in tasks {
+        t.await.unwrap();
+    }
+    assert_eq!(v.get().await.unwrap(), 401);
+}
+
+/// DESIGN §2a: three barrier waits from one client's tasks all arrive.
+#[tokio::test]
+async fn blocked_calls_of_one_client_do_not_block_each_other() {
+    let mgr = manager();
+    let client = connect(&mgr).await;
+    let b = client.barrier_async(3).await.unwrap();
+    let q = client.queue_async::<u8>(0).await.unwrap();
+    let waits: Vec<_> = (0..3)
+        .map(|_| {
+            let b = b.clone();
+            tokio::spawn(async move { b.wait().await })
+        })
+        .collect();
+    // A get that waits holds up nothing either.
+    let getter = {
+        let q = q.clone();
+        tokio::spawn(async move { q.get().await })
+    };
+    let mut indices: Vec<usize> = Vec::new();
+    for w in waits {
+        let arrived = tokio::time::timeout(LONG, w).await.expect("every party arrives");
+        indices.push(arrived.unwrap().unwrap());
+    }
+    indices.sort_unstable();
+    assert_eq!(indices, [0, 1, 2]);
+    q.put(9).await.unwrap();
+    assert_eq!(getter.await.unwrap().unwrap(), 9);
+}
+
+/// A `get` whose future is dropped while it waits takes nothing: the item
+/// put afterwards stays in the queue.
+#[tokio::test]
+async fn a_dropped_get_takes_nothing() {
+    let mgr = manager();
+    let client = connect(&mgr).await;
+    let q = client.queue_async::<String>(0).await.unwrap();
+    let blocked_before = client.stats().unwrap().blocked_calls;
+    // Parked in the manager, then dropped.
+    let gave_up = tokio::time::timeout(SHORT, q.get()).await;
+    assert!(gave_up.is_err(), "nothing was there to get");
+    q.put("kept".into()).await.unwrap();
+    assert_eq!(q.try_get().await.unwrap().as_deref(), Some("kept"));
+    assert!(eventually(LONG, || client.stats().unwrap().blocked_calls == blocked_before));
+    // The client goes on: more waits, on fresh connections.
+    q.put("next".into()).await.unwrap();
+    assert_eq!(q.get().await.unwrap(), "next");
+}
+
+/// A lock acquire dropped while it waits takes nothing either: the lock
+/// goes to the next waiter.
+#[tokio::test]
+async fn a_dropped_acquire_takes_nothing() {
+    let mgr = manager();
+    let client = connect(&mgr).await;
+    let lock = client.lock_async().await.unwrap();
+    let held = lock.lock().await.unwrap();
+    assert!(tokio::time::timeout(SHORT, lock.lock()).await.is_err());
+    assert!(tokio::time::timeout(SHORT, lock.acquire()).await.is_err());
+    drop(held);
+    let again = tokio::time::timeout(LONG, lock.lock()).await;
+    assert!(again.is_ok(), "the lock was free for the next taker");
+}
+
+/// A guard owns its lock, not a thread: dropped on another thread, it
+/// releases there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_guard_dropped_on_another_thread_releases() {
+    let mgr = manager();
+    let client = connect(&mgr).await;
+    for lock in [
+        client.lock_async().await.unwrap().lock().await,
+        client.rlock_async().await.unwrap().lock().await,
+    ] {
+        let _ = lock.unwrap();
+    }
+    let lock = client.lock_async().await.unwrap();
+    let guard = lock.lock().await.unwrap();
+    assert!(!lock.try_acquire().await.unwrap());
+    std::thread::spawn(move || drop(guard)).join().unwrap();
+    assert!(lock.acquire_timeout(LONG).await.unwrap());
+    lock.release().await.unwrap();
+
+    // Two guards of one rlock exclude each other: each is an owner.
+    let r = client.rlock_async().await.unwrap();
+    let first = r.lock().await.unwrap();
+    assert!(tokio::time::timeout(SHORT, r.lock()).await.is_err());
+    tokio::task::spawn_blocking(move || drop(first)).await.unwrap();
+    assert!(tokio::time::timeout(LONG, r.lock()).await.is_ok());
+}
+
+/// The two faces of one object: conversions keep the reference, tokens
+/// and serde carry either.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_faces_convert_both_ways() {
+    let mgr = manager();
+    let client = connect(&mgr).await;
+    let a = client.queue_async::<u8>(0).await.unwrap();
+    a.put(1).await.unwrap();
+    let blocking: QueueProxy<u8> = a.clone().into();
+    let token = a.to_token().unwrap();
+    let key = mgr.auth_key().clone();
+    let got = tokio::task::spawn_blocking(move || {
+        let got = blocking.get().unwrap();
+        // A token the async face made, redeemed by the blocking one.
+        let same = QueueProxy::<u8>::from_token(&token, &key).unwrap();
+        same.put(2).unwrap();
+        got
+    })
+    .await
+    .unwrap();
+    assert_eq!(got, 1);
+    let back: AsyncQueueProxy<u8> = QueueProxy::from(a.clone()).into();
+    assert_eq!(back.get().await.unwrap(), 2);
+}
+
+/// A client made in a runtime that is gone carries on in the next one.
+#[test]
+fn a_client_outlives_the_runtime_it_was_made_in() {
+    bounded(|| {
+        let mgr = manager();
+        let (client, v) = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap()
+            .block_on(async {
+                let client = connect(&mgr).await;
+                let v = client.value_async(1u32).await.unwrap();
+                (client, v)
+            });
+        let later = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        later.block_on(async {
+            assert_eq!(v.fetch_add(1).await.unwrap(), 1);
+            assert_eq!(v.get().await.unwrap(), 2);
+        });
+        drop(client);
+    });
+}
+
+/// The child: the blocking face on a token, adding as the parent does.
+#[test]
+fn blocking_role() {
+    let Some(role) = role() else { return };
+    assert_eq!(role, "blocking-adder");
+    let token = std::env::var("COUNTER_TOKEN").unwrap();
+    let key = AuthKey::from_hex(&std::env::var("KEY").unwrap()).unwrap();
+    let v = ValueProxy::<u64>::from_token(&token, &key).unwrap();
+    println!("ready=1");
+    for _ in 0..500 {
+        v.fetch_add(1).unwrap();
+    }
+}
+
+/// An async process and a blocking process share one object; the count
+/// is exact.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_async_and_a_blocking_process_share_one_object() {
+    let mgr = manager();
+    let client = connect(&mgr).await;
+    let v: AsyncValueProxy<u64> = client.value_async(0).await.unwrap();
+    let token = v.to_token().unwrap();
+    let mut child = spawn_role(
+        "blocking_role",
+        "blocking-adder",
+        &[
+            ("COUNTER_TOKEN", token),
+            ("KEY", mgr.auth_key().to_hex()),
+        ],
+    );
+    assert_eq!(read_marked(&mut child, "ready=").as_deref(), Some("1"));
+    for _ in 0..10 {
+        let adds = join_all((0..50).map(|_| v.fetch_add(1))).await;
+        assert!(adds.iter().all(Result::is_ok));
+    }
+    let ok = tokio::task::spawn_blocking(move || wait_ok(&mut child, LONG))
+        .await
+        .unwrap();
+    assert!(ok, "the blocking process finished its adds");
+    assert_eq!(v.get().await.unwrap(), 1000);
+}
