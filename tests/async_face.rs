@@ -186,6 +186,21 @@ async fn blocked_calls_of_one_client_do_not_block_each_other() {
     assert_eq!(getter.await.unwrap().unwrap(), 9);
 }
 
+/// Polls `call` until the manager holds it parked (one more blocked call
+/// than `before`), then drops it.
+async fn drop_once_parked<T>(client: &Client, before: u64, call: impl std::future::Future<Output = T>) {
+    let parked = async {
+        while client.stats().unwrap().blocked_calls <= before {
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+    };
+    // The call is dropped as the select ends.
+    tokio::select! {
+        _ = call => panic!("the call was to wait"),
+        seen = tokio::time::timeout(LONG, parked) => assert!(seen.is_ok(), "never parked"),
+    }
+}
+
 /// A `get` whose future is dropped while it waits takes nothing: the item
 /// put afterwards stays in the queue.
 #[tokio::test]
@@ -194,10 +209,11 @@ async fn a_dropped_get_takes_nothing() {
     let client = connect(&mgr).await;
     let q = client.queue_async::<String>(0).await.unwrap();
     let blocked_before = client.stats().unwrap().blocked_calls;
-    // Parked in the manager, then dropped.
-    let gave_up = tokio::time::timeout(SHORT, q.get()).await;
-    assert!(gave_up.is_err(), "nothing was there to get");
-    q.put("kept".into()).await.unwrap();
+    drop_once_parked(&client, blocked_before, q.get()).await;
+    // (A get left waiting on the connection the put then leases would
+    // hold the put up for good.)
+    let put = tokio::time::timeout(LONG, q.put("kept".into())).await;
+    put.expect("the put is not held up").unwrap();
     assert_eq!(q.try_get().await.unwrap().as_deref(), Some("kept"));
     assert!(eventually(LONG, || client.stats().unwrap().blocked_calls == blocked_before));
     // The client goes on: more waits, on fresh connections.
@@ -213,8 +229,10 @@ async fn a_dropped_acquire_takes_nothing() {
     let client = connect(&mgr).await;
     let lock = client.lock_async().await.unwrap();
     let held = lock.lock().await.unwrap();
-    assert!(tokio::time::timeout(SHORT, lock.lock()).await.is_err());
-    assert!(tokio::time::timeout(SHORT, lock.acquire()).await.is_err());
+    let before = client.stats().unwrap().blocked_calls;
+    drop_once_parked(&client, before, lock.lock()).await;
+    assert!(eventually(LONG, || client.stats().unwrap().blocked_calls == before));
+    drop_once_parked(&client, before, lock.acquire()).await;
     drop(held);
     let again = tokio::time::timeout(LONG, lock.lock()).await;
     assert!(again.is_ok(), "the lock was free for the next taker");
@@ -338,4 +356,28 @@ async fn an_async_and_a_blocking_process_share_one_object() {
         .unwrap();
     assert!(ok, "the blocking process finished its adds");
     assert_eq!(v.get().await.unwrap(), 1000);
+}
+
+/// Without a guard, the client as a whole owns an rlock, on one connection
+/// that holds its other locks too: a wait dropped there is withdrawn (the
+/// manager is told), and that connection and its holds go on.
+#[tokio::test]
+async fn a_dropped_owner_wait_is_withdrawn_and_holds_stay() {
+    let mgr = manager();
+    let client = connect(&mgr).await;
+    let contested = client.rlock_async().await.unwrap();
+    let kept = client.rlock_async().await.unwrap();
+    kept.acquire().await.unwrap();
+    let guard = contested.lock().await.unwrap();
+    let before = client.stats().unwrap().blocked_calls;
+    drop_once_parked(&client, before, contested.acquire()).await;
+    // The owner's connection goes on: its next call is not held up, and
+    // the rlock it holds is still its own.
+    let released = tokio::time::timeout(LONG, kept.release()).await;
+    released.expect("the owner connection is not held up").unwrap();
+    assert!(matches!(kept.release().await, Err(manager::Error::NotHeld(_))));
+    // The withdrawn wait took nothing: released, the rlock is free.
+    drop(guard);
+    let again = tokio::time::timeout(LONG, contested.lock()).await;
+    assert!(again.is_ok(), "nobody took the rlock for a caller who left");
 }

@@ -763,6 +763,7 @@ enum Step {
         open: Arc<Opening>,
         /// Where the link goes: the client's shared or owner slot, or a lease.
         slot: OpenFor,
+        abandon: Abandon,
         object: u64,
         prepared: Prepared,
     },
@@ -914,6 +915,7 @@ impl<R> AsyncCall<R> {
         Ok(Step::Opening {
             open,
             slot,
+            abandon,
             object,
             prepared: Prepared { writer, caps_len },
         })
@@ -937,6 +939,7 @@ impl<R: DeserializeOwned> Future for AsyncCall<R> {
                 Step::Opening {
                     open,
                     slot,
+                    abandon,
                     object,
                     prepared,
                 } => {
@@ -983,11 +986,7 @@ impl<R: DeserializeOwned> Future for AsyncCall<R> {
                             this.step = Step::Sent {
                                 link,
                                 seq,
-                                abandon: match slot {
-                                    OpenFor::Main => Abandon::Discard,
-                                    OpenFor::Owner => Abandon::Cancel,
-                                    OpenFor::Lease => Abandon::Close,
-                                },
+                                abandon: *abandon,
                                 _lease: lease,
                             };
                         }
