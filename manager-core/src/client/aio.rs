@@ -38,7 +38,6 @@ use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::task::{Context as TaskContext, Poll, Waker};
 
-use rustc_hash::FxHashMap;
 use serde::de::DeserializeOwned;
 use tokio::io::unix::AsyncFd;
 use tokio::io::Interest;
@@ -209,6 +208,8 @@ impl Drop for AsyncLink {
 
 /// A connection of the async face, shared by its users and its driver.
 pub(crate) struct Core {
+    /// Broken or closed: asked by every call, so without the lock.
+    unusable: std::sync::atomic::AtomicBool,
     address: Address,
     socket: Arc<Socket>,
     max_frame: usize,
@@ -224,11 +225,78 @@ struct State {
     sent: usize,
     /// The driver has been asked to write `out`.
     flush_asked: bool,
-    slots: FxHashMap<u64, Slot>,
+    slots: Slots,
     broken: Option<String>,
     /// The driver's waker.
     driver: Option<Waker>,
     closed: bool,
+}
+
+/// The calls in flight on a link, by sequence number: numbers are given in
+/// order, and replies mostly come in order, so a ring indexed from the
+/// oldest call in flight (no hashing, no search).
+#[derive(Default)]
+struct Slots {
+    /// The sequence number of `ring[0]`.
+    first: u64,
+    ring: std::collections::VecDeque<Slot>,
+}
+
+impl Slots {
+    /// Call `seq`, the next number, is awaited from now on.
+    fn open(&mut self, seq: u64) {
+        if self.ring.is_empty() {
+            self.first = seq;
+        }
+        debug_assert_eq!(self.first + self.ring.len() as u64, seq);
+        self.ring.push_back(Slot::Waiting(None));
+    }
+
+    fn get_mut(&mut self, seq: u64) -> Option<&mut Slot> {
+        let i = usize::try_from(seq.checked_sub(self.first)?).ok()?;
+        self.ring.get_mut(i).filter(|s| !matches!(s, Slot::Gone))
+    }
+
+    fn remove(&mut self, seq: u64) -> Option<Slot> {
+        let slot = std::mem::replace(self.get_mut(seq)?, Slot::Gone);
+        while matches!(self.ring.front(), Some(Slot::Gone)) {
+            self.ring.pop_front();
+            self.first += 1;
+        }
+        Some(slot)
+    }
+
+    fn all_mut(&mut self) -> impl Iterator<Item = &mut Slot> {
+        self.ring.iter_mut()
+    }
+}
+
+/// A reply's result as it waits for its call: short ones in place (most
+/// are a few bytes), without an allocation.
+enum Payload {
+    Inline(u8, [u8; INLINE]),
+    Heap(Vec<u8>),
+}
+
+const INLINE: usize = 38;
+
+impl Payload {
+    fn new(bytes: &[u8]) -> Payload {
+        if bytes.len() <= INLINE {
+            let mut inline = [0; INLINE];
+            inline[..bytes.len()].copy_from_slice(bytes);
+            Payload::Inline(bytes.len() as u8, inline)
+        } else {
+            Payload::Heap(bytes.to_vec())
+        }
+    }
+
+    fn as_slice(&self) -> &[u8] {
+        match self {
+            Payload::Inline(len, bytes) => &bytes[..usize::from(*len)],
+            Payload::Heap(v) => v,
+        }
+    }
 }
 
 /// Where a call's reply goes.
@@ -236,9 +304,11 @@ enum Slot {
     /// Awaited by the future this waker wakes.
     Waiting(Option<Waker>),
     /// Arrived, not yet taken.
-    Arrived(Result<(Vec<u8>, ReplyCaps)>),
+    Arrived(Result<(Payload, ReplyCaps)>),
     /// Its future was dropped: the reply is let go.
     Discarded,
+    /// Taken (a hole in the ring).
+    Gone,
 }
 
 impl Core {
@@ -264,6 +334,7 @@ impl Core {
     ) -> Result<Arc<AsyncLink>> {
         socket.set_nonblocking(true)?;
         let link = Arc::new(Core {
+            unusable: std::sync::atomic::AtomicBool::new(false),
             address: address.clone(),
             socket: Arc::new(socket),
             max_frame,
@@ -273,7 +344,7 @@ impl Core {
                 out: Vec::new(),
                 sent: 0,
                 flush_asked: false,
-                slots: FxHashMap::default(),
+                slots: Slots::default(),
                 broken: None,
                 driver: None,
                 closed: false,
@@ -299,8 +370,7 @@ impl Core {
     }
 
     fn is_broken(&self) -> bool {
-        let st = lock(&self.state);
-        st.broken.is_some() || st.closed
+        self.unusable.load(std::sync::atomic::Ordering::Acquire)
     }
 
     /// Sends a call; its reply will wait in the slot of the number returned.
@@ -345,7 +415,7 @@ impl Core {
         } = &mut *st;
         self.socket.encode_into(&[p.writer.frame()], out)?;
         *next_seq += 1;
-        slots.insert(seq, Slot::Waiting(None));
+        slots.open(seq);
         ask_flush(flush_asked, driver);
         Ok(seq)
     }
@@ -363,7 +433,7 @@ impl Core {
         } = st;
         self.socket.encode_into(&[writer.frame()], out)?;
         *next_seq += 1;
-        slots.insert(seq, Slot::Waiting(None));
+        slots.open(seq);
         ask_flush(flush_asked, driver);
         Ok(seq)
     }
@@ -400,6 +470,8 @@ impl Core {
         if std::mem::replace(&mut lock(&self.state).closed, true) {
             return;
         }
+        self.unusable
+            .store(true, std::sync::atomic::Ordering::Release);
         if goodbye {
             self.notify(&Request::Goodbye { session: false });
             // Written now: the driver may never run again.
@@ -410,21 +482,21 @@ impl Core {
     }
 
     /// The reply to `seq`, if it has arrived; else `waker` is woken when it does.
-    fn take(&self, seq: u64, waker: &Waker) -> Poll<Result<(Vec<u8>, ReplyCaps)>> {
+    fn take(&self, seq: u64, waker: &Waker) -> Poll<Result<(Payload, ReplyCaps)>> {
         let mut st = lock(&self.state);
-        match st.slots.get_mut(&seq) {
+        match st.slots.get_mut(seq) {
             Some(Slot::Waiting(w)) => {
                 if !w.as_ref().is_some_and(|w| w.will_wake(waker)) {
                     *w = Some(waker.clone());
                 }
                 if let Some(why) = &st.broken {
                     let why = why.clone();
-                    st.slots.remove(&seq);
+                    st.slots.remove(seq);
                     return Poll::Ready(Err(Error::ConnectionLost(why)));
                 }
                 Poll::Pending
             }
-            Some(Slot::Arrived(_)) => match st.slots.remove(&seq) {
+            Some(Slot::Arrived(_)) => match st.slots.remove(seq) {
                 Some(Slot::Arrived(r)) => Poll::Ready(r),
                 _ => Poll::Ready(Err(Error::protocol("a reply taken twice"))),
             },
@@ -437,7 +509,7 @@ impl Core {
     /// waiting in the manager is withdrawn.
     fn abandon(&self, seq: u64, how: Abandon) {
         let mut st = lock(&self.state);
-        match st.slots.get_mut(&seq) {
+        match st.slots.get_mut(seq) {
             Some(slot @ Slot::Waiting(_)) => {
                 *slot = Slot::Discarded;
                 drop(st);
@@ -448,7 +520,7 @@ impl Core {
                 }
             }
             Some(Slot::Arrived(_)) => {
-                let arrived = st.slots.remove(&seq);
+                let arrived = st.slots.remove(seq);
                 drop(st);
                 if let Some(Slot::Arrived(Ok((_, Some(caps))))) = arrived {
                     for (object, _) in caps {
@@ -465,8 +537,10 @@ impl Core {
         let wakers: Vec<Waker> = {
             let mut st = lock(&self.state);
             st.broken.get_or_insert(why);
+            self.unusable
+                .store(true, std::sync::atomic::Ordering::Release);
             st.slots
-                .values_mut()
+                .all_mut()
                 .filter_map(|s| match s {
                     Slot::Waiting(w) => w.take(),
                     _ => None,
@@ -625,7 +699,7 @@ fn read_arrived(link: &Core, reader: &mut FrameReader) -> Result<bool> {
             Ok(Some(body)) => {
                 let reply = Reply::parse(body)?;
                 let result = if reply.ok {
-                    Ok((reply.payload.to_vec(), reply.caps))
+                    Ok((Payload::new(reply.payload), reply.caps))
                 } else {
                     Err(from_slice::<WireError>(reply.payload).map_or_else(|e| e, Error::from))
                 };
@@ -641,7 +715,7 @@ fn read_arrived(link: &Core, reader: &mut FrameReader) -> Result<bool> {
     {
         let mut st = lock(&link.state);
         for (seq, result) in arrived {
-            match st.slots.get_mut(&seq) {
+            match st.slots.get_mut(seq) {
                 Some(slot @ Slot::Waiting(_)) => {
                     if let Slot::Waiting(Some(w)) = std::mem::replace(slot, Slot::Arrived(result))
                     {
@@ -650,7 +724,7 @@ fn read_arrived(link: &Core, reader: &mut FrameReader) -> Result<bool> {
                 }
                 _ => {
                     // Nobody awaits it: what it carries goes back.
-                    st.slots.remove(&seq);
+                    st.slots.remove(seq);
                     if let Ok((_, Some(caps))) = result {
                         orphans.extend(caps.into_iter().map(|(object, _)| object));
                     }
@@ -1008,14 +1082,15 @@ impl<R: DeserializeOwned> Future for AsyncCall<R> {
                         Ok(r) => r,
                         Err(e) => return Poll::Ready(Err(e)),
                     };
+                    let bytes = bytes.as_slice();
                     let Some(caps) = caps else {
-                        return Poll::Ready(decode_reply(&bytes, this.method));
+                        return Poll::Ready(decode_reply(bytes, this.method));
                     };
                     let method = this.method;
                     let Some(client) = &this.client else {
                         return Poll::Ready(Err(Error::protocol("a call without its client")));
                     };
-                    let (r, left) = adopting(client, caps, || decode_reply(&bytes, method));
+                    let (r, left) = adopting(client, caps, || decode_reply(bytes, method));
                     for object in left {
                         link.release(object);
                     }
