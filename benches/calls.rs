@@ -261,8 +261,45 @@ fn ours_benches(c: &mut Criterion, t: Transport, mgr: &Manager) {
         drop(CounterProxy::new(mgr, 0).expect("create a Counter"));
     });
     pipeline_and_big_argument(&mut g, &counter, "");
+    async_benches(&mut g, mgr);
     g.finish();
 }
+
+/// The async face (DESIGN §2a) on a current-thread tokio runtime: one call
+/// awaited at a time, and a thousand in flight at once (`join_all`).
+fn async_benches(g: &mut Group<'_>, mgr: &Manager) {
+    let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    else {
+        println!("no tokio runtime here: async rows skipped");
+        return;
+    };
+    let (_client, counter) = rt.block_on(async {
+        let client = manager::Client::connect_async(mgr.address(), mgr.auth_key())
+            .await
+            .expect("connect_async");
+        let counter = AsyncCounterProxy::new(&client, 0)
+            .await
+            .expect("create a Counter");
+        for _ in 0..1000 {
+            counter.get().await.expect("get");
+        }
+        (client, counter)
+    });
+    g.op("async_get", 1, || {
+        black_box(rt.block_on(counter.get()).expect("get"));
+    });
+    g.op("async_join1000_incr", ASYNC_FLIGHT as u64, || {
+        let all = rt.block_on(futures::future::join_all(
+            (0..ASYNC_FLIGHT).map(|_| counter.incr(1)),
+        ));
+        black_box(all);
+    });
+}
+
+/// Async calls in flight at once in the `async_join1000_incr` row.
+const ASYNC_FLIGHT: usize = 1000;
 
 /// The 64-deep pipeline and the 8 MiB argument through `counter`, as
 /// `{prefix}deferred64_incr` and `{prefix}arg_8MiB`.
@@ -481,6 +518,20 @@ fn rows_for(t: Transport) -> Vec<Row> {
             1,
             Some(("8MiB", 1.0)),
             Target::new(Goal::TimeRatio(1.5)),
+        ),
+        ours(
+            "async_get",
+            "async get(), current-thread tokio",
+            1,
+            one,
+            Target::new(Goal::TimeRatio(1.5)).pinned(),
+        ),
+        ours(
+            "async_join1000_incr",
+            "1,000 async incr in flight (join_all)",
+            ASYNC_FLIGHT as u64,
+            None,
+            Target::new(Goal::MinRate(2_000_000.0)).pinned(),
         ),
     ];
     if t == Transport::Tcp {

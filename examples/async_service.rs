@@ -83,7 +83,7 @@ async fn service() -> Result<(), Box<dyn std::error::Error>> {
                 jobs.put(Some(t * JOBS_PER_TASK + i)).await?;
                 hits.add(1).await?;
             }
-            manager::Result::Ok(())
+            Ok::<(), manager::Error>(())
         })
     });
     for done in join_all(tasks).await {
@@ -110,7 +110,12 @@ async fn service() -> Result<(), Box<dyn std::error::Error>> {
 }
 
 /// The blocking side: a plain loop in another process.
-fn worker(jobs: &str, results: &str, hits: &str, key: &str) -> Result<(), Box<dyn std::error::Error>> {
+fn worker(
+    jobs: &str,
+    results: &str,
+    hits: &str,
+    key: &str,
+) -> Result<(), Box<dyn std::error::Error>> {
     let key = AuthKey::from_hex(key)?;
     let jobs = QueueProxy::<Option<u64>>::from_token(jobs, &key)?;
     let results = QueueProxy::<(u64, u64)>::from_token(results, &key)?;

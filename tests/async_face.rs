@@ -177,7 +177,9 @@ async fn blocked_calls_of_one_client_do_not_block_each_other() {
     };
     let mut indices: Vec<usize> = Vec::new();
     for w in waits {
-        let arrived = tokio::time::timeout(LONG, w).await.expect("every party arrives");
+        let arrived = tokio::time::timeout(LONG, w)
+            .await
+            .expect("every party arrives");
         indices.push(arrived.unwrap().unwrap());
     }
     indices.sort_unstable();
@@ -188,7 +190,11 @@ async fn blocked_calls_of_one_client_do_not_block_each_other() {
 
 /// Polls `call` until the manager holds it parked (one more blocked call
 /// than `before`), then drops it.
-async fn drop_once_parked<T>(client: &Client, before: u64, call: impl std::future::Future<Output = T>) {
+async fn drop_once_parked<T>(
+    client: &Client,
+    before: u64,
+    call: impl std::future::Future<Output = T>,
+) {
     let parked = async {
         while client.stats().unwrap().blocked_calls <= before {
             tokio::time::sleep(Duration::from_millis(2)).await;
@@ -215,7 +221,8 @@ async fn a_dropped_get_takes_nothing() {
     let put = tokio::time::timeout(LONG, q.put("kept".into())).await;
     put.expect("the put is not held up").unwrap();
     assert_eq!(q.try_get().await.unwrap().as_deref(), Some("kept"));
-    assert!(eventually(LONG, || client.stats().unwrap().blocked_calls == blocked_before));
+    assert!(eventually(LONG, || client.stats().unwrap().blocked_calls
+        == blocked_before));
     // The client goes on: more waits, on fresh connections.
     q.put("next".into()).await.unwrap();
     assert_eq!(q.get().await.unwrap(), "next");
@@ -261,7 +268,9 @@ async fn a_guard_dropped_on_another_thread_releases() {
     let r = client.rlock_async().await.unwrap();
     let first = r.lock().await.unwrap();
     assert!(tokio::time::timeout(SHORT, r.lock()).await.is_err());
-    tokio::task::spawn_blocking(move || drop(first)).await.unwrap();
+    tokio::task::spawn_blocking(move || drop(first))
+        .await
+        .unwrap();
     assert!(tokio::time::timeout(LONG, r.lock()).await.is_ok());
 }
 
@@ -341,10 +350,7 @@ async fn an_async_and_a_blocking_process_share_one_object() {
     let mut child = spawn_role(
         "blocking_role",
         "blocking-adder",
-        &[
-            ("COUNTER_TOKEN", token),
-            ("KEY", mgr.auth_key().to_hex()),
-        ],
+        &[("COUNTER_TOKEN", token), ("KEY", mgr.auth_key().to_hex())],
     );
     assert_eq!(read_marked(&mut child, "ready=").as_deref(), Some("1"));
     for _ in 0..10 {
@@ -374,8 +380,13 @@ async fn a_dropped_owner_wait_is_withdrawn_and_holds_stay() {
     // The owner's connection goes on: its next call is not held up, and
     // the rlock it holds is still its own.
     let released = tokio::time::timeout(LONG, kept.release()).await;
-    released.expect("the owner connection is not held up").unwrap();
-    assert!(matches!(kept.release().await, Err(manager::Error::NotHeld(_))));
+    released
+        .expect("the owner connection is not held up")
+        .unwrap();
+    assert!(matches!(
+        kept.release().await,
+        Err(manager::Error::NotHeld(_))
+    ));
     // The withdrawn wait took nothing: released, the rlock is free.
     drop(guard);
     let again = tokio::time::timeout(LONG, contested.lock()).await;

@@ -270,7 +270,7 @@ pub mod split {
     mod methods {
         use manager::shared;
 
-        use super::{Split, SplitProxy, SplitProxyDeferred};
+        use super::{AsyncSplitProxy, Split, SplitProxy, SplitProxyDeferred};
 
         #[shared]
         impl Split {
@@ -342,6 +342,72 @@ fn proxies_have_the_promised_signatures() {
     assert_eq!(Counter::helper(3), 3);
     assert_eq!(Counter::new(4).private_helper(), 4);
     assert!(Counter::try_new(1).is_some());
+}
+
+/// The async twins' constructors and methods, each awaited to the type its
+/// blocking proxy returns (type-checked, never run).
+async fn async_proxies_return_what_blocking_ones_do(client: &Client) -> Result<()> {
+    let c: AsyncCounterProxy = AsyncCounterProxy::new(client, 1).await?;
+    let _: AsyncCounterProxy = AsyncCounterProxy::zero(client).await?;
+    let _: AsyncCounterProxy = AsyncCounterProxy::for_caller(client).await?;
+    let _: AsyncCounterProxy = AsyncCounterProxy::named(client, String::new()).await?;
+    let _: AsyncCounterProxy = AsyncCounterProxy::labelled(client, "label").await?;
+    let _: AsyncUnitProxy = AsyncUnitProxy::new(client).await?;
+    let light: AsyncLightProxy = AsyncLightProxy::off(client).await?;
+    let _: split::AsyncSplitProxy = split::AsyncSplitProxy::new(client, 1).await?;
+
+    let _: i64 = c.incr(1).await?;
+    let _: i64 = c.get().await?;
+    let _: std::result::Result<i64, String> = c.checked_div(2).await?;
+    let _: u64 = c.who(1).await?;
+    let _: () = c.reset().await?;
+    let _: () = c.nothing().await?;
+    let _: i64 = c.add_pair((1, 2), 0).await?;
+    let _: i64 = c.add_all("", &[1], 1, &0).await?;
+    let _: Vec<u8> = c.echo(vec![1], 1).await?;
+    let _: bool = c.r#match(0).await?;
+    let _: i64 = c.typed().await?;
+    #[allow(deprecated)]
+    let _: i64 = c.old().await?;
+    let _: () = light.toggle().await?;
+    let point = AsyncPointProxy::new(client, 0, 0).await?;
+    let _: Point = point.moved(Point(1, 1)).await?;
+    let _: Option<Point> = point.nearest(vec![Point(0, 0)]).await?;
+    let holder = AsyncHolderProxy::new(client).await?;
+    let _: usize = holder.hold(CounterProxy::from(c.clone())).await?;
+    let _: Result<CounterProxy> = holder.make(1).await?;
+
+    // Either face converts into the other.
+    let blocking: CounterProxy = c.into();
+    let _: AsyncCounterProxy = AsyncCounterProxy::from(blocking);
+    Ok(())
+}
+
+fn is_send<T: Send>(_: &T) {}
+
+#[test]
+fn async_proxies_have_the_promised_signatures() {
+    // Their futures are `Send`, whatever they borrow.
+    let _ = |client: &Client| is_send(&async_proxies_return_what_blocking_ones_do(client));
+    let _ = |c: &AsyncCounterProxy| is_send(&c.add_all("", &[1], 1, &0));
+    // The same name in another module: another type.
+    let _ = |client: Client| async move {
+        let c: v2::AsyncCounterProxy = v2::AsyncCounterProxy::new(&client, 1).await?;
+        let _: i32 = c.incr(1).await?;
+        Ok::<_, manager::Error>(())
+    };
+    assert_eq!(
+        <AsyncCounterProxy as Proxy>::TYPE_NAME,
+        <CounterProxy as Proxy>::TYPE_NAME
+    );
+    assert_eq!(
+        <AsyncCounterProxy as Proxy>::FINGERPRINT,
+        <CounterProxy as Proxy>::FINGERPRINT
+    );
+    assert_eq!(
+        <AsyncCounterProxy as Proxy>::__METHODS,
+        <CounterProxy as Proxy>::__METHODS
+    );
 }
 
 #[test]

@@ -363,7 +363,7 @@ impl Handle {
     /// Calls method `method` through the async face: the future resolves to
     /// its result (DESIGN §2a). The call is sent when this is called.
     #[inline]
-    pub fn call_async<R: DeserializeOwned + Send + 'static>(
+    pub fn call_async<R: DeserializeOwned>(
         &self,
         method: u32,
         args: impl FnOnce(&mut Encoder<'_>) -> Result<()>,
@@ -551,9 +551,9 @@ impl<P> std::future::Future for Creating<P> {
         cx: &mut std::task::Context<'_>,
     ) -> std::task::Poll<Result<P>> {
         let this = &mut *self;
-        std::pin::Pin::new(&mut this.call).poll(cx).map(|id| {
-            id.map(|id| (this.make)(Handle::bound(this.client.clone(), id, this.kind)))
-        })
+        std::pin::Pin::new(&mut this.call)
+            .poll(cx)
+            .map(|id| id.map(|id| (this.make)(Handle::bound(this.client.clone(), id, this.kind))))
     }
 }
 

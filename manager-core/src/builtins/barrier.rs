@@ -5,7 +5,9 @@ use std::sync::{Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 use crate::builtins::wait::{parked, Wait};
-use crate::builtins::{async_twin, create, create_async, methods, plain_proxy, proxy_methods, take_usize, Builtin};
+use crate::builtins::{
+    async_twin, create, create_async, methods, plain_proxy, proxy_methods, take_usize, Builtin,
+};
 use crate::client::Client;
 use crate::context::{caller_left, Context};
 use crate::error::{Error, Result};

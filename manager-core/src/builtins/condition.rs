@@ -7,7 +7,9 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use crate::builtins::wait::{acquire, wait_turn, Permits, Policy, Wait, Waiters};
-use crate::builtins::{async_twin, create, create_async, methods, plain_proxy, proxy_methods, Builtin};
+use crate::builtins::{
+    async_twin, create, create_async, methods, plain_proxy, proxy_methods, Builtin,
+};
 use crate::client::Client;
 use crate::context::Context;
 use crate::error::{Error, Result};

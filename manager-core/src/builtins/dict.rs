@@ -10,8 +10,8 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use crate::builtins::{
-    async_twin, create_async, builtin_proxy, create, methods, proxy_methods, read, write, write_option_with, Builtin, Elem,
-    ElemBuf, Stored,
+    async_twin, builtin_proxy, create, create_async, methods, proxy_methods, read, write,
+    write_option_with, Builtin, Elem, ElemBuf, Stored,
 };
 use crate::caps::capturing;
 use crate::client::Client;

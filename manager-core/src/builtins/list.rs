@@ -7,8 +7,8 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use crate::builtins::{
-    async_twin, create_async, builtin_proxy, create, methods, proxy_methods, read, write, write_option, write_seq, Builtin,
-    Elem, Stored,
+    async_twin, builtin_proxy, create, create_async, methods, proxy_methods, read, write,
+    write_option, write_seq, Builtin, Elem, Stored,
 };
 use crate::client::Client;
 use crate::context::Context;
@@ -281,7 +281,9 @@ impl Client {
     ///
     /// # Errors
     /// Connection errors.
-    pub async fn list_async<T: Serialize + DeserializeOwned + Send + Sync + 'static>(&self) -> Result<AsyncListProxy<T>> {
+    pub async fn list_async<T: Serialize + DeserializeOwned + Send + Sync + 'static>(
+        &self,
+    ) -> Result<AsyncListProxy<T>> {
         create_async::<AsyncListProxy<T>>(self, |_| Ok(())).await
     }
 }

@@ -8,7 +8,9 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use crate::builtins::wait::{acquire, Permits, Policy, Refused, Wait};
-use crate::builtins::{async_twin, create, create_async, methods, plain_proxy, proxy_methods, Builtin};
+use crate::builtins::{
+    async_twin, create, create_async, methods, plain_proxy, proxy_methods, Builtin,
+};
 use crate::client::{Client, Lease, Route};
 use crate::context::Context;
 use crate::error::{Error, Result};

@@ -649,6 +649,15 @@ impl Soon<'_> {
     }
 }
 
+/// Runs a method body written for [`Soon`]: the call it sent, or why it
+/// could not send it.
+#[inline]
+pub(crate) fn soon<R>(
+    body: impl FnOnce() -> Result<crate::client::AsyncCall<R>>,
+) -> Result<crate::client::AsyncCall<R>> {
+    body()
+}
+
 /// The connection a method's async call takes: `[wait]` or `[owner]`
 /// before its `fn` in [`proxy_methods!`], the shared one without.
 macro_rules! via {
@@ -708,7 +717,7 @@ macro_rules! proxy_methods {
                             &self.handle,
                             crate::builtins::via!($($via)?),
                         );
-                        (|| -> crate::error::Result<crate::client::AsyncCall<$ret>> { $body })()?
+                        crate::builtins::soon::<$ret>(|| $body)?
                     };
                     call.await
                 }

@@ -13,7 +13,8 @@ use serde::de::{self, DeserializeOwned, Visitor};
 use serde::{ser, Deserialize, Deserializer, Serialize};
 
 use crate::builtins::{
-    async_twin, create_async, create, methods, plain_proxy, proxy_methods, read, write, Builtin, Elem, Stored,
+    async_twin, create, create_async, methods, plain_proxy, proxy_methods, read, write, Builtin,
+    Elem, Stored,
 };
 use crate::caps::capturing;
 use crate::client::Client;
@@ -180,10 +181,7 @@ impl AsyncNamespaceProxy {
     ///
     /// # Errors
     /// As [`NamespaceProxy::get`].
-    pub async fn get<T: Serialize + DeserializeOwned + Send + 'static>(
-        &self,
-        name: &str,
-    ) -> Result<Option<T>> {
+    pub async fn get<T: Serialize + DeserializeOwned>(&self, name: &str) -> Result<Option<T>> {
         let got = self
             .handle
             .call_async(NamespaceMethod::Get as u32, |a| a.put(name))

@@ -14,8 +14,8 @@ use serde::Serialize;
 
 use crate::builtins::wait::{wait_turn, Policy, Wait, Waiters};
 use crate::builtins::{
-    async_twin, create_async, builtin_proxy, create, methods, proxy_methods, take_usize, write_option, Builtin, Elem,
-    Methods, Stored,
+    async_twin, builtin_proxy, create, create_async, methods, proxy_methods, take_usize,
+    write_option, Builtin, Elem, Methods, Stored,
 };
 use crate::client::Client;
 use crate::context::Context;

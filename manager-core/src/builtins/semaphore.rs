@@ -7,7 +7,9 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use crate::builtins::wait::{acquire, Permits, Policy, Wait};
-use crate::builtins::{async_twin, create, create_async, methods, plain_proxy, proxy_methods, take_usize, Builtin};
+use crate::builtins::{
+    async_twin, create, create_async, methods, plain_proxy, proxy_methods, take_usize, Builtin,
+};
 use crate::client::Client;
 use crate::context::Context;
 use crate::error::{Error, Result};
@@ -187,7 +189,11 @@ impl Client {
         self.new_semaphore_async(value, true).await
     }
 
-    async fn new_semaphore_async(&self, value: usize, bounded: bool) -> Result<AsyncSemaphoreProxy> {
+    async fn new_semaphore_async(
+        &self,
+        value: usize,
+        bounded: bool,
+    ) -> Result<AsyncSemaphoreProxy> {
         create_async::<AsyncSemaphoreProxy>(self, |a| {
             a.put(&(value as u64))?;
             a.put(&bounded)

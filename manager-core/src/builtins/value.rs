@@ -8,7 +8,8 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use crate::builtins::{
-    async_twin, create_async, builtin_proxy, create, decode, methods, proxy_methods, read, write, Builtin, Elem, Stored,
+    async_twin, builtin_proxy, create, create_async, decode, methods, proxy_methods, read, write,
+    Builtin, Elem, Stored,
 };
 use crate::client::Client;
 use crate::context::Context;

@@ -77,6 +77,18 @@ enum Main {
 }
 
 impl Aio {
+    /// Drops one of the session's references to `object` on the shared
+    /// link, if it is open: whether it did.
+    pub(crate) fn release(&self, object: u64) -> bool {
+        match &*lock(&self.main) {
+            Main::Open(l) if !l.is_broken() => {
+                l.release(object);
+                true
+            }
+            _ => false,
+        }
+    }
+
     /// Sets the client's shared link (at `connect_async`).
     pub(crate) fn set_main(&self, link: Arc<AsyncLink>) {
         *lock(&self.main) = Main::Open(link);
@@ -176,7 +188,11 @@ fn background() -> Result<tokio::runtime::Handle> {
             Ok(handle)
         })
         .clone()
-        .map_err(|e| Error::Io(std::io::Error::other(format!("cannot start the async I/O thread: {e}"))))
+        .map_err(|e| {
+            Error::Io(std::io::Error::other(format!(
+                "cannot start the async I/O thread: {e}"
+            )))
+        })
 }
 
 /// A descriptor for the reactor; the link's socket owns it.
@@ -321,7 +337,14 @@ impl Core {
             writer,
             welcomed,
         } = handshake(client.address(), client.key(), Some(client.session()))?;
-        Core::start(client.address(), socket, reader, writer, welcomed.max_frame, rt)
+        Core::start(
+            client.address(),
+            socket,
+            reader,
+            writer,
+            welcomed.max_frame,
+            rt,
+        )
     }
 
     fn start(
@@ -411,7 +434,12 @@ impl Core {
             None,
         )?;
         let State {
-            out, slots, driver, flush_asked, next_seq, ..
+            out,
+            slots,
+            driver,
+            flush_asked,
+            next_seq,
+            ..
         } = &mut *st;
         self.socket.encode_into(&[p.writer.frame()], out)?;
         *next_seq += 1;
@@ -717,8 +745,7 @@ fn read_arrived(link: &Core, reader: &mut FrameReader) -> Result<bool> {
         for (seq, result) in arrived {
             match st.slots.get_mut(seq) {
                 Some(slot @ Slot::Waiting(_)) => {
-                    if let Slot::Waiting(Some(w)) = std::mem::replace(slot, Slot::Arrived(result))
-                    {
+                    if let Slot::Waiting(Some(w)) = std::mem::replace(slot, Slot::Arrived(result)) {
                         wake.push(w);
                     }
                 }
@@ -747,7 +774,14 @@ struct Prepared {
 
 /// A link being opened, shared by the calls that wait for it.
 pub(crate) struct Opening {
-    state: Mutex<(Option<std::result::Result<Arc<AsyncLink>, String>>, Vec<Waker>)>,
+    state: Mutex<OpeningState>,
+}
+
+/// What an [`Opening`] has come to, and who waits for it.
+#[derive(Default)]
+struct OpeningState {
+    link: Option<std::result::Result<Arc<AsyncLink>, String>>,
+    waiting: Vec<Waker>,
 }
 
 impl Opening {
@@ -755,7 +789,7 @@ impl Opening {
     fn start(client: &Client) -> Result<Arc<Opening>> {
         let rt = runtime()?;
         let opening = Arc::new(Opening {
-            state: Mutex::new((None, Vec::new())),
+            state: Mutex::new(OpeningState::default()),
         });
         let done = Arc::clone(&opening);
         let client = client.clone();
@@ -765,8 +799,8 @@ impl Opening {
                 let r = Core::open(&client, &rt).map_err(|e| e.to_string());
                 let wakers = {
                     let mut st = lock(&done.state);
-                    st.0 = Some(r);
-                    std::mem::take(&mut st.1)
+                    st.link = Some(r);
+                    std::mem::take(&mut st.waiting)
                 };
                 wakers.into_iter().for_each(Waker::wake);
             })?;
@@ -775,14 +809,14 @@ impl Opening {
 
     fn poll(&self, waker: &Waker) -> Poll<Result<Arc<AsyncLink>>> {
         let mut st = lock(&self.state);
-        match &st.0 {
+        match &st.link {
             Some(Ok(link)) => Poll::Ready(Ok(Arc::clone(link))),
             Some(Err(why)) => Poll::Ready(Err(Error::ConnectionLost(format!(
                 "cannot open a connection to the manager: {why}"
             )))),
             None => {
-                if !st.1.iter().any(|w| w.will_wake(waker)) {
-                    st.1.push(waker.clone());
+                if !st.waiting.iter().any(|w| w.will_wake(waker)) {
+                    st.waiting.push(waker.clone());
                 }
                 Poll::Pending
             }
@@ -1200,7 +1234,10 @@ use crate::auth::AuthKey;
 fn off_thread<T: Send + 'static>(
     f: impl FnOnce() -> Result<T> + Send + 'static,
 ) -> Result<OffThread<T>> {
-    let shared = Arc::new(Mutex::new((None, None::<Waker>)));
+    let shared = Arc::new(Mutex::new(Done {
+        result: None,
+        waker: None,
+    }));
     let done = Arc::clone(&shared);
     std::thread::Builder::new()
         .name("manager-connect".into())
@@ -1208,8 +1245,8 @@ fn off_thread<T: Send + 'static>(
             let r = f();
             let waker = {
                 let mut st = lock(&done);
-                st.0 = Some(r);
-                st.1.take()
+                st.result = Some(r);
+                st.waker.take()
             };
             if let Some(w) = waker {
                 w.wake();
@@ -1220,7 +1257,13 @@ fn off_thread<T: Send + 'static>(
 
 /// The result of [`off_thread`]'s thread.
 struct OffThread<T> {
-    shared: Arc<Mutex<(Option<Result<T>>, Option<Waker>)>>,
+    shared: Arc<Mutex<Done<T>>>,
+}
+
+/// What [`off_thread`]'s thread returned, and who waits for it.
+struct Done<T> {
+    result: Option<Result<T>>,
+    waker: Option<Waker>,
 }
 
 impl<T> Future for OffThread<T> {
@@ -1228,10 +1271,10 @@ impl<T> Future for OffThread<T> {
 
     fn poll(self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<Result<T>> {
         let mut st = lock(&self.shared);
-        match st.0.take() {
+        match st.result.take() {
             Some(r) => Poll::Ready(r),
             None => {
-                st.1 = Some(cx.waker().clone());
+                st.waker = Some(cx.waker().clone());
                 Poll::Pending
             }
         }

@@ -71,7 +71,6 @@ pub(crate) struct Welcomed {
     pub(crate) max_frame: usize,
 }
 
-
 /// A connection just authenticated: the socket (sealed if encrypted), the
 /// frames read and written on it so far, and what the manager said.
 pub(crate) struct Opened {
@@ -84,77 +83,77 @@ pub(crate) struct Opened {
 /// Connects to `address` and authenticates with `key`, joining `session`
 /// or opening a new one. Blocks (for at most the handshake's timeout).
 pub(crate) fn handshake(address: &Address, key: &AuthKey, session: Option<u64>) -> Result<Opened> {
-        let socket = Socket::connect(address)?;
-        socket.set_read_timeout(Some(HANDSHAKE_TIMEOUT))?;
-        socket.set_write_timeout(Some(HANDSHAKE_TIMEOUT))?;
-        let mut reader = FrameReader::new(DEFAULT_MAX_FRAME);
-        let mut writer = FrameWriter::new();
-        let hello = Hello {
-            magic: MAGIC,
-            version: PROTOCOL_VERSION,
-            reserved: [0; 32],
-        };
-        let mut noise = Handshake::initiator(key, &to_vec(&hello)?)?;
-        let join = Join {
+    let socket = Socket::connect(address)?;
+    socket.set_read_timeout(Some(HANDSHAKE_TIMEOUT))?;
+    socket.set_write_timeout(Some(HANDSHAKE_TIMEOUT))?;
+    let mut reader = FrameReader::new(DEFAULT_MAX_FRAME);
+    let mut writer = FrameWriter::new();
+    let hello = Hello {
+        magic: MAGIC,
+        version: PROTOCOL_VERSION,
+        reserved: [0; 32],
+    };
+    let mut noise = Handshake::initiator(key, &to_vec(&hello)?)?;
+    let join = Join {
+        session,
+        encrypt: address.is_encrypted(),
+    };
+    let first = ByteBuf::from(noise.write(&to_vec(&join)?)?);
+    // The hello and the first handshake message leave in one write.
+    let mut opening = Vec::new();
+    send(&mut writer, &mut opening, &hello)?;
+    send(&mut writer, &mut opening, &first)?;
+    (&socket).write_all(&opening).map_err(Error::lost)?;
+    let answer = receive::<Answer, _>(&mut reader, &socket).map_err(|e| match e {
+        // A manager that hangs up instead of answering refused the key.
+        Error::ConnectionLost(_) => Error::AuthenticationFailed(format!(
+            "the manager at {address} closed the connection during authentication"
+        )),
+        e => e,
+    })?;
+    let second = match answer {
+        Answer::Noise(m) => m,
+        Answer::Refuse(e) => return Err(e.into()),
+    };
+    let welcome = noise.read(&second).ok_or_else(|| {
+        Error::AuthenticationFailed(format!(
+            "the manager at {address} did not prove it knows the key"
+        ))
+    })?;
+    let (session, max_frame, encrypted) = match from_slice::<Welcome>(&welcome)? {
+        Welcome::Accept {
             session,
-            encrypt: address.is_encrypted(),
-        };
-        let first = ByteBuf::from(noise.write(&to_vec(&join)?)?);
-        // The hello and the first handshake message leave in one write.
-        let mut opening = Vec::new();
-        send(&mut writer, &mut opening, &hello)?;
-        send(&mut writer, &mut opening, &first)?;
-        (&socket).write_all(&opening).map_err(Error::lost)?;
-        let answer = receive::<Answer, _>(&mut reader, &socket).map_err(|e| match e {
-            // A manager that hangs up instead of answering refused the key.
-            Error::ConnectionLost(_) => Error::AuthenticationFailed(format!(
-                "the manager at {address} closed the connection during authentication"
-            )),
-            e => e,
-        })?;
-        let second = match answer {
-            Answer::Noise(m) => m,
-            Answer::Refuse(e) => return Err(e.into()),
-        };
-        let welcome = noise.read(&second).ok_or_else(|| {
-            Error::AuthenticationFailed(format!(
-                "the manager at {address} did not prove it knows the key"
-            ))
-        })?;
-        let (session, max_frame, encrypted) = match from_slice::<Welcome>(&welcome)? {
-            Welcome::Accept {
-                session,
-                connection: _,
-                max_frame,
-                encrypted,
-            } => (
-                session,
-                usize::try_from(max_frame).unwrap_or(usize::MAX),
-                encrypted,
-            ),
-            Welcome::Refuse(e) => return Err(e.into()),
-        };
-        if address.is_encrypted() && !encrypted {
-            return Err(Error::Protocol(format!(
-                "the manager at {address} offered an unencrypted connection to a tcp: address"
-            )));
-        }
-        if reader.buffered() != 0 {
-            return Err(Error::Protocol(format!(
-                "the manager at {address} sent bytes before the handshake was over"
-            )));
-        }
-        let keys = noise.finish()?;
-        let socket = if encrypted { socket.seal(keys) } else { socket };
-        socket.set_read_timeout(None)?;
-        socket.set_write_timeout(None)?;
-        reader.set_max(max_frame);
-        Ok(Opened {
-            socket,
-            reader,
-            writer,
-            welcomed: Welcomed { session, max_frame },
-        })
+            connection: _,
+            max_frame,
+            encrypted,
+        } => (
+            session,
+            usize::try_from(max_frame).unwrap_or(usize::MAX),
+            encrypted,
+        ),
+        Welcome::Refuse(e) => return Err(e.into()),
+    };
+    if address.is_encrypted() && !encrypted {
+        return Err(Error::Protocol(format!(
+            "the manager at {address} offered an unencrypted connection to a tcp: address"
+        )));
+    }
+    if reader.buffered() != 0 {
+        return Err(Error::Protocol(format!(
+            "the manager at {address} sent bytes before the handshake was over"
+        )));
+    }
+    let keys = noise.finish()?;
+    let socket = if encrypted { socket.seal(keys) } else { socket };
+    socket.set_read_timeout(None)?;
+    socket.set_write_timeout(None)?;
+    reader.set_max(max_frame);
+    Ok(Opened {
+        socket,
+        reader,
+        writer,
+        welcomed: Welcomed { session, max_frame },
+    })
 }
 
 impl Link {
@@ -468,7 +467,7 @@ pub(crate) fn encode_call<'b>(
     (seq, object, method): (u64, u64, u32),
     blob: Option<&'b [u8]>,
     args: impl FnOnce(&mut Encoder<'_>) -> Result<()>,
-) -> Result<Option<(usize, &'b [u8])>> {
+) -> Result<BlobAt<'b>> {
     let (caps_len, blob) = encode_args(writer, address, blob, args)?;
     finish_call(writer, max_frame, (seq, object, method), caps_len, blob)?;
     Ok(blob)
@@ -481,7 +480,7 @@ pub(crate) fn encode_args<'b>(
     address: &Address,
     blob: Option<&'b [u8]>,
     args: impl FnOnce(&mut Encoder<'_>) -> Result<()>,
-) -> Result<(u32, Option<(usize, &'b [u8])>)> {
+) -> Result<(u32, BlobAt<'b>)> {
     let (encoded, caps) = capturing(|| {
         let mut e = writer.begin();
         if let Some(b) = blob {
@@ -517,6 +516,9 @@ pub(crate) fn encode_args<'b>(
     };
     Ok((caps_len, blob))
 }
+
+/// A byte string left out of a frame, and where in the frame it belongs.
+pub(crate) type BlobAt<'b> = Option<(usize, &'b [u8])>;
 
 /// The second half of [`encode_call`]: the header in front of the payload.
 pub(crate) fn finish_call(

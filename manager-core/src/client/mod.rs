@@ -27,12 +27,12 @@ use crate::wire::codec::{take_exactly, Encoder, Undecodable};
 use crate::wire::control::method;
 use crate::wire::message::CONTROL;
 
+pub use aio::AsyncCall;
+pub(crate) use aio::{Lease, Route};
 pub(crate) use farewell::ending_normally;
 pub(crate) use keyring::{client_for, client_with, preload, register_local, snapshot};
 use link::Link;
 pub(crate) use local::InProcess;
-pub use aio::AsyncCall;
-pub(crate) use aio::{Lease, Route};
 pub use pending::Pending;
 
 /// A connection to a manager, shared by every thread of this process that
@@ -579,6 +579,20 @@ impl Client {
         r
     }
 
+    /// Whether this thread has made blocking calls through this client (it
+    /// claimed the main link, or has a link of its own), without claiming.
+    fn has_blocking_link_here(&self) -> bool {
+        let tag = thread_tag();
+        tag != 0 && self.inner.remote().claimed.load(Ordering::Relaxed) == tag
+            || LINKS
+                .try_with(|links| {
+                    links
+                        .try_borrow()
+                        .map_or(true, |l| l.iter().any(|t| t.client == self.inner.id))
+                })
+                .unwrap_or(true)
+    }
+
     /// Runs `f` on the link `id` of this thread, if it still exists.
     pub(crate) fn with_existing_link<R>(
         &self,
@@ -677,6 +691,11 @@ impl Client {
             return;
         }
         let remote = self.inner.remote();
+        if !self.has_blocking_link_here() && self.inner.aio.release(object) {
+            // A thread that made no blocking call (an executor's): after
+            // the async calls, on their connection, without blocking.
+            return;
+        }
         if self.main_is_mine() {
             // After this thread's calls, on the link they went on.
             lock(&remote.main).release(object);

@@ -1,7 +1,7 @@
 //! Code generation, from the model only. `#[shared]` on the type gives the
-//! proxy (`proxy`) and the `Shared` impl with its registry entry
-//! (`registry`); on the impl block, the proxy's methods (`proxy`) and the
-//! server's dispatcher (`dispatch`).
+//! proxy and its async twin (`proxy`) and the `Shared` impl with its
+//! registry entry (`registry`); on the impl block, the proxies' methods
+//! (`proxy`) and the server's dispatcher (`dispatch`).
 //!
 //! Runtime items are named only through `::manager::…`. The generated code's
 //! own locals (`__args`, `__this`, …) resolve at the macro's site, so no
@@ -56,6 +56,10 @@ pub fn refused(item: &syn::Item, errors: syn::Error) -> TokenStream {
 
 fn proxy_ident(ty: &Ident) -> Ident {
     format_ident!("{}Proxy", ty)
+}
+
+fn async_proxy_ident(ty: &Ident) -> Ident {
+    format_ident!("Async{}Proxy", ty)
 }
 
 fn deferred_ident(ty: &Ident) -> Ident {
@@ -285,5 +289,7 @@ mod tests {
         assert!(out.contains("pub fn r#match(&self)"), "{out}");
         assert!(out.contains("&[\"match\"]"), "{out}");
         assert!(out.contains("TypeProxy"), "{out}");
+        assert!(out.contains("impl AsyncTypeProxy"), "{out}");
+        assert!(out.contains("pub async fn r#match(&self)"), "{out}");
     }
 }
