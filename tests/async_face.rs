@@ -392,3 +392,44 @@ async fn a_dropped_owner_wait_is_withdrawn_and_holds_stay() {
     let again = tokio::time::timeout(LONG, contested.lock()).await;
     assert!(again.is_ok(), "nobody took the rlock for a caller who left");
 }
+
+/// Over encrypted TCP (the default for `tcp:`) and plain TCP, the async
+/// face speaks the same records: a call, a thousand in flight, a wait.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn over_encrypted_and_plain_tcp() {
+    for address in ["tcp:127.0.0.1:0", "tcp-plain:127.0.0.1:0"] {
+        let mgr = Manager::builder()
+            .address(address.parse().unwrap())
+            .start()
+            .unwrap();
+        let client = connect(&mgr).await;
+        let v = client.value_async(0u64).await.unwrap();
+        let adds = join_all((0..1000).map(|_| v.fetch_add(1))).await;
+        assert!(adds.into_iter().all(|r| r.is_ok()), "{address}");
+        assert_eq!(v.get().await.unwrap(), 1000, "{address}");
+        // A reply larger than a record.
+        let big = client.value_async(vec![7u8; 200_000]).await.unwrap();
+        assert_eq!(big.get().await.unwrap().len(), 200_000, "{address}");
+        let q = client.queue_async::<u8>(0).await.unwrap();
+        let getter = {
+            let q = q.clone();
+            tokio::spawn(async move { q.get().await })
+        };
+        q.put(3).await.unwrap();
+        assert_eq!(getter.await.unwrap().unwrap(), 3, "{address}");
+    }
+}
+
+/// The manager's own client (a manager in this process calls it without a
+/// socket) has the async face too.
+#[tokio::test]
+async fn a_manager_in_this_process_serves_its_own_async_face() {
+    let mgr = Manager::builder().spawn_thread().unwrap();
+    let v = mgr.value_async(1i32).await.unwrap();
+    assert_eq!(v.fetch_add(1).await.unwrap(), 1);
+    let blocking: ValueProxy<i32> = v.into();
+    assert_eq!(blocking.get().unwrap(), 2);
+    let q = mgr.queue_async::<u8>(0).await.unwrap();
+    q.put(1).await.unwrap();
+    assert_eq!(q.get().await.unwrap(), 1);
+}

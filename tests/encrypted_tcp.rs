@@ -337,7 +337,9 @@ fn nothing_readable_crosses_the_wire_and_big_values_arrive_intact() {
             !contains(dir, &pattern[1000..1032]),
             "{name}: the byte string is readable"
         );
-        for word in ["Vault", "store", "echo", "vault"] {
+        // Five bytes or more: a four-byte word turns up by chance in
+        // 8 MiB of ciphertext about once in 500 runs.
+        for word in ["Vault", "store", "vault"] {
             assert!(
                 !contains(dir, word.as_bytes()),
                 "{name}: {word:?} is readable"
@@ -488,7 +490,7 @@ fn a_client_of_an_older_version_reads_a_version_error() {
     let _ = s.read_to_end(&mut reply);
     let text = String::from_utf8_lossy(&reply);
     assert_eq!(reply[4], 1, "Refuse, at the index version 3 reads");
-    assert!(text.contains("protocol version 4"), "{text}");
+    assert!(text.contains("protocol version 5"), "{text}");
 }
 
 /// A manager on a local socket with `encrypt_local`, through a relay.
