@@ -22,11 +22,18 @@
 //! go on the shared link: it leases a link of its own from the client's
 //! pool ([`Lease`]), which returns to the pool when the call is over, and
 //! blocked calls of one client never block each other. A future dropped
-//! while its call waits sends [`Request::Cancel`]: the manager withdraws
-//! the waiter before it can take anything, and the link goes back to the
-//! pool, its next call behind the cancel. A lock guard keeps the link its
-//! lock was taken on (the link is the owner, as a thread is for the
-//! blocking face) until it is dropped.
+//! while its call waits closes its leased link ([`Abandon::Close`]): the
+//! manager cancels the parked waiter at that hang-up, before it can take
+//! anything, and whatever was already on its way to it (an item, a lock
+//! whose reply was in flight) goes back, as after any abnormal end. A lock
+//! guard keeps the link its lock was taken on (the link is the owner, as a
+//! thread is for the blocking face) until it is dropped.
+//!
+//! The proxy-level calls of an rlock or a condition (`acquire`, `wait`,
+//! `release` without a guard) act for the client as one owner, on one
+//! owner link that holds all of them: a wait dropped there is withdrawn
+//! with [`Request::Cancel`] instead, so the link and its holds go on. A
+//! condition's `wait` withdrawn so does not take its lock back.
 //!
 //! Opening a link is the blocking handshake of the blocking face, run on
 //! a short-lived thread while the future waits.
@@ -86,6 +93,17 @@ impl Aio {
                 true
             }
             _ => false,
+        }
+    }
+
+    /// An idle link of the pool, if one is usable.
+    fn pop_idle(&self) -> Option<Arc<AsyncLink>> {
+        let mut idle = lock(&self.idle);
+        loop {
+            match idle.pop() {
+                Some(l) if l.is_broken() => continue,
+                other => return other,
+            }
         }
     }
 
@@ -433,37 +451,15 @@ impl Core {
             p.caps_len,
             None,
         )?;
-        let State {
-            out,
-            slots,
-            driver,
-            flush_asked,
-            next_seq,
-            ..
-        } = &mut *st;
-        self.socket.encode_into(&[p.writer.frame()], out)?;
-        *next_seq += 1;
-        slots.open(seq);
-        ask_flush(flush_asked, driver);
-        Ok(seq)
+        self.socket.encode_into(&[p.writer.frame()], &mut st.out)?;
+        Ok(awaited(&mut st, seq))
     }
 
-    /// The frame in the writer is call `seq`: queued, awaited.
+    /// The frame in the link's writer is call `seq`: queued, awaited.
     fn sent_frame(&self, st: &mut State, seq: u64) -> Result<u64> {
-        let State {
-            out,
-            writer,
-            slots,
-            driver,
-            flush_asked,
-            next_seq,
-            ..
-        } = st;
+        let State { out, writer, .. } = &mut *st;
         self.socket.encode_into(&[writer.frame()], out)?;
-        *next_seq += 1;
-        slots.open(seq);
-        ask_flush(flush_asked, driver);
-        Ok(seq)
+        Ok(awaited(st, seq))
     }
 
     /// Queues a request that has no reply (a release, a cancel, a goodbye).
@@ -577,6 +573,14 @@ impl Core {
         };
         wakers.into_iter().for_each(Waker::wake);
     }
+}
+
+/// Call `seq` (the next number), just queued, awaits its reply.
+fn awaited(st: &mut State, seq: u64) -> u64 {
+    st.next_seq += 1;
+    st.slots.open(seq);
+    ask_flush(&mut st.flush_asked, &st.driver);
+    seq
 }
 
 /// Asks the driver to write what waits, unless it was asked already.
@@ -983,28 +987,17 @@ impl<R> AsyncCall<R> {
                     }
                 }
             }
-            Route::Wait => {
-                let idle = {
-                    let mut idle = lock(&aio.idle);
-                    loop {
-                        match idle.pop() {
-                            Some(l) if l.is_broken() => continue,
-                            other => break other,
-                        }
-                    }
-                };
-                match idle {
-                    Some(l) => (
-                        Some(Arc::clone(&l)),
-                        Some(Lease {
-                            link: Some(l),
-                            client: client.clone(),
-                        }),
-                        None,
-                    ),
-                    None => (None, None, Some((Opening::start(client)?, OpenFor::Lease))),
-                }
-            }
+            Route::Wait => match aio.pop_idle() {
+                Some(l) => (
+                    Some(Arc::clone(&l)),
+                    Some(Lease {
+                        link: Some(l),
+                        client: client.clone(),
+                    }),
+                    None,
+                ),
+                None => (None, None, Some((Opening::start(client)?, OpenFor::Lease))),
+            },
         };
         if let Some(link) = link {
             let seq = link.send(object, method.index, args)?;
@@ -1205,16 +1198,7 @@ impl Client {
 
     /// A link of this client's pool, for a lock guard to own.
     pub(crate) async fn lease(&self) -> Result<Lease> {
-        let idle = {
-            let mut idle = lock(&self.inner.aio.idle);
-            loop {
-                match idle.pop() {
-                    Some(l) if l.is_broken() => continue,
-                    other => break other,
-                }
-            }
-        };
-        let link = match idle {
+        let link = match self.inner.aio.pop_idle() {
             Some(l) => l,
             None => {
                 let open = Opening::start(self)?;
