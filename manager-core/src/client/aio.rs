@@ -451,15 +451,30 @@ impl Core {
             p.caps_len,
             None,
         )?;
+        let lone = st.is_idle();
         self.socket.encode_into(&[p.writer.frame()], &mut st.out)?;
-        Ok(awaited(&mut st, seq))
+        Ok(self.awaited(&mut st, seq, lone))
     }
 
     /// The frame in the link's writer is call `seq`: queued, awaited.
     fn sent_frame(&self, st: &mut State, seq: u64) -> Result<u64> {
+        let lone = st.is_idle();
         let State { out, writer, .. } = &mut *st;
         self.socket.encode_into(&[writer.frame()], out)?;
-        Ok(awaited(st, seq))
+        Ok(self.awaited(st, seq, lone))
+    }
+
+    /// Call `seq` (the next number), just queued, awaits its reply. A `lone`
+    /// call (nothing else in flight) is written at once, saving the driver
+    /// a turn; calls sent together wait for the driver, which writes them
+    /// in one go.
+    fn awaited(&self, st: &mut State, seq: u64, lone: bool) -> u64 {
+        st.next_seq += 1;
+        st.slots.open(seq);
+        if !(lone && matches!(flush(st, &self.socket), Ok(true))) {
+            ask_flush(&mut st.flush_asked, &st.driver);
+        }
+        seq
     }
 
     /// Queues a request that has no reply (a release, a cancel, a goodbye).
@@ -575,12 +590,11 @@ impl Core {
     }
 }
 
-/// Call `seq` (the next number), just queued, awaits its reply.
-fn awaited(st: &mut State, seq: u64) -> u64 {
-    st.next_seq += 1;
-    st.slots.open(seq);
-    ask_flush(&mut st.flush_asked, &st.driver);
-    seq
+impl State {
+    /// Nothing in flight and nothing waiting to be written.
+    fn is_idle(&self) -> bool {
+        self.slots.ring.is_empty() && self.sent == self.out.len()
+    }
 }
 
 /// Asks the driver to write what waits, unless it was asked already.
