@@ -354,7 +354,7 @@ impl<P: Proxy> ConstructProxy for P {
 #[diagnostic::on_unimplemented(
     message = "this `#[shared]` impl block does not see `{Self}`",
     label = "`{Self}` is not in scope here",
-    note = "put this impl block in the module that declares the type, or in a module inside it that imports `{Self}` and `{Self}Deferred`"
+    note = "put this impl block in the module that declares the type, or in a module inside it that imports `{Self}`, `{Self}Deferred` and the async proxy beside them"
 )]
 pub trait ProxyInScope<P: ?Sized> {}
 
