@@ -433,3 +433,16 @@ async fn a_manager_in_this_process_serves_its_own_async_face() {
     q.put(1).await.unwrap();
     assert_eq!(q.get().await.unwrap(), 1);
 }
+
+/// A reply far larger than a socket's buffer arrives whole, read in
+/// pieces as they come (the driver does not wait inside a frame).
+#[tokio::test]
+async fn a_large_reply_arrives_whole() {
+    let mgr = manager();
+    let client = connect(&mgr).await;
+    let big: Vec<u8> = (0..8u32 << 20).map(|i| (i % 251) as u8).collect();
+    let v = client.value_async(big.clone()).await.unwrap();
+    for _ in 0..3 {
+        assert!(v.get().await.unwrap() == big, "8 MiB, byte for byte");
+    }
+}

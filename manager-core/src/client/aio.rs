@@ -57,7 +57,7 @@ use crate::error::{Error, Result, WireError};
 use crate::sync::lock;
 use crate::transport::{Socket, DEAD_PEER_TIMEOUT};
 use crate::wire::codec::{from_slice, Encoder};
-use crate::wire::frame::{read_error, FrameReader, FrameWriter, Nonblocking};
+use crate::wire::frame::{read_error, FrameReader, FrameWriter, NeverWait, Nonblocking};
 use crate::wire::message::Request;
 
 /// Idle leased links a client keeps; more are closed as they come back.
@@ -738,7 +738,7 @@ impl Driver {
 /// Reads the replies that have arrived into their slots: `false` at the
 /// end of the stream.
 fn read_arrived(link: &Core, reader: &mut FrameReader) -> Result<bool> {
-    let mut input = Nonblocking::new(&link.socket, DEAD_PEER_TIMEOUT);
+    let mut input = NeverWait(Nonblocking::new(&link.socket, DEAD_PEER_TIMEOUT));
     let mut arrived = Vec::new();
     let open = loop {
         match reader.next(&mut input) {

@@ -252,6 +252,23 @@ impl<'a> Nonblocking<'a> {
     }
 }
 
+/// A [`Nonblocking`] that never waits, even inside a frame: `WouldBlock`
+/// comes back to the caller, and the frame reader keeps what it has read
+/// (an async driver's input, which waits for readiness on its runtime).
+pub(crate) struct NeverWait<'a>(pub(crate) Nonblocking<'a>);
+
+impl std::io::Read for NeverWait<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        self.0.read(buf)
+    }
+}
+
+impl ReadFresh for NeverWait<'_> {
+    fn read_append(&mut self, buf: &mut Vec<u8>, n: usize) -> std::io::Result<usize> {
+        self.0.read_append(buf, n)
+    }
+}
+
 impl std::io::Read for Nonblocking<'_> {
     fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
         let n = Read::read(&mut &*self.socket, buf)?;
@@ -482,6 +499,12 @@ impl FrameReader {
                         return Err(ended_inside());
                     }
                     Ok(n) => at += n,
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                        // An input that does not wait (an async driver's):
+                        // what arrived stays, and the next call goes on.
+                        self.end = at;
+                        return Err(e);
+                    }
                     Err(e) => {
                         self.buf = Vec::new();
                         return Err(e);
@@ -510,6 +533,16 @@ impl FrameReader {
                         return Err(ended_inside());
                     }
                     Ok(_) => {}
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                        // An input that does not wait: the frame is kept,
+                        // its buffer at full size, to go on in place. (Only
+                        // a client reads so: from its manager.)
+                        let at = big.len();
+                        big.resize(total, 0);
+                        self.buf = big;
+                        self.end = at;
+                        return Err(e);
+                    }
                     Err(e) => {
                         self.buf = Vec::new();
                         return Err(e);
@@ -761,6 +794,55 @@ mod tests {
             }
             assert!(r.next(&mut src).unwrap().is_none());
         }
+    }
+
+    /// Yields `chunk` bytes at a time, then `WouldBlock` once, in turn.
+    struct Stalling<'a> {
+        bytes: &'a [u8],
+        chunk: usize,
+        blocked: bool,
+    }
+
+    impl Read for Stalling<'_> {
+        fn read(&mut self, out: &mut [u8]) -> std::io::Result<usize> {
+            if !std::mem::replace(&mut self.blocked, true) && !self.bytes.is_empty() {
+                return Err(std::io::ErrorKind::WouldBlock.into());
+            }
+            self.blocked = false;
+            let n = self.chunk.min(out.len()).min(self.bytes.len());
+            out[..n].copy_from_slice(&self.bytes[..n]);
+            self.bytes = &self.bytes[n..];
+            Ok(n)
+        }
+    }
+
+    impl ReadFresh for Stalling<'_> {}
+
+    #[test]
+    fn a_large_frame_read_without_waiting_resumes_where_it_stopped() {
+        let big: Vec<u8> = (0..100_000u32).map(|i| i as u8).collect();
+        let small = vec![9u8; 10];
+        let stream = frames(&[big.clone(), small.clone(), big.clone(), big.clone()]);
+        let mut r = FrameReader::new(1 << 20);
+        let mut input = Stalling {
+            bytes: &stream,
+            chunk: 7_000,
+            blocked: false,
+        };
+        let mut got = Vec::new();
+        while got.len() < 4 {
+            match r.next(&mut input) {
+                // Each body is the header (7) and the payload.
+                Ok(Some(body)) => got.push(body[1..].to_vec()),
+                Ok(None) => panic!("ended early"),
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                Err(e) => panic!("{e}"),
+            }
+        }
+        assert!(
+            got == [big.clone(), small, big.clone(), big],
+            "frames read back whole"
+        );
     }
 
     #[test]
