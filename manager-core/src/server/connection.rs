@@ -23,7 +23,10 @@
 //! queue's `join`) does not
 //! keep its thread: it joins its object's waiters with a [`Resumer`] and
 //! returns, and the connection keeps the request aside ([`Parked`]) and
-//! reads nothing further (one connection's calls run in order). Whatever
+//! reads nothing further (one connection's calls run in order), but for a
+//! cancel of that call ([`Request::Cancel`], which the async face's owner
+//! connection sends when a future is dropped): the call is run again as if
+//! its caller had left, and the connection goes on. Whatever
 //! ends the wait runs the connection again through the loop: the grant
 //! (`Waiters::hand_off` calls [`Resumer::resume`]), the deadline (a timer,
 //! [`Resumer::resume_at`]), the hang-up, or the manager's stop. The call is
