@@ -446,3 +446,18 @@ async fn a_large_reply_arrives_whole() {
         assert!(v.get().await.unwrap() == big, "8 MiB, byte for byte");
     }
 }
+
+/// `connect_async` fails as `connect` does: a wrong key is refused, and
+/// nothing listening is an I/O error; neither hangs.
+#[tokio::test]
+async fn connect_async_refuses_as_connect_does() {
+    let mgr = manager();
+    let wrong = Client::connect_async(mgr.address(), &AuthKey::random()).await;
+    assert!(
+        matches!(wrong, Err(manager::Error::AuthenticationFailed(_))),
+        "{wrong:?}"
+    );
+    let nobody: manager::Address = "tcp-plain:127.0.0.1:1".parse().unwrap();
+    let gone = Client::connect_async(&nobody, mgr.auth_key()).await;
+    assert!(gone.is_err());
+}
