@@ -461,3 +461,44 @@ async fn connect_async_refuses_as_connect_does() {
     let gone = Client::connect_async(&nobody, mgr.auth_key()).await;
     assert!(gone.is_err());
 }
+
+/// A condition shared by one client's tasks: each guard is an owner, so
+/// one task waits while another takes the lock and notifies; a wait
+/// dropped before its notice leaves the lock free.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn condition_guards_of_one_client_wait_and_notify() {
+    let mgr = manager();
+    let client = connect(&mgr).await;
+    let cond = client.condition_async().await.unwrap();
+    let ready = client.value_async(false).await.unwrap();
+    let waiter = {
+        let (cond, ready) = (cond.clone(), ready.clone());
+        tokio::spawn(async move {
+            let held = cond.lock().await?;
+            while !ready.get().await? {
+                held.wait().await?;
+            }
+            manager::Result::<()>::Ok(())
+        })
+    };
+    // The waiter's wait puts the lock down: this guard gets it.
+    let held = tokio::time::timeout(LONG, cond.lock())
+        .await
+        .unwrap()
+        .unwrap();
+    ready.set(true).await.unwrap();
+    held.notify_all().await.unwrap();
+    drop(held);
+    tokio::time::timeout(LONG, waiter)
+        .await
+        .expect("the waiter was notified")
+        .unwrap()
+        .unwrap();
+
+    let before = client.stats().unwrap().blocked_calls;
+    let held = cond.lock().await.unwrap();
+    drop_once_parked(&client, before, held.wait()).await;
+    drop(held);
+    let again = tokio::time::timeout(LONG, cond.lock()).await;
+    assert!(again.is_ok(), "the dropped wait left the lock free");
+}

@@ -46,8 +46,8 @@ pub use stats::Stats;
 /// The built-in shared types' proxies.
 pub mod types {
     pub use crate::builtins::{
-        AsyncBarrierProxy, AsyncConditionProxy, AsyncDictProxy, AsyncEventProxy,
-        AsyncJoinableQueueProxy, AsyncListProxy, AsyncLockGuard, AsyncLockProxy,
+        AsyncBarrierProxy, AsyncConditionGuard, AsyncConditionProxy, AsyncDictProxy,
+        AsyncEventProxy, AsyncJoinableQueueProxy, AsyncListProxy, AsyncLockGuard, AsyncLockProxy,
         AsyncNamespaceProxy, AsyncQueueProxy, AsyncRLockProxy, AsyncSemaphoreProxy,
         AsyncValueProxy, BarrierProxy, ConditionProxy, Deferred, DictProxy, EventProxy, FetchAdd,
         JoinableQueueProxy, ListProxy, LockGuard, LockProxy, NamespaceProxy, QueueProxy,

@@ -6,6 +6,7 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::Duration;
 
+use crate::builtins::lock::Held;
 use crate::builtins::wait::{acquire, wait_turn, Permits, Policy, Wait, Waiters};
 use crate::builtins::{
     async_twin, create, create_async, methods, plain_proxy, proxy_methods, Builtin,
@@ -284,6 +285,112 @@ proxy_methods! {
     /// # Errors
     /// `Error::NotHeld` if this client thread does not hold the lock.
     pub [owner] fn notify_all(&self) -> () = |h| { h.call(ConditionMethod::NotifyAll as u32, |_| Ok(())) }
+}
+
+impl AsyncConditionProxy {
+    /// Acquires the condition's lock and returns a guard that waits and
+    /// notifies as its owner, and releases when dropped, on any thread
+    /// (Python: `async with cond:`). Each guard is an owner of its own, on
+    /// a connection of its own, so one client's tasks wait and notify each
+    /// other through their guards (the proxy's own `acquire`, `wait` and
+    /// `notify` act for the client as one owner instead).
+    ///
+    /// ```
+    /// # fn main() -> manager::Result<()> {
+    /// let mgr = manager::Manager::builder().spawn_thread()?;
+    /// let (address, key) = (mgr.address().clone(), mgr.auth_key().clone());
+    /// let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    /// rt.block_on(async {
+    ///     let client = manager::Client::connect_async(&address, &key).await?;
+    ///     let cond = client.condition_async().await?;
+    ///     let waiter = {
+    ///         let cond = cond.clone();
+    ///         tokio::spawn(async move {
+    ///             let held = cond.lock().await?;
+    ///             held.wait().await // puts the lock down until notified
+    ///         })
+    ///     };
+    ///     while !waiter.is_finished() {
+    ///         cond.lock().await?.notify().await?;
+    ///         tokio::task::yield_now().await;
+    ///     }
+    ///     waiter.await.unwrap()
+    /// })
+    /// # }
+    /// ```
+    ///
+    /// # Errors
+    /// Connection errors.
+    pub async fn lock(&self) -> Result<AsyncConditionGuard> {
+        let held = Held::take(
+            &self.handle,
+            ConditionMethod::Acquire as u32,
+            ConditionMethod::Release as u32,
+        )
+        .await?;
+        Ok(AsyncConditionGuard { held })
+    }
+}
+
+/// A condition's lock held through the async face, from
+/// [`AsyncConditionProxy::lock`]: waits and notifies as the owner, and
+/// releases when dropped, on any thread (`Send + 'static`).
+///
+/// A `wait` whose future is dropped before it is notified closes the
+/// guard's connection (so nothing is granted to a waiter who left): the
+/// lock goes back, and the guard holds nothing from then on.
+#[must_use = "the lock is released as soon as the guard is dropped"]
+pub struct AsyncConditionGuard {
+    held: Held,
+}
+
+impl AsyncConditionGuard {
+    /// Puts the lock down, waits for a notification, takes the lock back
+    /// (Python: `await cond.wait()`).
+    ///
+    /// # Errors
+    /// Connection errors.
+    pub async fn wait(&self) -> Result<()> {
+        self.held
+            .call(ConditionMethod::Wait as u32, |_| Ok(()))
+            .await
+    }
+
+    /// [`wait`](Self::wait) for at most `timeout`; whether it was notified.
+    ///
+    /// # Errors
+    /// Connection errors.
+    pub async fn wait_timeout(&self, timeout: Duration) -> Result<bool> {
+        self.held
+            .call(ConditionMethod::WaitTimeout as u32, |a| a.put(&timeout))
+            .await
+    }
+
+    /// Wakes the longest waiter (Python: `cond.notify()`).
+    ///
+    /// # Errors
+    /// Connection errors.
+    pub async fn notify(&self) -> Result<()> {
+        self.held
+            .call(ConditionMethod::Notify as u32, |_| Ok(()))
+            .await
+    }
+
+    /// Wakes every waiter (Python: `cond.notify_all()`).
+    ///
+    /// # Errors
+    /// Connection errors.
+    pub async fn notify_all(&self) -> Result<()> {
+        self.held
+            .call(ConditionMethod::NotifyAll as u32, |_| Ok(()))
+            .await
+    }
+}
+
+impl std::fmt::Debug for AsyncConditionGuard {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "AsyncConditionGuard({:?})", self.held.handle)
+    }
 }
 
 impl Client {

@@ -159,51 +159,73 @@ impl std::fmt::Debug for LockGuard<'_> {
 /// ```
 #[must_use = "the lock is released as soon as the guard is dropped"]
 pub struct AsyncLockGuard {
-    handle: Handle,
-    lease: Lease,
-}
-
-impl Drop for AsyncLockGuard {
-    fn drop(&mut self) {
-        if let Some(link) = self.lease.link() {
-            // On the link that took it, before the link serves another.
-            self.handle
-                .call_async_on::<()>(
-                    Route::On(std::sync::Arc::clone(link)),
-                    LockMethod::Release as u32,
-                    |_| Ok(()),
-                )
-                .detach();
-        }
-    }
+    held: Held,
 }
 
 impl std::fmt::Debug for AsyncLockGuard {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "AsyncLockGuard({:?})", self.handle)
+        write!(f, "AsyncLockGuard({:?})", self.held.handle)
     }
 }
 
-/// Takes the lock behind `handle` on a connection of its own; the guard
-/// keeps the connection. A future dropped while it waits closes that
-/// connection, so a lock granted meanwhile goes back at once.
-async fn lock_async(handle: &Handle) -> Result<AsyncLockGuard> {
-    let client = handle.client()?.clone();
-    let mut lease = client.lease().await?;
-    let Some(link) = lease.link().cloned() else {
-        return Err(Error::protocol("a lease without a connection"));
-    };
-    let acquired = handle
-        .call_async_on::<()>(Route::On(link), LockMethod::Acquire as u32, |_| Ok(()))
-        .await;
-    if let Err(e) = acquired {
-        lease.close();
-        return Err(e);
+/// A lock (or a condition's lock) held through the async face, on the
+/// connection leased to take it: the owner. Dropped, it releases there,
+/// without waiting, and the connection goes back to its client's pool
+/// behind the release.
+pub(crate) struct Held {
+    pub(crate) handle: Handle,
+    lease: Lease,
+    /// The object's release method.
+    release: u32,
+}
+
+impl Held {
+    /// Takes the lock behind `handle` with method `acquire` on a connection
+    /// of its own. A future dropped while it waits closes that connection,
+    /// so a lock granted meanwhile goes back at once.
+    pub(crate) async fn take(handle: &Handle, acquire: u32, release: u32) -> Result<Held> {
+        let client = handle.client()?.clone();
+        let mut lease = client.lease().await?;
+        let Some(link) = lease.link().cloned() else {
+            return Err(Error::protocol("a lease without a connection"));
+        };
+        let acquired = handle
+            .call_async_on::<()>(Route::On(link), acquire, |_| Ok(()))
+            .await;
+        if let Err(e) = acquired {
+            lease.close();
+            return Err(e);
+        }
+        Ok(Held {
+            handle: handle.clone(),
+            lease,
+            release,
+        })
     }
-    Ok(AsyncLockGuard {
-        handle: handle.clone(),
-        lease,
-    })
+
+    /// Calls `method` as the owner, on the connection that holds the lock.
+    pub(crate) fn call<R>(
+        &self,
+        method: u32,
+        args: impl FnOnce(&mut Encoder<'_>) -> Result<()>,
+    ) -> crate::client::AsyncCall<R> {
+        match self.lease.link() {
+            Some(link) => {
+                self.handle
+                    .call_async_on(Route::On(std::sync::Arc::clone(link)), method, args)
+            }
+            None => self.handle.call_async_on(Route::Main, method, args),
+        }
+    }
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        if self.lease.link().is_some() {
+            // On the link that took it, before the link serves another.
+            self.call::<()>(self.release, |_| Ok(())).detach();
+        }
+    }
 }
 
 impl AsyncLockProxy {
@@ -213,7 +235,13 @@ impl AsyncLockProxy {
     /// # Errors
     /// Connection errors.
     pub async fn lock(&self) -> Result<AsyncLockGuard> {
-        lock_async(&self.handle).await
+        let held = Held::take(
+            &self.handle,
+            LockMethod::Acquire as u32,
+            LockMethod::Release as u32,
+        )
+        .await?;
+        Ok(AsyncLockGuard { held })
     }
 }
 
@@ -225,7 +253,13 @@ impl AsyncRLockProxy {
     /// # Errors
     /// Connection errors.
     pub async fn lock(&self) -> Result<AsyncLockGuard> {
-        lock_async(&self.handle).await
+        let held = Held::take(
+            &self.handle,
+            LockMethod::Acquire as u32,
+            LockMethod::Release as u32,
+        )
+        .await?;
+        Ok(AsyncLockGuard { held })
     }
 }
 

@@ -41,7 +41,7 @@ use crate::shared::{element_fingerprint, fingerprint, End, Object, TypeEntry};
 use crate::wire::codec::{from_slice, to_vec, Decoder, Encoder};
 
 pub use barrier::{AsyncBarrierProxy, BarrierProxy};
-pub use condition::{AsyncConditionProxy, ConditionProxy};
+pub use condition::{AsyncConditionGuard, AsyncConditionProxy, ConditionProxy};
 pub use dict::{AsyncDictProxy, DictProxy};
 pub use event::{AsyncEventProxy, EventProxy};
 pub use list::{AsyncListProxy, ListProxy};
