@@ -371,8 +371,11 @@ impl AsyncConditionGuard {
     /// # Errors
     /// Connection errors.
     pub async fn notify(&self) -> Result<()> {
+        // A notify never waits: dropped, it must not close the guard's
+        // connection, which holds the lock.
         self.held
             .call(ConditionMethod::Notify as u32, |_| Ok(()))
+            .quiet()
             .await
     }
 
@@ -381,8 +384,11 @@ impl AsyncConditionGuard {
     /// # Errors
     /// Connection errors.
     pub async fn notify_all(&self) -> Result<()> {
+        // A notify never waits: dropped, it must not close the guard's
+        // connection, which holds the lock.
         self.held
             .call(ConditionMethod::NotifyAll as u32, |_| Ok(()))
+            .quiet()
             .await
     }
 }

@@ -1147,10 +1147,22 @@ impl<R: DeserializeOwned> Future for AsyncCall<R> {
 
 impl<R> AsyncCall<R> {
     /// Lets the call run without its reply (a guard's release).
-    pub(crate) fn detach(mut self) {
-        if let Step::Sent { abandon, .. } = &mut self.step {
-            *abandon = Abandon::Discard;
+    pub(crate) fn detach(self) {
+        drop(self.quiet());
+    }
+
+    /// This call, whose future, dropped, lets the reply go and nothing
+    /// more: for a call on a guard's connection that never waits (a
+    /// notify), whose drop must not close the connection that holds the
+    /// lock.
+    pub(crate) fn quiet(mut self) -> Self {
+        match &mut self.step {
+            Step::Sent { abandon, .. } | Step::Opening { abandon, .. } => {
+                *abandon = Abandon::Discard;
+            }
+            _ => {}
         }
+        self
     }
 }
 
