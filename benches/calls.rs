@@ -287,8 +287,14 @@ fn async_benches(g: &mut Group<'_>, mgr: &Manager) {
         }
         (client, counter)
     });
-    g.op("async_get", 1, || {
-        black_box(rt.block_on(counter.get()).expect("get"));
+    // Awaited one after another in a task, as a service awaits them: one
+    // `block_on` per batch, not per call.
+    g.op("async_get", ASYNC_SEQUENTIAL as u64, || {
+        rt.block_on(async {
+            for _ in 0..ASYNC_SEQUENTIAL {
+                black_box(counter.get().await.expect("get"));
+            }
+        });
     });
     g.op("async_join1000_incr", ASYNC_FLIGHT as u64, || {
         let all = rt.block_on(futures::future::join_all(
@@ -300,6 +306,8 @@ fn async_benches(g: &mut Group<'_>, mgr: &Manager) {
 
 /// Async calls in flight at once in the `async_join1000_incr` row.
 const ASYNC_FLIGHT: usize = 1000;
+/// Async calls awaited one after another per `block_on` in `async_get`.
+const ASYNC_SEQUENTIAL: usize = 16;
 
 /// The 64-deep pipeline and the 8 MiB argument through `counter`, as
 /// `{prefix}deferred64_incr` and `{prefix}arg_8MiB`.
@@ -521,9 +529,9 @@ fn rows_for(t: Transport) -> Vec<Row> {
         ),
         ours(
             "async_get",
-            "async get(), current-thread tokio",
-            1,
-            one,
+            "16 async get() awaited in turn, current-thread tokio",
+            ASYNC_SEQUENTIAL as u64,
+            Some(("pingpong", ASYNC_SEQUENTIAL as f64)),
             Target::new(Goal::TimeRatio(1.5)).pinned(),
         ),
         ours(
