@@ -502,3 +502,23 @@ async fn condition_guards_of_one_client_wait_and_notify() {
     let again = tokio::time::timeout(LONG, cond.lock()).await;
     assert!(again.is_ok(), "the dropped wait left the lock free");
 }
+
+/// `publish`, `lookup` and `unpublish` (blocking, DESIGN §2a) work on a
+/// client from `connect_async`, with async proxies.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn names_work_with_async_proxies() {
+    let mgr = manager();
+    let client = connect(&mgr).await;
+    let q = client.queue_async::<u8>(0).await.unwrap();
+    q.put(5).await.unwrap();
+    client.publish("jobs", &q).unwrap();
+    let found: AsyncQueueProxy<u8> = client.lookup("jobs").unwrap();
+    assert_eq!(found.get().await.unwrap(), 5);
+    let blocking = mgr.lookup::<QueueProxy<u8>>("jobs").unwrap();
+    assert_eq!(blocking.len().unwrap(), 0);
+    client.unpublish("jobs").unwrap();
+    assert!(matches!(
+        client.lookup::<AsyncQueueProxy<u8>>("jobs"),
+        Err(manager::Error::NoSuchName(_))
+    ));
+}
