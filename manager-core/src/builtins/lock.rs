@@ -228,6 +228,19 @@ impl Drop for Held {
     }
 }
 
+impl AsyncLockGuard {
+    /// Takes the lock (or rlock) behind `handle` for a new guard.
+    async fn take(handle: &Handle) -> Result<AsyncLockGuard> {
+        let held = Held::take(
+            handle,
+            LockMethod::Acquire as u32,
+            LockMethod::Release as u32,
+        )
+        .await?;
+        Ok(AsyncLockGuard { held })
+    }
+}
+
 impl AsyncLockProxy {
     /// Acquires the lock and returns a guard that releases it when dropped,
     /// on any thread (Python: `async with lock:`).
@@ -235,13 +248,7 @@ impl AsyncLockProxy {
     /// # Errors
     /// Connection errors.
     pub async fn lock(&self) -> Result<AsyncLockGuard> {
-        let held = Held::take(
-            &self.handle,
-            LockMethod::Acquire as u32,
-            LockMethod::Release as u32,
-        )
-        .await?;
-        Ok(AsyncLockGuard { held })
+        AsyncLockGuard::take(&self.handle).await
     }
 }
 
@@ -253,13 +260,7 @@ impl AsyncRLockProxy {
     /// # Errors
     /// Connection errors.
     pub async fn lock(&self) -> Result<AsyncLockGuard> {
-        let held = Held::take(
-            &self.handle,
-            LockMethod::Acquire as u32,
-            LockMethod::Release as u32,
-        )
-        .await?;
-        Ok(AsyncLockGuard { held })
+        AsyncLockGuard::take(&self.handle).await
     }
 }
 

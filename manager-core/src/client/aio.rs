@@ -404,7 +404,11 @@ impl Core {
         rt.spawn(Driver {
             fd: Some(fd),
             watching_writes: false,
-            reader,
+            inbox: Inbox {
+                reader,
+                arrived: Vec::new(),
+                wake: Vec::new(),
+            },
             link: Arc::clone(&link),
         });
         Ok(Arc::new(AsyncLink(link)))
@@ -636,8 +640,17 @@ struct Driver {
     /// wait that the socket did not take: else each reply the manager
     /// reads would wake this task).
     watching_writes: bool,
-    reader: FrameReader,
+    inbox: Inbox,
     link: Arc<Core>,
+}
+
+/// A driver's reading side: the frames, and the replies read in a round
+/// and the futures to wake, kept between rounds so that reading
+/// allocates nothing.
+struct Inbox {
+    reader: FrameReader,
+    arrived: Vec<(u64, Result<(Payload, ReplyCaps)>)>,
+    wake: Vec<Waker>,
 }
 
 impl Drop for Driver {
@@ -701,7 +714,7 @@ impl Future for Driver {
                     this.link.fail(format!("cannot read from the manager: {e}"));
                     return Poll::Ready(());
                 }
-                Poll::Ready(Ok(mut ready)) => match read_arrived(&this.link, &mut this.reader) {
+                Poll::Ready(Ok(mut ready)) => match this.inbox.read_arrived(&this.link) {
                     Ok(true) => ready.clear_ready(),
                     Ok(false) => {
                         this.link.fail("the manager closed the connection".into());
@@ -735,53 +748,55 @@ impl Driver {
     }
 }
 
-/// Reads the replies that have arrived into their slots: `false` at the
-/// end of the stream.
-fn read_arrived(link: &Core, reader: &mut FrameReader) -> Result<bool> {
-    let mut input = NeverWait(Nonblocking::new(&link.socket, DEAD_PEER_TIMEOUT));
-    let mut arrived = Vec::new();
-    let open = loop {
-        match reader.next(&mut input) {
-            Ok(Some(body)) => {
-                let reply = Reply::parse(body)?;
-                let result = if reply.ok {
-                    Ok((Payload::new(reply.payload), reply.caps))
-                } else {
-                    Err(from_slice::<WireError>(reply.payload).map_or_else(|e| e, Error::from))
-                };
-                arrived.push((reply.seq, result));
+impl Inbox {
+    /// Reads the replies that have arrived on `link` into their slots:
+    /// `false` at the end of the stream.
+    fn read_arrived(&mut self, link: &Core) -> Result<bool> {
+        let mut input = NeverWait(Nonblocking::new(&link.socket, DEAD_PEER_TIMEOUT));
+        let open = loop {
+            match self.reader.next(&mut input) {
+                Ok(Some(body)) => {
+                    let reply = Reply::parse(body)?;
+                    let result = if reply.ok {
+                        Ok((Payload::new(reply.payload), reply.caps))
+                    } else {
+                        Err(from_slice::<WireError>(reply.payload).map_or_else(|e| e, Error::from))
+                    };
+                    self.arrived.push((reply.seq, result));
+                }
+                Ok(None) => break false,
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break true,
+                Err(e) => return Err(read_error(e)),
             }
-            Ok(None) => break false,
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break true,
-            Err(e) => return Err(read_error(e)),
-        }
-    };
-    let mut wake = Vec::with_capacity(arrived.len());
-    let mut orphans = Vec::new();
-    {
-        let mut st = lock(&link.state);
-        for (seq, result) in arrived {
-            match st.slots.get_mut(seq) {
-                Some(slot @ Slot::Waiting(_)) => {
-                    if let Slot::Waiting(Some(w)) = std::mem::replace(slot, Slot::Arrived(result)) {
-                        wake.push(w);
+        };
+        let mut orphans = Vec::new();
+        {
+            let mut st = lock(&link.state);
+            for (seq, result) in self.arrived.drain(..) {
+                match st.slots.get_mut(seq) {
+                    Some(slot @ Slot::Waiting(_)) => {
+                        if let Slot::Waiting(Some(w)) =
+                            std::mem::replace(slot, Slot::Arrived(result))
+                        {
+                            self.wake.push(w);
+                        }
+                    }
+                    _ => {
+                        // Nobody awaits it: what it carries goes back.
+                        st.slots.remove(seq);
+                        if let Ok((_, Some(caps))) = result {
+                            orphans.extend(caps.into_iter().map(|(object, _)| object));
+                        }
                     }
                 }
-                _ => {
-                    // Nobody awaits it: what it carries goes back.
-                    st.slots.remove(seq);
-                    if let Ok((_, Some(caps))) = result {
-                        orphans.extend(caps.into_iter().map(|(object, _)| object));
-                    }
-                }
             }
         }
+        for object in orphans {
+            link.release(object);
+        }
+        self.wake.drain(..).for_each(Waker::wake);
+        Ok(open)
     }
-    for object in orphans {
-        link.release(object);
-    }
-    wake.into_iter().for_each(Waker::wake);
-    Ok(open)
 }
 
 /// A call encoded while its link was not open yet.
