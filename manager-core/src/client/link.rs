@@ -11,6 +11,7 @@ use crate::auth::{AuthKey, Handshake};
 use crate::caps::{adopting, capturing};
 use crate::client::{decode_reply, Client, Method};
 use crate::error::{Error, Result, WireError};
+use crate::transport::spin::Spin;
 use crate::transport::{wait_ready, Socket};
 use crate::wire::codec::{from_slice, to_vec, Encoder};
 use crate::wire::frame::{
@@ -51,6 +52,8 @@ pub(crate) struct Link {
     /// when its first reply is awaited or another call is made.
     unsent: Vec<u8>,
     broken: Option<String>,
+    /// The spin before blocking for a reply (`transport::spin`).
+    spin: Spin,
 }
 
 /// The reading side of a link: frames arriving, and the replies read
@@ -186,6 +189,7 @@ impl Link {
             next_seq: 1,
             unsent: Vec::new(),
             broken: None,
+            spin: Spin::new(),
         };
         Ok((link, welcomed))
     }
@@ -330,6 +334,10 @@ impl Link {
                 return Err(Error::ConnectionLost(why.clone()));
             }
             let inbox = &mut self.inbox;
+            if client.busy_polls() && !inbox.reader.holds_frame() && !self.socket.has_buffered() {
+                let socket = &self.socket;
+                self.spin.wait(None, || socket.readable_now());
+            }
             let body = match inbox.reader.next(&mut &self.socket) {
                 Ok(Some(body)) => body,
                 Ok(None) => {

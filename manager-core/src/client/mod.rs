@@ -72,6 +72,8 @@ pub(crate) struct ClientInner {
     departed: AtomicBool,
     /// The async face's connections.
     aio: aio::Aio,
+    /// Whether a thread waiting for a reply spins briefly first.
+    busy_poll: AtomicBool,
 }
 
 enum Transport {
@@ -285,6 +287,7 @@ impl Client {
                 })),
                 departed: AtomicBool::new(false),
                 aio: aio::Aio::default(),
+                busy_poll: AtomicBool::new(true),
             }),
         };
         farewell::register(&client.inner);
@@ -303,6 +306,7 @@ impl Client {
                 transport: Transport::Local(Arc::downgrade(state)),
                 departed: AtomicBool::new(false),
                 aio: aio::Aio::default(),
+                busy_poll: AtomicBool::new(true),
             }),
         }
     }
@@ -380,6 +384,32 @@ impl Client {
 
     pub(crate) fn session(&self) -> u64 {
         self.inner.session.load(Ordering::Acquire)
+    }
+
+    /// Turns busy-polling on or off for this client and its clones (default:
+    /// on). With it, a thread waiting for a reply first checks for it
+    /// without blocking, for a few tens of microseconds at most, before it
+    /// sleeps: a round trip then costs no wake-up of an idle CPU. It backs
+    /// off by itself where it does not pay (a process allowed one CPU only,
+    /// more runnable threads than cores, replies that take long); turn it
+    /// off to never spend CPU time on it. The manager's side is
+    /// [`ManagerBuilder::busy_poll`](crate::ManagerBuilder::busy_poll).
+    ///
+    /// ```
+    /// # fn main() -> manager::Result<()> {
+    /// let mgr = manager::Manager::builder().spawn_thread()?;
+    /// mgr.set_busy_poll(false);
+    /// assert_eq!(mgr.value(7u8)?.get()?, 7);
+    /// # Ok(()) }
+    /// ```
+    pub fn set_busy_poll(&self, on: bool) {
+        self.inner.busy_poll.store(on, Ordering::Relaxed);
+    }
+
+    /// Whether threads waiting for a reply spin first.
+    #[inline]
+    pub(crate) fn busy_polls(&self) -> bool {
+        self.inner.busy_poll.load(Ordering::Relaxed)
     }
 
     /// The address of the manager this client talks to.

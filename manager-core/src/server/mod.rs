@@ -72,6 +72,8 @@ pub(crate) struct Limits {
     pub(crate) dead_peer_timeout: Duration,
     /// Whether connections on a local socket are encrypted too.
     pub(crate) encrypt_local: bool,
+    /// Whether the poller spins briefly before it blocks.
+    pub(crate) busy_poll: bool,
 }
 
 impl Default for Limits {
@@ -85,6 +87,7 @@ impl Default for Limits {
             max_objects_per_session: 1 << 24,
             dead_peer_timeout: crate::transport::DEAD_PEER_TIMEOUT,
             encrypt_local: false,
+            busy_poll: true,
         }
     }
 }
@@ -566,7 +569,7 @@ impl Server {
     /// Serves until stopped, then closes every connection.
     pub(crate) fn run(self) {
         let Server { state, listener } = self;
-        let reactor = match reactor::Reactor::new(listener) {
+        let reactor = match reactor::Reactor::new(listener, state.config.limits.busy_poll) {
             Ok(r) => r,
             Err(e) => {
                 tracing::error!(error = %e, "cannot start the event loop");

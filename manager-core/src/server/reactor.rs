@@ -26,6 +26,12 @@
 //! most one a second, [`SWEEP_MAX`]); the first call after a quiet spell
 //! wakes it.
 //!
+//! **Busy-polling.** Before the leader blocks in the poll, it polls without
+//! blocking for a short, learned time (`transport::spin`): a client calling
+//! in a loop sends its next request within microseconds of its reply, and
+//! catching it there saves waking an idle CPU. It backs off where it does
+//! not pay, and [`crate::ManagerBuilder::busy_poll`] turns it off.
+//!
 //! **Parked calls** (see `connection`) hold no thread: [`Reactor::schedule`]
 //! puts their connection back on the ready queue when their wait ends,
 //! and [`Reactor::wake_at`] keeps their deadlines in the timer heap.
@@ -51,6 +57,7 @@ use crate::error::{Error, Result};
 use crate::server::connection::{Connection, Outcome, Resumer};
 use crate::server::ServerState;
 use crate::sync::lock;
+use crate::transport::spin::Spin;
 use crate::transport::{Listener, Socket};
 
 /// How often the monitor looks for a leader stuck in a call.
@@ -102,9 +109,16 @@ struct Sched {
     exit: bool,
 }
 
+/// The poll, and the spin of whoever polls it.
+struct Poller {
+    poll: Poll,
+    /// `None` when busy-polling is off ([`crate::ManagerBuilder::busy_poll`]).
+    spin: Option<Spin>,
+}
+
 /// The manager's event loop.
 pub(crate) struct Reactor {
-    poll: Mutex<Poll>,
+    poll: Mutex<Poller>,
     waker: Waker,
     registry: mio::Registry,
     listener: Mutex<Option<Listener>>,
@@ -130,7 +144,7 @@ pub(crate) struct Reactor {
 }
 
 impl Reactor {
-    pub(crate) fn new(listener: Listener) -> Result<Arc<Reactor>> {
+    pub(crate) fn new(listener: Listener, busy_poll: bool) -> Result<Arc<Reactor>> {
         let poll = Poll::new()?;
         let registry = poll.registry().try_clone()?;
         let waker = Waker::new(poll.registry(), WAKER)?;
@@ -138,7 +152,10 @@ impl Reactor {
         let fd = listener.raw_fd();
         registry.register(&mut SourceFd(&fd), LISTENER, Interest::READABLE)?;
         Ok(Arc::new(Reactor {
-            poll: Mutex::new(poll),
+            poll: Mutex::new(Poller {
+                poll,
+                spin: busy_poll.then(Spin::new),
+            }),
             waker,
             registry,
             listener: Mutex::new(Some(listener)),
@@ -332,12 +349,22 @@ impl Reactor {
                 .map(|Reverse((at, _))| at.saturating_duration_since(Instant::now()))
         };
         {
-            let mut poll = lock(&self.poll);
-            if let Err(e) = poll.poll(events, timeout) {
-                if e.kind() != std::io::ErrorKind::Interrupted {
-                    tracing::warn!(error = %e, "polling failed");
+            let mut guard = lock(&self.poll);
+            let Poller { poll, spin } = &mut *guard;
+            // Busy-polling (`transport::spin`): right after an answer, the
+            // next request is likely to come within microseconds.
+            let caught = spin.as_mut().is_some_and(|spin| {
+                spin.wait(timeout, || {
+                    poll.poll(events, Some(Duration::ZERO)).is_ok() && !events.is_empty()
+                })
+            });
+            if !caught {
+                if let Err(e) = poll.poll(events, timeout) {
+                    if e.kind() != std::io::ErrorKind::Interrupted {
+                        tracing::warn!(error = %e, "polling failed");
+                    }
+                    return;
                 }
-                return;
             }
         }
         {

@@ -1,6 +1,7 @@
 //! What the transports need from Linux beyond POSIX: a local peer's
 //! credentials (`SO_PEERCRED`) and a peer's hang-up seen without reading
-//! (`POLLRDHUP`). Another system gets a file of its own beside this one.
+//! (`POLLRDHUP`), and the CPUs the process may use (`sched_getaffinity`).
+//! Another system gets a file of its own beside this one.
 
 use std::os::fd::RawFd;
 
@@ -72,3 +73,16 @@ pub(super) fn send_now(fd: RawFd, parts: &[&[u8]]) -> std::io::Result<usize> {
 
 /// How many parts [`send_now`] writes in one call.
 pub(super) const SEND_PARTS: usize = 4;
+
+/// How many CPUs this process may run on (its affinity mask), at least 1.
+pub(super) fn cpus_available() -> usize {
+    // SAFETY: an all-zero cpu_set_t is a valid empty set.
+    let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+    // SAFETY: `set` is valid for writes of the size given.
+    let r = unsafe { libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut set) };
+    if r != 0 {
+        return 1;
+    }
+    // SAFETY: `set` was filled in by the kernel.
+    (unsafe { libc::CPU_COUNT(&set) } as usize).max(1)
+}

@@ -4,6 +4,7 @@
 
 mod local;
 pub(crate) mod sealed;
+pub(crate) mod spin;
 mod tcp;
 
 // What differs between operating systems lives in one file per system.
@@ -204,6 +205,22 @@ impl Socket {
     /// consuming anything it sent.
     pub(crate) fn peer_gone(&self) -> bool {
         os::peer_gone(self.raw_fd())
+    }
+
+    /// Whether a read would find something now (bytes, the end, or an
+    /// error), without consuming it.
+    pub(crate) fn readable_now(&self) -> bool {
+        wait_ready(self.raw_fd(), libc::POLLIN, Duration::ZERO).unwrap_or(true)
+    }
+
+    /// Whether this socket holds bytes read from the stream but not yet
+    /// delivered (the record layer's read-ahead): a read may return them
+    /// without the socket being readable.
+    pub(crate) fn has_buffered(&self) -> bool {
+        match self {
+            Socket::Sealed(s) => s.has_buffered(),
+            _ => false,
+        }
     }
 }
 

@@ -67,6 +67,13 @@ impl Sealed {
         self.warn_if_forged(r)
     }
 
+    /// Whether bytes read from the socket wait here: plaintext of an opened
+    /// record not yet taken, or the read-ahead of the next record.
+    pub(crate) fn has_buffered(&self) -> bool {
+        let r = lock(&self.reader);
+        r.taken < r.plain.len() || r.start < r.end
+    }
+
     /// Seals `parts` as one stream and writes them; returns their total length.
     pub(crate) fn write(&self, parts: &[&[u8]]) -> io::Result<usize> {
         lock(&self.writer).seal(&self.keys, parts, &mut &self.inner)

@@ -339,6 +339,20 @@ impl FrameReader {
         self.end - self.start
     }
 
+    /// Whether the next frame can be returned without reading (it is
+    /// buffered whole, or it carries a byte string out of line, which is
+    /// read its own way).
+    pub(crate) fn holds_frame(&self) -> bool {
+        let avail = self.end - self.start;
+        if avail < 4 {
+            return false;
+        }
+        let mut len = [0u8; 4];
+        len.copy_from_slice(&self.buf[self.start..self.start + 4]);
+        let len = u32::from_le_bytes(len);
+        len & BLOB_FLAG != 0 || avail >= 4 + len as usize
+    }
+
     /// The next frame's body; `Ok(None)` on end of stream between frames.
     ///
     /// # Errors
