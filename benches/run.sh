@@ -14,7 +14,11 @@
 #                              # 10,000 idle clients, 1,000 + 1,000 waiters,
 #                              # disconnect churn with 100,000 objects alive
 #
-# Raw rows are kept in target/bench-results/{ours,python}.tsv. Python is
+# Then benches/latency.rs, pinned and unpinned: one client's small call with
+# busy-polling on and off beside the raw floor, with CPU time per call, and
+# 4 client processes; printed as the README's latency table.
+#
+# Raw rows are kept in target/bench-results/{ours,python,latency}.tsv. Python is
 # skipped, with a note, when python3 is not on the PATH; the pinned rows are
 # skipped, with a note, when taskset is not.
 set -euo pipefail
@@ -28,7 +32,7 @@ for arg in "$@"; do
         --report) measure=0 ;;
         --scale) scale=1 ;;
         -h | --help)
-            sed -n '2,19p' "$0" | sed 's/^# \{0,1\}//'
+            sed -n '2,23p' "$0" | sed 's/^# \{0,1\}//'
             exit 0
             ;;
         *)
@@ -41,10 +45,11 @@ done
 out=target/bench-results
 ours=$out/ours.tsv
 py=$out/python.tsv
+lat=$out/latency.tsv
 
 if [[ $measure == 1 ]]; then
     mkdir -p "$out"
-    rm -f "$ours" "$py"
+    rm -f "$ours" "$py" "$lat"
     crit=()
     pyargs=()
     if [[ $quick == 1 ]]; then
@@ -53,6 +58,7 @@ if [[ $measure == 1 ]]; then
     fi
     # Build first, so that pinning below does not pin the compiler.
     cargo bench --bench calls --no-run
+    cargo bench --bench latency --no-run
     have_taskset=0
     if command -v taskset >/dev/null; then
         have_taskset=1
@@ -68,6 +74,15 @@ if [[ $measure == 1 ]]; then
     echo
     echo "== ours, unpinned: 1, 2 and 4 clients"
     MANAGER_BENCH_TSV=$ours cargo bench --bench calls -- "${crit[@]}"
+
+    if [[ $have_taskset == 1 ]]; then
+        echo
+        echo "== latency, pinned to CPU 0: busy-polling on and off (benches/latency.rs)"
+        MANAGER_BENCH_LATENCY_TSV=$lat taskset -c 0 cargo bench --bench latency
+    fi
+    echo
+    echo "== latency, unpinned: busy-polling on and off, 1 and 4 clients (benches/latency.rs)"
+    MANAGER_BENCH_LATENCY_TSV=$lat cargo bench --bench latency
 
     if [[ $python == 1 ]] && command -v python3 >/dev/null; then
         if [[ $have_taskset == 1 ]]; then
@@ -164,6 +179,32 @@ awk -F'\t' -v pyfile="$py" '
         printf "\nReproduce: benches/run.sh (ours: cargo bench --bench calls, pinned with taskset -c 0 for 1 client)\n"
     }
 ' "$py" "$ours"
+
+# The latency table: latency.tsv has condition, socket, op, label, clients,
+# us/call, calls/s, CPU us/call, fastest and slowest run.
+if [[ -s $lat ]]; then
+    awk -F'\t' -v pyfile="$py" '
+        FILENAME == pyfile { if ($3 == "get") py[$1 SUBSEP $2] = $6; next }
+        { n++; for (i = 1; i <= 10; i++) f[n, i] = $i }
+        END {
+            printf "\n#### Latency where users run it (benches/latency.rs; median of runs on fresh processes)\n\n"
+            print "| condition | socket | operation | µs per call | calls/s | CPU µs per call (client + server) | runs (fastest–slowest) | vs floor | Python |"
+            print "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"
+            for (i = 1; i <= n; i++) {
+                if (f[i, 3] == "floor") floor[f[i, 1], f[i, 2]] = f[i, 6]
+            }
+            for (i = 1; i <= n; i++) {
+                k = f[i, 1] SUBSEP f[i, 2]
+                vs = "—"
+                if (f[i, 5] == 1 && f[i, 3] != "floor" && (k in floor))
+                    vs = sprintf("%.2f× its time", f[i, 6] / floor[k])
+                p = (f[i, 3] == "get" && (k in py)) ? sprintf("%.2f µs", py[k]) : "—"
+                printf "| %s | %s | %s | %.2f | %.0f | %.2f | %.2f–%.2f | %s | %s |\n", \
+                    f[i, 1], f[i, 2], f[i, 4], f[i, 6], f[i, 7], f[i, 8], f[i, 9], f[i, 10], vs, p
+            }
+        }
+    ' "$py" "$lat"
+fi
 
 if [[ $scale == 1 ]]; then
     echo

@@ -34,6 +34,12 @@ pub struct FloorServer {
 }
 
 impl FloorServer {
+    /// The server process's id.
+    #[allow(dead_code)] // Not every bench that shares this module asks.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// Starts a floor server process listening on a fresh socket.
     pub fn start(transport: Transport) -> FloorServer {
         let exe = std::env::current_exe().expect("the bench binary has a path");

@@ -38,11 +38,17 @@ impl Pool {
     /// Starts `n` client processes doing `target`, with `env` set, and waits
     /// until each has connected and warmed up.
     pub fn start(n: usize, target: &str, env: &[(&str, &str)]) -> Pool {
+        Pool::start_placed(n, target, env, std::env::var_os(FLOAT_ENV).is_none())
+    }
+
+    /// [`Pool::start`], with the client processes pinned one per CPU (`pin`)
+    /// or left to the scheduler.
+    pub fn start_placed(n: usize, target: &str, env: &[(&str, &str)], pin: bool) -> Pool {
         let exe = std::env::current_exe().expect("the bench binary has a path");
         // Client i runs on the (i mod n)th allowed CPU, so two clients never
         // start out on one CPU with the other idle; the servers' threads float.
         let cpus = super::allowed_cpus();
-        let pin = std::env::var_os(FLOAT_ENV).is_none() && !cpus.is_empty();
+        let pin = pin && !cpus.is_empty();
         let mut workers: Vec<Worker> = (0..n)
             .map(|i| {
                 let mut cmd = Command::new(&exe);
@@ -76,6 +82,12 @@ impl Pool {
             w.expect_line("ready");
         }
         Pool { workers }
+    }
+
+    /// The client processes' ids.
+    #[allow(dead_code)] // Not every bench that shares this module asks.
+    pub fn pids(&self) -> Vec<u32> {
+        self.workers.iter().map(|w| w.child.id()).collect()
     }
 
     /// Has the processes perform `total` operations between them and returns
