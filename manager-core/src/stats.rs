@@ -36,4 +36,11 @@ pub struct Stats {
     /// Calls blocked in the manager now, waiting for a lock, a permit, an
     /// item, a notification (`Context::wait_until`).
     pub blocked_calls: u64,
+    /// Times the manager's poller spun for the next request before
+    /// sleeping, since it started (busy-polling, see
+    /// [`ManagerBuilder::busy_poll`](crate::ManagerBuilder::busy_poll)).
+    pub busy_polls: u64,
+    /// Of those, the spins that caught a request (or another event) before
+    /// their time was up.
+    pub busy_polls_caught: u64,
 }

@@ -64,6 +64,14 @@ pub(crate) fn call(
                 sessions,
                 names,
                 blocked_calls: state.blocked.load(std::sync::atomic::Ordering::Relaxed),
+                ..Stats::default()
+            };
+            let (busy_polls, busy_polls_caught) =
+                state.reactor.get().map_or((0, 0), |r| r.spin_counts());
+            let stats = Stats {
+                busy_polls,
+                busy_polls_caught,
+                ..stats
             };
             out.put(&stats)
         }

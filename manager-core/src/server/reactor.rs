@@ -44,7 +44,7 @@
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, VecDeque};
 use std::os::fd::OwnedFd;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, PoisonError};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -116,9 +116,18 @@ struct Poller {
     spin: Option<Spin>,
 }
 
+/// The spin's counts, readable while the poller blocks: spins begun, and
+/// those that caught an event.
+#[derive(Default)]
+struct SpinCounts {
+    spun: AtomicU64,
+    caught: AtomicU64,
+}
+
 /// The manager's event loop.
 pub(crate) struct Reactor {
     poll: Mutex<Poller>,
+    spin_counts: SpinCounts,
     waker: Waker,
     registry: mio::Registry,
     listener: Mutex<Option<Listener>>,
@@ -156,6 +165,7 @@ impl Reactor {
                 poll,
                 spin: busy_poll.then(Spin::new),
             }),
+            spin_counts: SpinCounts::default(),
             waker,
             registry,
             listener: Mutex::new(Some(listener)),
@@ -354,9 +364,13 @@ impl Reactor {
             // Busy-polling (`transport::spin`): right after an answer, the
             // next request is likely to come within microseconds.
             let caught = spin.as_mut().is_some_and(|spin| {
-                spin.wait(timeout, || {
+                let caught = spin.wait(timeout, || {
                     poll.poll(events, Some(Duration::ZERO)).is_ok() && !events.is_empty()
-                })
+                });
+                let counts = &self.spin_counts;
+                counts.spun.store(spin.spun, Ordering::Relaxed);
+                counts.caught.store(spin.caught, Ordering::Relaxed);
+                caught
             });
             if !caught {
                 if let Err(e) = poll.poll(events, timeout) {
@@ -398,6 +412,15 @@ impl Reactor {
             }
         }
         self.timer_count.store(timers.len(), Ordering::Release);
+    }
+
+    /// Spins of the poller begun, and those that caught an event.
+    pub(crate) fn spin_counts(&self) -> (u64, u64) {
+        let c = &self.spin_counts;
+        (
+            c.spun.load(Ordering::Relaxed),
+            c.caught.load(Ordering::Relaxed),
+        )
     }
 
     /// Adds a timer for connection `id` at `at`.

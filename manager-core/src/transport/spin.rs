@@ -50,6 +50,9 @@ pub(crate) struct Spin {
     misses: u32,
     /// Waits still to block at once.
     skip: u32,
+    /// Spins begun, and those that caught their bytes, since creation.
+    pub(crate) spun: u64,
+    pub(crate) caught: u64,
 }
 
 impl Default for Spin {
@@ -68,6 +71,8 @@ impl Spin {
             caught_ns: 0,
             misses: 0,
             skip: 0,
+            spun: 0,
+            caught: 0,
         }
     }
 
@@ -92,10 +97,12 @@ impl Spin {
             // Due now (a timer): no time to spin, and no miss either.
             return false;
         }
+        self.spun += 1;
         let start = Instant::now();
         loop {
             if ready() {
-                self.caught(start.elapsed());
+                self.caught += 1;
+                self.learn(start.elapsed());
                 return true;
             }
             if start.elapsed() >= budget {
@@ -106,7 +113,7 @@ impl Spin {
         }
     }
 
-    fn caught(&mut self, waited: Duration) {
+    fn learn(&mut self, waited: Duration) {
         let ns = u64::try_from(waited.as_nanos()).unwrap_or(u64::MAX);
         self.caught_ns = if self.caught_ns == 0 {
             ns
@@ -166,15 +173,15 @@ mod tests {
     fn the_budget_follows_the_waits_caught_within_bounds() {
         let mut s = spinner();
         for _ in 0..64 {
-            s.caught(Duration::from_micros(5));
+            s.learn(Duration::from_micros(5));
         }
         assert_eq!(s.budget, Duration::from_micros(20));
         for _ in 0..64 {
-            s.caught(Duration::from_nanos(100));
+            s.learn(Duration::from_nanos(100));
         }
         assert_eq!(s.budget, MIN_SPIN);
         for _ in 0..64 {
-            s.caught(Duration::from_micros(40));
+            s.learn(Duration::from_micros(40));
         }
         assert_eq!(s.budget, MAX_SPIN);
     }
