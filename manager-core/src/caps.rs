@@ -21,7 +21,7 @@
 //! reader's own objects is empty, so that the reader decodes it in an adopt
 //! scope.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 
 use crate::address::Address;
 use crate::client::Client;
@@ -47,20 +47,27 @@ pub(crate) struct Cap {
     pub(crate) proxy: Option<Handle>,
 }
 
-struct Scope {
-    caps: Vec<Cap>,
-    /// For a reply being encoded in a manager: the receiving session takes
-    /// its reference the moment a proxy to this manager's object is
-    /// serialized, while the proxy (and so the object) is certainly alive.
-    eager: Option<Eager>,
-}
-
-struct Eager {
-    /// The manager encoding the reply; valid while the scope is open (see
-    /// [`capturing_reply`]).
+/// The reply a manager of this process is encoding on this thread, opened
+/// by [`capturing_reply`] on its stack frame: the receiving session takes
+/// its reference the moment a proxy to this manager's object is serialized,
+/// while the proxy (and so the object) is certainly alive.
+///
+/// A reply scope is a pointer in a thread-local cell, not an entry on the
+/// capture stack: a call whose result embeds no proxy (nearly every call)
+/// pays two stores for it.
+struct ReplyScope {
+    /// The manager encoding the reply.
     state: *const ServerState,
     session: u64,
-    taken: Vec<(u64, u64)>,
+    /// The capture stack's depth when the reply began: scopes above it
+    /// were opened inside the reply, and catch what is serialized there.
+    depth: usize,
+    taken: RefCell<Vec<(u64, u64)>>,
+    /// Proxies to other managers' objects the reply embeds.
+    foreign: RefCell<Vec<Cap>>,
+    /// The reply scope this one is nested in (an in-process call made by a
+    /// method), restored when this one closes.
+    outer: *const ReplyScope,
 }
 
 /// Objects with a reference already held for `client`'s session.
@@ -70,7 +77,10 @@ struct Adopt {
 }
 
 thread_local! {
-    static CAPTURE: RefCell<Vec<Scope>> = const { RefCell::new(Vec::new()) };
+    /// Open [`capturing`] scopes, innermost last: the objects serialized in each.
+    static CAPTURE: RefCell<Vec<Vec<Cap>>> = const { RefCell::new(Vec::new()) };
+    /// The innermost open reply scope, or null.
+    static REPLY: Cell<*const ReplyScope> = const { Cell::new(std::ptr::null()) };
     static ADOPT: RefCell<Vec<Adopt>> = const { RefCell::new(Vec::new()) };
 }
 
@@ -79,15 +89,10 @@ thread_local! {
 /// their own list, and the message `f` may itself be part of does not
 /// embed them.
 pub(crate) fn capturing<T>(f: impl FnOnce() -> T) -> (T, Vec<Cap>) {
-    let _ = CAPTURE.try_with(|c| {
-        c.borrow_mut().push(Scope {
-            caps: Vec::new(),
-            eager: None,
-        })
-    });
+    let _ = CAPTURE.try_with(|c| c.borrow_mut().push(Vec::new()));
     let out = f();
     let caps = CAPTURE
-        .try_with(|c| c.borrow_mut().pop().map(|scope| scope.caps))
+        .try_with(|c| c.borrow_mut().pop())
         .ok()
         .flatten()
         .unwrap_or_default();
@@ -102,61 +107,68 @@ pub(crate) fn capturing_reply<T>(
     session: u64,
     f: impl FnOnce() -> T,
 ) -> (T, Vec<(u64, u64)>, Vec<Cap>) {
-    /// Closes the scope however `f` ends, so that its pointer to `state`
-    /// never outlives the borrow.
-    struct Close;
+    /// Closes the scope however `f` ends, so that the thread-local pointer
+    /// to it (and through it to `state`) never outlives the frame.
+    struct Close(*const ReplyScope);
     impl Drop for Close {
         fn drop(&mut self) {
-            let _ = CAPTURE.try_with(|c| c.borrow_mut().pop());
+            let _ = REPLY.try_with(|r| r.set(self.0));
         }
     }
-    let opened = CAPTURE
-        .try_with(|c| {
-            c.borrow_mut().push(Scope {
-                caps: Vec::new(),
-                eager: Some(Eager {
-                    state,
-                    session,
-                    taken: Vec::new(),
-                }),
-            })
-        })
-        .is_ok();
-    let close = opened.then_some(Close);
+    let depth = CAPTURE
+        .try_with(|c| c.try_borrow().map_or(0, |s| s.len()))
+        .unwrap_or(0);
+    let scope = ReplyScope {
+        state,
+        session,
+        depth,
+        taken: RefCell::new(Vec::new()),
+        foreign: RefCell::new(Vec::new()),
+        outer: REPLY.try_with(Cell::get).unwrap_or(std::ptr::null()),
+    };
+    let opened = REPLY.try_with(|r| r.set(&scope)).is_ok();
+    let close = opened.then_some(Close(scope.outer));
     let out = f();
-    let scope = CAPTURE.try_with(|c| c.borrow_mut().pop()).ok().flatten();
-    if let Some(close) = close {
-        std::mem::forget(close);
-    }
-    match scope {
-        Some(Scope {
-            caps,
-            eager: Some(e),
-            ..
-        }) => (out, e.taken, caps),
-        _ => (out, Vec::new(), Vec::new()),
-    }
+    drop(close);
+    (out, scope.taken.into_inner(), scope.foreign.into_inner())
 }
 
 /// Records that `cap` was serialized (called by a proxy's `Serialize`).
 pub(crate) fn note(cap: Cap) {
+    let reply = REPLY.try_with(Cell::get).unwrap_or(std::ptr::null());
     let _ = CAPTURE.try_with(|c| {
-        if let Ok(mut stack) = c.try_borrow_mut() {
-            if let Some(scope) = stack.last_mut() {
-                if let Some(e) = &mut scope.eager {
-                    // SAFETY: the scope is open, so `capturing_reply`,
-                    // which borrows the state, has not returned.
-                    let state = unsafe { &*e.state };
-                    if cap.address == state.address {
-                        // An object already gone is left out: its proxy will
-                        // report NoSuchObject when used.
-                        if let Ok(fp) = state.table.add_session_ref_any(e.session, cap.object) {
-                            e.taken.push((cap.object, fp));
-                        }
-                        return;
-                    }
+        let Ok(mut stack) = c.try_borrow_mut() else {
+            return;
+        };
+        // SAFETY: a non-null `REPLY` points at the scope of a
+        // `capturing_reply` still running on this thread (its `Close`
+        // restores the outer pointer before the frame goes), and that
+        // scope's `state` is borrowed for as long.
+        let reply = unsafe { reply.as_ref() };
+        match reply {
+            // A capture scope opened inside the reply catches it.
+            Some(r) if stack.len() > r.depth => {
+                if let Some(caps) = stack.last_mut() {
+                    caps.push(cap);
                 }
-                scope.caps.push(cap);
+            }
+            Some(r) => {
+                // SAFETY: see above.
+                let state = unsafe { &*r.state };
+                if cap.address == state.address {
+                    // An object already gone is left out: its proxy will
+                    // report NoSuchObject when used.
+                    if let Ok(fp) = state.table.add_session_ref_any(r.session, cap.object) {
+                        r.taken.borrow_mut().push((cap.object, fp));
+                    }
+                } else {
+                    r.foreign.borrow_mut().push(cap);
+                }
+            }
+            None => {
+                if let Some(caps) = stack.last_mut() {
+                    caps.push(cap);
+                }
             }
         }
     });
@@ -207,13 +219,7 @@ pub(crate) fn adopt(address: &Address, object: u64) -> Option<(Client, u64)> {
 /// method, or the decoding of its arguments): the reply it will send is
 /// being captured.
 pub(crate) fn serving() -> bool {
-    CAPTURE
-        .try_with(|c| {
-            c.try_borrow()
-                .map(|s| s.iter().any(|scope| scope.eager.is_some()))
-                .unwrap_or(false)
-        })
-        .unwrap_or(false)
+    REPLY.try_with(|r| !r.get().is_null()).unwrap_or(false)
 }
 
 /// Whether this thread is decoding a message from a manager.

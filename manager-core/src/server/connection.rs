@@ -50,7 +50,7 @@ use serde_bytes::ByteBuf;
 use crate::auth::{Handshake, Keys};
 use crate::context::{Caller, Context};
 use crate::error::{Error, Result};
-use crate::server::{control, ServerState};
+use crate::server::{control, Recent, ServerState};
 use crate::shared::End;
 use crate::sync::lock;
 use crate::transport::{wait_ready, Socket};
@@ -1076,7 +1076,13 @@ impl Call<'_> {
     }
 
     /// Runs the call and leaves its reply (result or error) in `writer`.
-    fn apply(self, state: &ServerState, ctx: &Context, writer: &mut FrameWriter) -> Result<()> {
+    fn apply(
+        self,
+        state: &ServerState,
+        ctx: &Context,
+        writer: &mut FrameWriter,
+        recent: &mut Recent,
+    ) -> Result<()> {
         let max = state.config.limits.max_frame;
         let seq = self.seq;
         let result = state
@@ -1087,6 +1093,7 @@ impl Call<'_> {
                 self.args,
                 self.arg_caps.as_deref(),
                 &mut writer.begin(),
+                recent,
             )
             .and_then(|(caps, foreign)| {
                 // The peer binds these while decoding the reply; no
@@ -1146,6 +1153,8 @@ pub(crate) fn requests(
             }
         }
     }
+    // The object called last, for this round only (see `Recent`).
+    let mut recent = Recent::default();
     // Counted once per round, not once per call: a shared counter.
     let mut calls = Counted {
         total: &state.calls,
@@ -1173,7 +1182,7 @@ pub(crate) fn requests(
                     peer.prepare(call.may_park(), None);
                 }
                 calls.here += 1;
-                call.apply(state, ctx, writer)?;
+                call.apply(state, ctx, writer, &mut recent)?;
                 if let Some(wait) = peer.and_then(|p| p.parked()) {
                     state.blocked.fetch_add(1, Ordering::Relaxed);
                     *parked = Some(Parked {
@@ -1253,7 +1262,9 @@ fn run_parked(
             let shutdown = call.is_shutdown();
             peer.prepare(true, Some(p.wait));
             state.calls.fetch_add(1, Ordering::Relaxed);
-            let ran = call.apply(state, ctx, writer).map(|()| shutdown);
+            let ran = call
+                .apply(state, ctx, writer, &mut Recent::default())
+                .map(|()| shutdown);
             match peer.parked() {
                 Some(wait) if ran.is_ok() => {
                     *parked = Some(Parked {

@@ -78,6 +78,7 @@ impl InProcess for ServerState {
             Decoder::new(args),
             arg_caps,
             &mut Encoder::new(out),
+            &mut crate::server::Recent::default(),
         )
     }
 }

@@ -36,7 +36,7 @@ use crate::transport::Listener;
 use crate::wire::codec::{Decoder, Encoder};
 use crate::wire::message::{Join, CONTROL};
 
-pub(crate) use table::Table;
+pub(crate) use table::{Recent, Table};
 
 /// How long `shutdown` waits for calls still inside a method.
 const DRAIN: Duration = Duration::from_secs(2);
@@ -150,11 +150,12 @@ impl ServerState {
         args: Decoder<'_>,
         arg_caps: Option<&[u64]>,
         out: &mut Encoder<'_>,
+        recent: &mut Recent,
     ) -> Result<(crate::caps::ReplyCaps, Vec<Handle>)> {
         let session = ctx.session;
         let run = move || {
             capturing_reply(&ctx.server, session, || {
-                self.dispatch(ctx, object, method, args, out)
+                self.dispatch(ctx, object, method, args, out, recent)
             })
         };
         let (result, taken, foreign) = if let Some(arg_caps) = arg_caps {
@@ -202,6 +203,7 @@ impl ServerState {
         method: u32,
         mut args: Decoder<'_>,
         out: &mut Encoder<'_>,
+        recent: &mut Recent,
     ) -> Result<()> {
         if object == CONTROL {
             return traced(object, "manager", control::method_name(method), || {
@@ -216,7 +218,7 @@ impl ServerState {
                 )
             });
         }
-        let obj = self.table.get(object)?;
+        let obj = self.table.get_recent(object, recent)?;
         if obj.tracks_connections() {
             ctx.touch(object);
         }

@@ -38,7 +38,22 @@ pub(crate) struct Table {
     /// connection keeps its own list): see [`Table::disconnected`].
     touched: Mutex<HashMap<u64, HashSet<u64>>>,
     next_object: AtomicU64,
+    /// Counts objects that left `objects`: a [`Recent`] found before the
+    /// count changed may name an object that is gone.
+    removals: AtomicU64,
 }
+
+/// The object a round of one connection's requests called last, kept for
+/// the round: a pipeline of calls on one object looks it up once, without
+/// the table's lock and the reference count's atomics per call.
+///
+/// It is used only while no object has left the table since it was found
+/// ([`Table::removals`]), so a removed object is never called through it;
+/// and it lives only as long as the round (a local of the request loop),
+/// so it keeps an object alive past its removal by the rest of that round
+/// at most.
+#[derive(Default)]
+pub(crate) struct Recent(Option<(u64, u64, Arc<dyn Object>)>);
 
 #[derive(Default)]
 struct Refs {
@@ -74,6 +89,7 @@ impl Table {
             refs: Mutex::new(Refs::default()),
             touched: Mutex::new(HashMap::new()),
             next_object: AtomicU64::new(first_id.max(1)),
+            removals: AtomicU64::new(0),
         }
     }
 
@@ -86,6 +102,26 @@ impl Table {
             .get(&id)
             .cloned()
             .ok_or_else(|| no_such_object(id))
+    }
+
+    /// The object `id`, for a call, from `recent` if it holds it still.
+    #[inline]
+    pub(crate) fn get_recent<'r>(
+        &self,
+        id: u64,
+        recent: &'r mut Recent,
+    ) -> Result<&'r Arc<dyn Object>> {
+        // Read before the lookup: a removal after it changes the count,
+        // and the next call looks again.
+        let removals = self.removals.load(Ordering::Acquire);
+        let fresh = !matches!(&recent.0, Some((r, n, _)) if *r == id && *n == removals);
+        if fresh {
+            recent.0 = Some((id, removals, self.get(id)?));
+        }
+        match &recent.0 {
+            Some((_, _, object)) => Ok(object),
+            None => Err(no_such_object(id)),
+        }
     }
 
     /// Adds a new object with one reference held by `session`.
@@ -228,6 +264,7 @@ impl Table {
         }
         refs.counts.remove(&id);
         let freed = write(&self.objects).remove(&id);
+        self.removals.fetch_add(1, Ordering::Release);
         if freed.as_ref().is_some_and(|o| o.tracks_connections()) {
             write(&self.trackers).remove(&id);
         }
@@ -475,6 +512,7 @@ impl Table {
     /// Frees everything (at shutdown), outside the locks.
     pub(crate) fn clear(&self) {
         let objects = std::mem::take(&mut *write(&self.objects));
+        self.removals.fetch_add(1, Ordering::Release);
         write(&self.trackers).clear();
         lock(&self.touched).clear();
         *lock(&self.refs) = Refs::default();
