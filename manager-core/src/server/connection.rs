@@ -50,7 +50,7 @@ use serde_bytes::ByteBuf;
 use crate::auth::{Handshake, Keys};
 use crate::context::{Caller, Context};
 use crate::error::{Error, Result};
-use crate::server::{control, Recent, ServerState};
+use crate::server::{control, Invocation, Recent, ServerState};
 use crate::shared::End;
 use crate::sync::lock;
 use crate::transport::{wait_ready, Socket};
@@ -1085,30 +1085,29 @@ impl Call<'_> {
     ) -> Result<()> {
         let max = state.config.limits.max_frame;
         let seq = self.seq;
-        let result = state
-            .call(
-                ctx,
-                self.object,
-                self.method,
-                self.args,
-                self.arg_caps.as_deref(),
-                &mut writer.begin(),
-                recent,
-            )
-            .and_then(|(caps, foreign)| {
-                // The peer binds these while decoding the reply; no
-                // message says when it has, so they are kept for the
-                // hand-off time.
-                state.keep_for_handoff(foreign);
-                let Some(caps) = caps else {
-                    return writer.finish(&Response::Ok { seq }, max);
-                };
-                let mut p = writer.payload();
-                let before = p.len();
-                p.put(&caps)?;
-                let caps_len = (p.len() - before) as u32;
-                writer.finish(&Response::OkCaps { seq, caps_len }, max)
-            });
+        let call = Invocation {
+            object: self.object,
+            method: self.method,
+            args: self.args,
+            arg_caps: self.arg_caps.as_deref(),
+        };
+        let result =
+            state
+                .call(ctx, call, &mut writer.begin(), recent)
+                .and_then(|(caps, foreign)| {
+                    // The peer binds these while decoding the reply; no
+                    // message says when it has, so they are kept for the
+                    // hand-off time.
+                    state.keep_for_handoff(foreign);
+                    let Some(caps) = caps else {
+                        return writer.finish(&Response::Ok { seq }, max);
+                    };
+                    let mut p = writer.payload();
+                    let before = p.len();
+                    p.put(&caps)?;
+                    let caps_len = (p.len() - before) as u32;
+                    writer.finish(&Response::OkCaps { seq, caps_len }, max)
+                });
         if let Err(e) = result {
             writer.begin().put(&e.to_wire())?;
             writer.finish(&Response::Err { seq }, max)?;

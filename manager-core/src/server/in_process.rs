@@ -10,7 +10,7 @@ use crate::client::{Client, InProcess};
 use crate::context::{Caller, Context};
 use crate::error::{Error, Result};
 use crate::proxy::Handle;
-use crate::server::ServerState;
+use crate::server::{Invocation, Recent, ServerState};
 use crate::shared::End;
 use crate::wire::codec::{Decoder, Encoder};
 
@@ -70,15 +70,18 @@ impl InProcess for ServerState {
             caller: Caller::Local,
         };
         self.calls.fetch_add(1, Ordering::Relaxed);
+        let call = Invocation {
+            object,
+            method,
+            args: Decoder::new(args),
+            arg_caps,
+        };
         ServerState::call(
             self,
             &ctx,
-            object,
-            method,
-            Decoder::new(args),
-            arg_caps,
+            call,
             &mut Encoder::new(out),
-            &mut crate::server::Recent::default(),
+            &mut Recent::default(),
         )
     }
 }

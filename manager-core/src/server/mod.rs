@@ -121,6 +121,15 @@ pub(crate) struct ServerState {
     me: std::sync::Weak<ServerState>,
 }
 
+/// One call as [`ServerState::call`] runs it: the object, the method, its
+/// encoded arguments, and the objects they embed (see there).
+pub(crate) struct Invocation<'a, 'c> {
+    pub(crate) object: u64,
+    pub(crate) method: u32,
+    pub(crate) args: Decoder<'a>,
+    pub(crate) arg_caps: Option<&'c [u64]>,
+}
+
 impl ServerState {
     pub(crate) fn is_stopping(&self) -> bool {
         self.stopping.load(Ordering::Acquire)
@@ -145,13 +154,16 @@ impl ServerState {
     pub(crate) fn call(
         &self,
         ctx: &Context,
-        object: u64,
-        method: u32,
-        args: Decoder<'_>,
-        arg_caps: Option<&[u64]>,
+        call: Invocation<'_, '_>,
         out: &mut Encoder<'_>,
         recent: &mut Recent,
     ) -> Result<(crate::caps::ReplyCaps, Vec<Handle>)> {
+        let Invocation {
+            object,
+            method,
+            args,
+            arg_caps,
+        } = call;
         let session = ctx.session;
         let run = move || {
             capturing_reply(&ctx.server, session, || {
