@@ -568,7 +568,7 @@ mod tests {
     use std::sync::atomic::{AtomicU32, Ordering};
     use std::sync::Arc;
 
-    use super::{mismatch, Expected, Table};
+    use super::{mismatch, Expected, Recent, Table};
     use crate::context::Context;
     use crate::error::{Error, Result};
     use crate::shared::End;
@@ -630,6 +630,33 @@ mod tests {
         fn tracks_connections(&self) -> bool {
             self.0
         }
+    }
+
+    #[test]
+    fn a_recent_object_is_never_found_once_it_left_the_table() {
+        let table = Table::new(1);
+        let session = table.open_session();
+        let make = || Box::new(Described("test::D", Vec::new(), 0)) as Box<dyn Object>;
+        let a = table.insert(session, make(), 16).expect("insert a");
+        let b = table.insert(session, make(), 16).expect("insert b");
+        let mut recent = Recent::default();
+        let first = Arc::as_ptr(table.get_recent(a, &mut recent).expect("a")) as *const ();
+        let again = Arc::as_ptr(table.get_recent(a, &mut recent).expect("a again")) as *const ();
+        assert_eq!(first, again);
+        // Another object's removal makes `recent` look again, and find `a`.
+        table.release(session, b);
+        assert!(table.get_recent(a, &mut recent).is_ok());
+        assert!(matches!(
+            table.get_recent(b, &mut recent),
+            Err(Error::NoSuchObject(_))
+        ));
+        // `a` itself removed while `recent` holds it: not found through it.
+        let _ = table.get_recent(a, &mut recent).expect("a held");
+        table.release(session, a);
+        assert!(matches!(
+            table.get_recent(a, &mut recent),
+            Err(Error::NoSuchObject(_))
+        ));
     }
 
     #[test]
