@@ -26,7 +26,6 @@
 mod common;
 
 use std::hint::black_box;
-use std::io::Write as _;
 use std::time::{Duration, Instant};
 
 use manager::{AuthKey, Client, Manager, ValueProxy};
@@ -233,16 +232,7 @@ fn report(rows: &[Row]) {
             r.spread.1
         ));
     }
-    if let Ok(path) = std::env::var(TSV_ENV) {
-        let written = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&path)
-            .and_then(|mut f| f.write_all(tsv.as_bytes()));
-        if let Err(e) = written {
-            eprintln!("bench: cannot append to {path}: {e}");
-        }
-    }
+    common::report::append_rows(TSV_ENV, &tsv);
 }
 
 /// One run of one client: fresh server process, warm-up, then [`CALLS`]

@@ -252,14 +252,21 @@ pub fn summarize(condition: &str, rows: &[Row]) {
         );
     }
     print!("{text}");
-    if let Ok(path) = std::env::var(TSV_ENV) {
-        let written = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&path)
-            .and_then(|mut f| f.write_all(tsv.as_bytes()));
-        if let Err(e) = written {
-            eprintln!("bench: cannot append the summary to {path}: {e}");
-        }
+    append_rows(TSV_ENV, &tsv);
+}
+
+/// Appends `rows` to the file the environment variable `env` names, if set
+/// (for `benches/run.sh`); a failure is reported, not fatal.
+pub fn append_rows(env: &str, rows: &str) {
+    let Ok(path) = std::env::var(env) else {
+        return;
+    };
+    let written = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&path)
+        .and_then(|mut f| f.write_all(rows.as_bytes()));
+    if let Err(e) = written {
+        eprintln!("bench: cannot append the rows to {path}: {e}");
     }
 }
