@@ -393,6 +393,75 @@ async fn a_dropped_owner_wait_is_withdrawn_and_holds_stay() {
     assert!(again.is_ok(), "nobody took the rlock for a caller who left");
 }
 
+/// A condition wait withdrawn by its caller still takes its lock back
+/// before it ends, as asyncio's `Condition.wait()` does when cancelled: the
+/// owner's next call finds the lock held, and another client cannot take it.
+#[tokio::test]
+async fn a_dropped_condition_wait_takes_its_lock_back() {
+    let mgr = manager();
+    let client = connect(&mgr).await;
+    let cond = client.condition_async().await.unwrap();
+    cond.acquire().await.unwrap();
+    let before = client.stats().unwrap().blocked_calls;
+    drop_once_parked(&client, before, cond.wait()).await;
+    // Needs the lock: it runs after the withdrawn wait took the lock back.
+    tokio::time::timeout(LONG, cond.notify())
+        .await
+        .expect("the owner connection is not held up")
+        .expect("the lock is held again after the withdrawn wait");
+    client.publish("cond", &cond).unwrap();
+    let other = connect(&mgr).await;
+    let theirs: manager::AsyncConditionProxy = other.lookup("cond").unwrap();
+    assert!(
+        !theirs.try_acquire().await.unwrap(),
+        "the lock is the owner's"
+    );
+    cond.release().await.unwrap();
+    // Taken by another client while the wait waited: the withdrawn wait
+    // waits for the lock (the owner's next call behind it) and takes it
+    // once it is free.
+    let before = client.stats().unwrap().blocked_calls;
+    cond.acquire().await.unwrap();
+    let waiting = {
+        let cond = cond.clone();
+        tokio::spawn(async move { cond.wait().await })
+    };
+    let parked = async {
+        while client.stats().unwrap().blocked_calls <= before {
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+    };
+    tokio::time::timeout(LONG, parked)
+        .await
+        .expect("the wait parks");
+    assert!(
+        theirs.try_acquire().await.unwrap(),
+        "the wait put the lock down"
+    );
+    waiting.abort();
+    let _ = waiting.await;
+    let notify = {
+        let cond = cond.clone();
+        tokio::spawn(async move { cond.notify().await })
+    };
+    theirs.release().await.unwrap();
+    tokio::time::timeout(LONG, notify)
+        .await
+        .expect("the owner connection goes on once the lock is free")
+        .unwrap()
+        .expect("the withdrawn wait took the lock back");
+    assert!(
+        !theirs.try_acquire().await.unwrap(),
+        "the lock is the owner's"
+    );
+    cond.release().await.unwrap();
+    assert!(
+        theirs.try_acquire().await.unwrap(),
+        "released once, it is free"
+    );
+    theirs.release().await.unwrap();
+}
+
 /// Over encrypted TCP (the default for `tcp:`) and plain TCP, the async
 /// face speaks the same records: a call, a thousand in flight, a wait.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

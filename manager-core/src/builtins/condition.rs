@@ -172,7 +172,7 @@ impl ConditionObject {
             None => {
                 // A notification this caller cannot act on goes to the next
                 // waiter, or is lost, as one with nobody waiting is.
-                let (mut s, notice) = wait_turn(
+                let waited = wait_turn(
                     ctx,
                     &self.state,
                     s,
@@ -181,7 +181,21 @@ impl ConditionObject {
                     |s, ()| {
                         let _ = s.notices.hand_off(());
                     },
-                )?;
+                );
+                let (mut s, notice) = match waited {
+                    Ok(w) => w,
+                    // Withdrawn by its caller while the connection goes on
+                    // (the async face's cancel): like asyncio's, the wait
+                    // still takes its lock back before it ends, so that the
+                    // owner's next call finds the lock as it left it.
+                    Err(_) if !ctx.has_parked() && ctx.peer().is_some_and(|p| p.is_withdrawn()) => {
+                        if let Some(p) = ctx.peer() {
+                            p.go_on_after_withdrawal();
+                        }
+                        (lock(&self.state), None)
+                    }
+                    Err(e) => return Err(e),
+                };
                 if let Some(w) = s.waiting.get_mut(&conn) {
                     w.notified = Some(notice.is_some());
                 }

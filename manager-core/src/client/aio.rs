@@ -33,7 +33,9 @@
 //! `release` without a guard) act for the client as one owner, on one
 //! owner link that holds all of them: a wait dropped there is withdrawn
 //! with [`Request::Cancel`] instead, so the link and its holds go on. A
-//! condition's `wait` withdrawn so does not take its lock back.
+//! condition's `wait` withdrawn so still takes its lock back before it
+//! ends, as asyncio's does when cancelled: the owner's next call on the
+//! link runs once it holds the lock again.
 //!
 //! Opening a link is the blocking handshake of the blocking face, run on
 //! a short-lived thread while the future waits.
