@@ -195,15 +195,19 @@ async fn drop_once_parked<T>(
     before: u64,
     call: impl std::future::Future<Output = T>,
 ) {
-    let parked = async {
-        while client.stats().unwrap().blocked_calls <= before {
-            tokio::time::sleep(Duration::from_millis(2)).await;
-        }
-    };
     // The call is dropped as the select ends.
     tokio::select! {
         _ = call => panic!("the call was to wait"),
-        seen = tokio::time::timeout(LONG, parked) => assert!(seen.is_ok(), "never parked"),
+        seen = tokio::time::timeout(LONG, until_parked(client, before)) => {
+            assert!(seen.is_ok(), "never parked")
+        }
+    }
+}
+
+/// Returns once the manager counts more blocked calls than `before`.
+async fn until_parked(client: &Client, before: u64) {
+    while client.stats().unwrap().blocked_calls <= before {
+        tokio::time::sleep(Duration::from_millis(2)).await;
     }
 }
 
@@ -426,12 +430,7 @@ async fn a_dropped_condition_wait_takes_its_lock_back() {
         let cond = cond.clone();
         tokio::spawn(async move { cond.wait().await })
     };
-    let parked = async {
-        while client.stats().unwrap().blocked_calls <= before {
-            tokio::time::sleep(Duration::from_millis(2)).await;
-        }
-    };
-    tokio::time::timeout(LONG, parked)
+    tokio::time::timeout(LONG, until_parked(&client, before))
         .await
         .expect("the wait parks");
     assert!(
