@@ -32,6 +32,7 @@ use manager::{AuthKey, Client, Manager, ValueProxy};
 
 use common::floor::{FloorClient, FloorServer};
 use common::pool::Pool;
+use common::report::median;
 use common::{Op, Transport};
 
 /// Runs per configuration; the median is reported.
@@ -56,7 +57,7 @@ const SPIN_ENV: &str = "MANAGER_BENCH_SPIN";
 const NAME: &str = "bench-value";
 
 /// What a row measures.
-#[derive(Clone, Copy, PartialEq)]
+#[derive(Clone, Copy)]
 enum Config {
     /// The raw floor: a blocking 16-byte ping-pong.
     Floor,
@@ -95,6 +96,16 @@ struct Sample {
     us: f64,
     /// CPU time per call, client and server together, in microseconds.
     cpu_us: f64,
+}
+
+impl Sample {
+    /// `calls` calls in `wall`, for `cpu` of CPU time.
+    fn per_call(wall: Duration, cpu: Duration, calls: u64) -> Sample {
+        Sample {
+            us: wall.as_secs_f64() * 1e6 / calls as f64,
+            cpu_us: cpu.as_secs_f64() * 1e6 / calls as f64,
+        }
+    }
 }
 
 fn main() {
@@ -187,15 +198,6 @@ fn row(
     }
 }
 
-fn median(sorted: &[f64]) -> f64 {
-    let mid = sorted.len() / 2;
-    if sorted.len() % 2 == 1 {
-        sorted[mid]
-    } else {
-        (sorted[mid - 1] + sorted[mid]) / 2.0
-    }
-}
-
 /// Prints the rows, and appends them to [`TSV_ENV`] if set: condition,
 /// socket, op, label, clients, us/call, calls/s, CPU us/call, fastest and
 /// slowest run's us/call.
@@ -268,11 +270,7 @@ fn measure(pids: &[u32], calls: u64, mut op: impl FnMut()) -> Sample {
         op();
     }
     let wall = t.elapsed();
-    let cpu = cpu_time(pids).saturating_sub(cpu0);
-    Sample {
-        us: wall.as_secs_f64() * 1e6 / calls as f64,
-        cpu_us: cpu.as_secs_f64() * 1e6 / calls as f64,
-    }
+    Sample::per_call(wall, cpu_time(pids).saturating_sub(cpu0), calls)
 }
 
 /// One run of [`CLIENTS`] client processes left to the scheduler, on a
@@ -295,11 +293,7 @@ fn clients(t: Transport, spin: bool) -> Sample {
     pids.push(mgr.process_id().expect("a manager process"));
     let cpu0 = cpu_time(&pids);
     let wall = pool.run(CLIENT_CALLS);
-    let cpu = cpu_time(&pids).saturating_sub(cpu0);
-    Sample {
-        us: wall.as_secs_f64() * 1e6 / CLIENT_CALLS as f64,
-        cpu_us: cpu.as_secs_f64() * 1e6 / CLIENT_CALLS as f64,
-    }
+    Sample::per_call(wall, cpu_time(&pids).saturating_sub(cpu0), CLIENT_CALLS)
 }
 
 fn start_manager(t: Transport, spin: bool) -> Manager {

@@ -51,12 +51,17 @@ pub fn estimate(key: &str) -> Option<f64> {
         return None;
     }
     per_op.sort_by(f64::total_cmp);
-    let mid = per_op.len() / 2;
-    Some(if per_op.len() % 2 == 1 {
-        per_op[mid]
+    Some(median(&per_op))
+}
+
+/// The median of `sorted` (ascending, not empty).
+pub fn median(sorted: &[f64]) -> f64 {
+    let mid = sorted.len() / 2;
+    if sorted.len() % 2 == 1 {
+        sorted[mid]
     } else {
-        (per_op[mid - 1] + per_op[mid]) / 2.0
-    })
+        (sorted[mid - 1] + sorted[mid]) / 2.0
+    }
 }
 
 /// What a row's target asks.

@@ -188,10 +188,10 @@ impl ConditionObject {
                     // (the async face's cancel): like asyncio's, the wait
                     // still takes its lock back before it ends, so that the
                     // owner's next call finds the lock as it left it.
-                    Err(_) if !ctx.has_parked() && ctx.peer().is_some_and(|p| p.is_withdrawn()) => {
-                        if let Some(p) = ctx.peer() {
-                            p.go_on_after_withdrawal();
-                        }
+                    Err(_)
+                        if !ctx.has_parked()
+                            && ctx.peer().is_some_and(|p| p.go_on_if_withdrawn()) =>
+                    {
                         (lock(&self.state), None)
                     }
                     Err(e) => return Err(e),

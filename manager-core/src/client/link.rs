@@ -334,9 +334,15 @@ impl Link {
                 return Err(Error::ConnectionLost(why.clone()));
             }
             let inbox = &mut self.inbox;
-            if client.busy_polls() && !inbox.reader.holds_frame() && !self.socket.has_buffered() {
+            // The cheap checks first: a pinned process never looks at the
+            // record layer's buffer (a lock) for a spin it will not make.
+            if client.busy_polls()
+                && self.spin.take_turn()
+                && !inbox.reader.holds_frame()
+                && !self.socket.has_buffered()
+            {
                 let socket = &self.socket;
-                self.spin.wait(None, || socket.readable_now());
+                self.spin.spin(None, || socket.readable_now());
             }
             let body = match inbox.reader.next(&mut &self.socket) {
                 Ok(Some(body)) => body,

@@ -345,19 +345,20 @@ impl Peer {
         false
     }
 
+    /// If the call being run was withdrawn by its caller (the async face's
+    /// cancel) while the connection goes on, lets it go on waiting after
+    /// all and says so: a condition wait takes its lock back before it
+    /// ends, as asyncio's does.
+    pub(crate) fn go_on_if_withdrawn(&self) -> bool {
+        let withdrawn =
+            self.cancelled.load(Ordering::Acquire) && !self.hung_up.load(Ordering::Acquire);
+        if withdrawn {
+            self.cancelled.store(false, Ordering::Release);
+        }
+        withdrawn
+    }
+
     /// Notes that the peer is gone, and wakes a call of its waiting.
-    /// Whether the call being run was withdrawn by its caller (the async
-    /// face's cancel), while the connection itself goes on.
-    pub(crate) fn is_withdrawn(&self) -> bool {
-        self.cancelled.load(Ordering::Acquire) && !self.hung_up.load(Ordering::Acquire)
-    }
-
-    /// Lets a withdrawn call go on waiting after all (a condition wait
-    /// taking its lock back before it ends, as asyncio's does).
-    pub(crate) fn go_on_after_withdrawal(&self) {
-        self.cancelled.store(false, Ordering::Release);
-    }
-
     pub(crate) fn hang_up(&self) {
         self.hung_up.store(true, Ordering::Release);
         self.wake();

@@ -95,7 +95,7 @@ impl Table {
 
     /// The object `id`, for a call.
     #[inline]
-    pub(crate) fn get(&self, id: u64) -> Result<Arc<dyn Object>> {
+    fn get(&self, id: u64) -> Result<Arc<dyn Object>> {
         self.objects
             .read()
             .unwrap_or_else(PoisonError::into_inner)

@@ -19,7 +19,7 @@
 //! - A spin that ends without its bytes (a long method, a client that
 //!   thinks between calls, an idle peer) makes the next ones block at once:
 //!   after `n` misses in a row, the next `2^n - 1` waits do not spin (at
-//!   most [`MAX_SKIP`]); a spin that catches its bytes starts over.
+//!   most 1,023); a spin that catches its bytes starts over.
 //! - The budget is learned: four times the average wait of the spins that
 //!   caught their bytes, between [`MIN_SPIN`] and [`MAX_SPIN`].
 //!
@@ -33,8 +33,9 @@ use std::time::{Duration, Instant};
 pub(crate) const MAX_SPIN: Duration = Duration::from_micros(50);
 /// The shortest budget a learned one is given.
 pub(crate) const MIN_SPIN: Duration = Duration::from_micros(8);
-/// The most waits skipped after misses.
-pub(crate) const MAX_SKIP: u32 = 1023;
+/// After `n` misses in a row, `2^n - 1` waits are skipped, `n` counted up
+/// to this (at most 1,023 skipped).
+const MAX_BACKOFF: u32 = 10;
 
 /// One spinner's state: a client link's, or the manager's poller's.
 #[derive(Debug)]
@@ -53,12 +54,6 @@ pub(crate) struct Spin {
     /// Spins begun, and those that caught their bytes, since creation.
     pub(crate) spun: u64,
     pub(crate) caught: u64,
-}
-
-impl Default for Spin {
-    fn default() -> Self {
-        Spin::new()
-    }
 }
 
 impl Spin {
@@ -80,11 +75,15 @@ impl Spin {
     /// most `limit`): whether it did. `false` without a check when this
     /// spinner is backing off or cannot pay; the caller then blocks.
     #[inline]
-    pub(crate) fn wait(
-        &mut self,
-        limit: Option<Duration>,
-        mut ready: impl FnMut() -> bool,
-    ) -> bool {
+    pub(crate) fn wait(&mut self, limit: Option<Duration>, ready: impl FnMut() -> bool) -> bool {
+        self.take_turn() && self.spin(limit, ready)
+    }
+
+    /// Whether this wait may spin: `false` where spinning cannot pay, and
+    /// for each wait skipped after misses (counted here). A caller with
+    /// more to check before it spins asks this first, then [`Spin::spin`].
+    #[inline]
+    pub(crate) fn take_turn(&mut self) -> bool {
         if !self.possible {
             return false;
         }
@@ -92,6 +91,16 @@ impl Spin {
             self.skip -= 1;
             return false;
         }
+        true
+    }
+
+    /// Spins on `ready` for at most the budget (and `limit`), after
+    /// [`Spin::take_turn`] said it may: whether `ready` said so.
+    pub(crate) fn spin(
+        &mut self,
+        limit: Option<Duration>,
+        mut ready: impl FnMut() -> bool,
+    ) -> bool {
         let budget = limit.map_or(self.budget, |l| l.min(self.budget));
         if budget.is_zero() {
             // Due now (a timer): no time to spin, and no miss either.
@@ -127,8 +136,7 @@ impl Spin {
 
     fn missed(&mut self) {
         self.misses = self.misses.saturating_add(1);
-        self.skip = (1u32 << self.misses.min(10)) - 1;
-        self.skip = self.skip.min(MAX_SKIP);
+        self.skip = (1u32 << self.misses.min(MAX_BACKOFF)) - 1;
         // The next spin, if it comes, gets the whole budget back: what
         // was learned may have been too tight.
         self.budget = MAX_SPIN;
@@ -158,11 +166,12 @@ mod tests {
         }));
         assert_eq!(checks, 0, "a wait right after a miss does not spin");
         assert!(s.wait(None, || true));
-        // Misses in a row skip 1, 3, 7... waits, up to MAX_SKIP.
+        // Misses in a row skip 1, 3, 7... waits, up to 1,023.
         for n in 1..=12u32 {
             assert!(!s.wait(Some(Duration::from_nanos(1)), || false));
             let skipped = (0..2000).take_while(|_| !s.wait(None, || true)).count();
-            assert_eq!(skipped as u32, ((1u32 << n.min(10)) - 1).min(MAX_SKIP));
+            assert_eq!(skipped as u32, (1u32 << n.min(MAX_BACKOFF)) - 1);
+            assert!(skipped <= 1023);
             // The catch that ended the skipping started over, so misses
             // count from one again: undo that for the next round.
             s.misses = n;
