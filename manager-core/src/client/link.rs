@@ -323,7 +323,14 @@ impl Link {
         method: Method,
     ) -> Result<R> {
         self.flush()?;
-        if let Some(s) = self.inbox.stash.remove(&seq) {
+        // Replies mostly come in the order their calls were sent: an empty
+        // stash is not searched.
+        let stashed = if self.inbox.stash.is_empty() {
+            None
+        } else {
+            self.inbox.stash.remove(&seq)
+        };
+        if let Some(s) = stashed {
             return match s {
                 Stashed::Ok(bytes, caps) => self.adopt(client, &bytes, caps, method),
                 Stashed::Err(e) => Err(e),
@@ -433,7 +440,7 @@ impl Link {
             let Ok(Some(body)) = self.inbox.reader.next(&mut &self.socket) else {
                 return;
             };
-            if let Ok((Response::Farewell, _)) = postcard::take_from_bytes::<Response>(body) {
+            if let Ok((Response::Farewell, _)) = Response::decode(body) {
                 return;
             }
         }
@@ -504,15 +511,15 @@ pub(crate) fn encode_args<'b>(
         Ok::<_, Error>(e.blob())
     });
     let mark = encoded?;
-    let own: Vec<u64> = caps
-        .iter()
-        .filter(|c| &c.address == address)
-        .map(|c| c.object)
-        .collect();
     let mut caps_len = 0;
     // A list, even empty, tells the manager that the arguments embed
     // proxies: it then binds those of other managers while decoding.
     if !caps.is_empty() {
+        let own: Vec<u64> = caps
+            .iter()
+            .filter(|c| &c.address == address)
+            .map(|c| c.object)
+            .collect();
         let mut p = writer.payload();
         let before = p.len();
         p.put(&own)?;
@@ -679,7 +686,7 @@ impl<'a> Reply<'a> {
     /// Reads the reply in frame `body`; a fatal answer, a farewell nobody
     /// asked for, or a malformed reply is an error that ends the link.
     pub(crate) fn parse(body: &'a [u8]) -> Result<Reply<'a>> {
-        let (response, payload) = postcard::take_from_bytes::<Response>(body)
+        let (response, payload) = Response::decode(body)
             .map_err(|e| Error::Protocol(format!("malformed reply from the manager: {e}")))?;
         let (seq, ok, payload, caps) = match response {
             Response::Ok { seq } => (seq, true, payload, None),

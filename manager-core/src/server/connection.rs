@@ -1024,7 +1024,7 @@ struct Call<'a> {
 impl<'a> Command<'a> {
     /// Parses a frame's body and its out-of-line byte string.
     fn parse(body: &'a [u8], blob: Option<Blob>) -> Result<Command<'a>> {
-        let (request, payload) = postcard::take_from_bytes::<Request>(body)
+        let (request, payload) = Request::decode(body)
             .map_err(|e| Error::Protocol(format!("malformed request: {e}")))?;
         let header_len = body.len() - payload.len();
         let (seq, object, method, args, arg_caps) = match request {
@@ -1231,7 +1231,7 @@ fn cancel_arrived(
     };
     let is_cancel = next.is_some_and(|body| {
         matches!(
-            postcard::take_from_bytes::<Request>(body),
+            Request::decode(body),
             Ok((Request::Cancel { seq }, rest)) if seq == p.seq && rest.is_empty()
         )
     });

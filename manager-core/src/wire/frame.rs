@@ -16,16 +16,14 @@
 use std::io::{Read, Write};
 use std::time::Duration;
 
-use serde::Serialize;
-
 use crate::error::{Error, Result};
 use crate::wire::codec::Encoder;
+use crate::wire::header::{Header, MAX_HEADER};
 
 /// The default maximum frame body: bounds what a peer can make us allocate.
 pub const DEFAULT_MAX_FRAME: usize = 64 * 1024 * 1024;
 
 /// Room reserved in front of a payload for the length prefix and a header.
-const MAX_HEADER: usize = 32;
 const ROOM: usize = BLOB_PREFIX + MAX_HEADER;
 /// Set in a frame's length when a byte string travels out of line.
 pub(crate) const BLOB_FLAG: u32 = 1 << 31;
@@ -91,23 +89,22 @@ impl FrameWriter {
     /// # Errors
     /// `Error::Protocol` if the frame would exceed `max` bytes.
     #[inline]
-    pub(crate) fn finish<H: Serialize>(&mut self, header: &H, max: usize) -> Result<()> {
+    pub(crate) fn finish<H: Header>(&mut self, header: &H, max: usize) -> Result<()> {
         self.finish_with(header, max, None)
     }
 
     /// [`FrameWriter::finish`] for a payload that lacks `blob_len` bytes at
     /// offset `blob_at` of the buffer, to be written from elsewhere: the
     /// frame is then [`FrameWriter::frame_around`] that byte string.
-    pub(crate) fn finish_with<H: Serialize>(
+    pub(crate) fn finish_with<H: Header>(
         &mut self,
         header: &H,
         max: usize,
         blob: Option<(usize, usize)>,
     ) -> Result<()> {
         let mut tmp = [0u8; MAX_HEADER];
-        let h = postcard::to_slice(header, &mut tmp)
-            .map_err(|e| Error::Protocol(format!("cannot encode a message header: {e}")))?;
-        let hl = h.len();
+        let hl = header.encode(&mut tmp)?;
+        let h = &tmp[..hl];
         let blob_len = blob.map_or(0, |(_, len)| len);
         let body = self.payload_len() + hl + blob_len;
         if body > max {
@@ -160,7 +157,7 @@ impl FrameWriter {
     }
 
     /// Encodes `header` with `payload` as one frame and writes it.
-    pub(crate) fn send<H: Serialize, W: Write>(
+    pub(crate) fn send<H: Header, W: Write>(
         &mut self,
         w: &mut W,
         header: &H,
@@ -663,7 +660,7 @@ impl FrameReader {
 pub(crate) const HANDSHAKE_MAX_FRAME: usize = 1024;
 
 /// Sends one handshake message as a frame of its own.
-pub(crate) fn send<T: Serialize, W: Write>(
+pub(crate) fn send<T: serde::Serialize, W: Write>(
     writer: &mut FrameWriter,
     mut w: W,
     msg: &T,

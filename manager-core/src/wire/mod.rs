@@ -3,4 +3,5 @@
 pub mod codec;
 pub(crate) mod control;
 pub(crate) mod frame;
+pub(crate) mod header;
 pub(crate) mod message;
