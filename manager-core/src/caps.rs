@@ -59,9 +59,10 @@ struct ReplyScope {
     /// The manager encoding the reply.
     state: *const ServerState,
     session: u64,
-    /// The capture stack's depth when the reply began: scopes above it
-    /// were opened inside the reply, and catch what is serialized there.
-    depth: usize,
+    /// The innermost capture scope when the reply began: while another is
+    /// innermost, it was opened inside the reply, and catches what is
+    /// serialized there.
+    capture: *const CaptureScope,
     taken: RefCell<Vec<(u64, u64)>>,
     /// Proxies to other managers' objects the reply embeds.
     foreign: RefCell<Vec<Cap>>,
@@ -76,9 +77,17 @@ struct Adopt {
     pool: Vec<(u64, u64)>,
 }
 
+/// A [`capturing`] scope, on the frame of the call that opened it: the
+/// objects serialized inside it. Like a reply scope, it is reached through
+/// a thread-local pointer, so that encoding arguments that embed no proxy
+/// (nearly every call) costs two stores and no allocation.
+struct CaptureScope {
+    caps: RefCell<Vec<Cap>>,
+}
+
 thread_local! {
-    /// Open [`capturing`] scopes, innermost last: the objects serialized in each.
-    static CAPTURE: RefCell<Vec<Vec<Cap>>> = const { RefCell::new(Vec::new()) };
+    /// The innermost open [`capturing`] scope, or null.
+    static CAPTURE: Cell<*const CaptureScope> = const { Cell::new(std::ptr::null()) };
     /// The innermost open reply scope, or null.
     static REPLY: Cell<*const ReplyScope> = const { Cell::new(std::ptr::null()) };
     static ADOPT: RefCell<Vec<Adopt>> = const { RefCell::new(Vec::new()) };
@@ -89,14 +98,21 @@ thread_local! {
 /// their own list, and the message `f` may itself be part of does not
 /// embed them.
 pub(crate) fn capturing<T>(f: impl FnOnce() -> T) -> (T, Vec<Cap>) {
-    let _ = CAPTURE.try_with(|c| c.borrow_mut().push(Vec::new()));
+    /// Restores the outer scope however `f` ends, so that the pointer to
+    /// this one never outlives the frame.
+    struct Close(*const CaptureScope);
+    impl Drop for Close {
+        fn drop(&mut self) {
+            let _ = CAPTURE.try_with(|c| c.set(self.0));
+        }
+    }
+    let scope = CaptureScope {
+        caps: RefCell::new(Vec::new()),
+    };
+    let close = CAPTURE.try_with(|c| Close(c.replace(&scope))).ok();
     let out = f();
-    let caps = CAPTURE
-        .try_with(|c| c.borrow_mut().pop())
-        .ok()
-        .flatten()
-        .unwrap_or_default();
-    (out, caps)
+    drop(close);
+    (out, scope.caps.into_inner())
 }
 
 /// Runs `f` encoding a reply of `state` for `session`: returns what `f`
@@ -115,13 +131,10 @@ pub(crate) fn capturing_reply<T>(
             let _ = REPLY.try_with(|r| r.set(self.0));
         }
     }
-    let depth = CAPTURE
-        .try_with(|c| c.try_borrow().map_or(0, |s| s.len()))
-        .unwrap_or(0);
     let scope = ReplyScope {
         state,
         session,
-        depth,
+        capture: CAPTURE.try_with(Cell::get).unwrap_or(std::ptr::null()),
         taken: RefCell::new(Vec::new()),
         foreign: RefCell::new(Vec::new()),
         outer: REPLY.try_with(Cell::get).unwrap_or(std::ptr::null()),
@@ -136,42 +149,37 @@ pub(crate) fn capturing_reply<T>(
 /// Records that `cap` was serialized (called by a proxy's `Serialize`).
 pub(crate) fn note(cap: Cap) {
     let reply = REPLY.try_with(Cell::get).unwrap_or(std::ptr::null());
-    let _ = CAPTURE.try_with(|c| {
-        let Ok(mut stack) = c.try_borrow_mut() else {
-            return;
-        };
-        // SAFETY: a non-null `REPLY` points at the scope of a
-        // `capturing_reply` still running on this thread (its `Close`
-        // restores the outer pointer before the frame goes), and that
-        // scope's `state` is borrowed for as long.
-        let reply = unsafe { reply.as_ref() };
-        match reply {
-            // A capture scope opened inside the reply catches it.
-            Some(r) if stack.len() > r.depth => {
-                if let Some(caps) = stack.last_mut() {
-                    caps.push(cap);
+    let capture = CAPTURE.try_with(Cell::get).unwrap_or(std::ptr::null());
+    // SAFETY: a non-null `REPLY` points at the scope of a
+    // `capturing_reply` still running on this thread (its `Close`
+    // restores the outer pointer before the frame goes), and that
+    // scope's `state` is borrowed for as long; likewise a non-null
+    // `CAPTURE` and `capturing`.
+    let (reply, capture) = unsafe { (reply.as_ref(), capture.as_ref()) };
+    let catch = |scope: &CaptureScope, cap| {
+        if let Ok(mut caps) = scope.caps.try_borrow_mut() {
+            caps.push(cap);
+        }
+    };
+    match (reply, capture) {
+        // A capture scope opened inside the reply catches it.
+        (Some(r), Some(c)) if !std::ptr::eq(r.capture, c) => catch(c, cap),
+        (Some(r), _) => {
+            // SAFETY: see above.
+            let state = unsafe { &*r.state };
+            if cap.address == state.address {
+                // An object already gone is left out: its proxy will
+                // report NoSuchObject when used.
+                if let Ok(fp) = state.table.add_session_ref_any(r.session, cap.object) {
+                    r.taken.borrow_mut().push((cap.object, fp));
                 }
-            }
-            Some(r) => {
-                // SAFETY: see above.
-                let state = unsafe { &*r.state };
-                if cap.address == state.address {
-                    // An object already gone is left out: its proxy will
-                    // report NoSuchObject when used.
-                    if let Ok(fp) = state.table.add_session_ref_any(r.session, cap.object) {
-                        r.taken.borrow_mut().push((cap.object, fp));
-                    }
-                } else {
-                    r.foreign.borrow_mut().push(cap);
-                }
-            }
-            None => {
-                if let Some(caps) = stack.last_mut() {
-                    caps.push(cap);
-                }
+            } else {
+                r.foreign.borrow_mut().push(cap);
             }
         }
-    });
+        (None, Some(c)) => catch(c, cap),
+        (None, None) => {}
+    }
 }
 
 /// Runs `f` with `pool` (object, fingerprint) adoptable by proxies decoded

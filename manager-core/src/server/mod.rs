@@ -203,7 +203,13 @@ impl ServerState {
         } else {
             Some(taken)
         };
-        Ok((caps, foreign.into_iter().filter_map(|c| c.proxy).collect()))
+        // Nearly every reply embeds no proxy of another manager.
+        let foreign = if foreign.is_empty() {
+            Vec::new()
+        } else {
+            foreign.into_iter().filter_map(|c| c.proxy).collect()
+        };
+        Ok((caps, foreign))
     }
 
     /// Runs one call, catching a panic in user code.
@@ -218,7 +224,8 @@ impl ServerState {
         recent: &mut Recent,
     ) -> Result<()> {
         if object == CONTROL {
-            return traced(object, "manager", control::method_name(method), || {
+            let names = || ("manager", control::method_name(method));
+            return traced(object, names, || {
                 catch(
                     || control::call(self, ctx, method, &mut args, out),
                     || {
@@ -234,7 +241,8 @@ impl ServerState {
         if obj.tracks_connections() {
             ctx.touch(object);
         }
-        traced(object, obj.type_name(), obj.method_name(method), || {
+        let names = || (obj.type_name(), obj.method_name(method));
+        traced(object, names, || {
             catch(
                 || obj.call(ctx, method, &mut args, out),
                 || {
@@ -383,10 +391,14 @@ impl ServerState {
     }
 
     /// Keeps `handles` (to other managers' objects) for the hand-off time.
+    #[inline]
     pub(crate) fn keep_for_handoff(&self, handles: Vec<Handle>) {
-        if handles.is_empty() {
-            return;
+        if !handles.is_empty() {
+            self.keep_for_handoff_now(handles);
         }
+    }
+
+    fn keep_for_handoff_now(&self, handles: Vec<Handle>) {
         let until = Instant::now() + self.config.limits.handoff_timeout;
         lock(&self.grace).extend(handles.into_iter().map(|h| (until, h)));
     }
@@ -420,10 +432,9 @@ impl ServerState {
 /// Runs a call; at `trace` level, logs it with its duration and outcome
 /// (`MANAGER_LOG=trace`). Disabled, this costs one cached check.
 #[inline]
-fn traced(
+fn traced<'n>(
     object: u64,
-    type_name: &str,
-    method: &str,
+    names: impl FnOnce() -> (&'n str, &'n str),
     call: impl FnOnce() -> Result<()>,
 ) -> Result<()> {
     if !tracing::enabled!(tracing::Level::TRACE) {
@@ -432,6 +443,7 @@ fn traced(
     let started = Instant::now();
     let r = call();
     let elapsed = started.elapsed();
+    let (type_name, method) = names();
     match &r {
         Ok(()) => tracing::trace!(object, type_name, method, ?elapsed, "call returned"),
         Err(e) => tracing::trace!(object, type_name, method, ?elapsed, error = %e, "call failed"),
