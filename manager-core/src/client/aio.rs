@@ -900,16 +900,12 @@ impl Drop for Lease {
 
 /// Where a call is: failed before it was sent, waiting for its link,
 /// sent, or over.
+///
+/// The rare steps are boxed, so that a call's future stays small: a
+/// thousand of them in flight are moved into executors' task slots.
 enum Step {
-    Failed(Option<Error>),
-    Opening {
-        open: Arc<Opening>,
-        /// Where the link goes: the client's shared or owner slot, or a lease.
-        slot: OpenFor,
-        abandon: Abandon,
-        object: u64,
-        prepared: Prepared,
-    },
+    Failed(Option<Box<Error>>),
+    Opening(Box<Waiting>),
     Sent {
         link: Arc<AsyncLink>,
         seq: u64,
@@ -918,6 +914,16 @@ enum Step {
         _lease: Option<Lease>,
     },
     Done,
+}
+
+/// A call waiting for its link to open.
+struct Waiting {
+    open: Arc<Opening>,
+    /// Where the link goes: the client's shared or owner slot, or a lease.
+    slot: OpenFor,
+    abandon: Abandon,
+    object: u64,
+    prepared: Prepared,
 }
 
 /// What a link being opened is for.
@@ -953,7 +959,7 @@ impl<R> AsyncCall<R> {
     /// A call that fails with `e` when awaited.
     pub(crate) fn failed(client: Client, method: Method, e: Error) -> AsyncCall<R> {
         AsyncCall {
-            step: Step::Failed(Some(e)),
+            step: Step::Failed(Some(Box::new(e))),
             client: Some(client),
             method,
             _result: PhantomData,
@@ -963,7 +969,7 @@ impl<R> AsyncCall<R> {
     /// A call of a proxy that could not bind to its manager: fails with `e`.
     pub(crate) fn unbound(method: Method, e: Error) -> AsyncCall<R> {
         AsyncCall {
-            step: Step::Failed(Some(e)),
+            step: Step::Failed(Some(Box::new(e))),
             client: None,
             method,
             _result: PhantomData,
@@ -981,7 +987,7 @@ impl<R> AsyncCall<R> {
     ) -> AsyncCall<R> {
         let step = match Self::start(client, object, method, route, args) {
             Ok(step) => step,
-            Err(e) => Step::Failed(Some(e)),
+            Err(e) => Step::Failed(Some(Box::new(e))),
         };
         AsyncCall {
             step,
@@ -1044,13 +1050,13 @@ impl<R> AsyncCall<R> {
         };
         let mut writer = FrameWriter::new();
         let (caps_len, _) = encode_args(&mut writer, client.address(), None, args)?;
-        Ok(Step::Opening {
+        Ok(Step::Opening(Box::new(Waiting {
             open,
             slot,
             abandon,
             object,
             prepared: Prepared { writer, caps_len },
-        })
+        })))
     }
 }
 
@@ -1064,17 +1070,19 @@ impl<R: DeserializeOwned> Future for AsyncCall<R> {
                 Step::Failed(e) => {
                     let e = e.take();
                     this.step = Step::Done;
-                    return Poll::Ready(Err(
-                        e.unwrap_or_else(|| Error::protocol("a call polled after it failed"))
-                    ));
+                    return Poll::Ready(Err(e.map_or_else(
+                        || Error::protocol("a call polled after it failed"),
+                        |e| *e,
+                    )));
                 }
-                Step::Opening {
-                    open,
-                    slot,
-                    abandon,
-                    object,
-                    prepared,
-                } => {
+                Step::Opening(waiting) => {
+                    let Waiting {
+                        open,
+                        slot,
+                        abandon,
+                        object,
+                        prepared,
+                    } = &mut **waiting;
                     let link = match open.poll(cx.waker()) {
                         Poll::Pending => return Poll::Pending,
                         Poll::Ready(r) => r,
@@ -1174,9 +1182,8 @@ impl<R> AsyncCall<R> {
     /// lock.
     pub(crate) fn quiet(mut self) -> Self {
         match &mut self.step {
-            Step::Sent { abandon, .. } | Step::Opening { abandon, .. } => {
-                *abandon = Abandon::Discard;
-            }
+            Step::Sent { abandon, .. } => *abandon = Abandon::Discard,
+            Step::Opening(waiting) => waiting.abandon = Abandon::Discard,
             _ => {}
         }
         self
