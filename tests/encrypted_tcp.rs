@@ -490,7 +490,7 @@ fn a_client_of_an_older_version_reads_a_version_error() {
     let _ = s.read_to_end(&mut reply);
     let text = String::from_utf8_lossy(&reply);
     assert_eq!(reply[4], 1, "Refuse, at the index version 3 reads");
-    assert!(text.contains("protocol version 5"), "{text}");
+    assert!(text.contains("protocol version 6"), "{text}");
 }
 
 /// A manager on a local socket with `encrypt_local`, through a relay.

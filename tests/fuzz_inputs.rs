@@ -55,9 +55,16 @@ fn frame(body: &[u8]) -> Vec<u8> {
     f
 }
 
+/// A request's header: the variant `tag` (0 `Call`, 1 `CallCaps`, ...),
+/// the call number and the object id as eight little-endian bytes, then
+/// the method.
+fn header(tag: u8, seq: u64, object: u64, method: u32) -> Vec<u8> {
+    postcard::to_allocvec(&(tag, seq.to_le_bytes(), object.to_le_bytes(), method)).unwrap()
+}
+
 /// A create call for `Sample` through constructor `ctor` with raw `args`.
 fn create_frame(seq: u64, ctor: u32, args: &[u8]) -> Vec<u8> {
-    let mut body = postcard::to_allocvec(&(0u8, seq, 0u64, 0u32)).unwrap();
+    let mut body = header(0, seq, 0, 0);
     body.extend(postcard::to_allocvec(&<Sample as manager::Shared>::TYPE_NAME).unwrap());
     body.extend(postcard::to_allocvec(&<SampleProxy as manager::Proxy>::FINGERPRINT).unwrap());
     body.extend(postcard::to_allocvec(&Vec::<String>::new()).unwrap()); // no element types
@@ -100,7 +107,7 @@ proptest! {
         let mut input = create_frame(1, 0, &[]);
         input.extend(create_frame(2, 1, &postcard::to_allocvec(&(vec!["a".to_owned()], 2u8)).unwrap()));
         for (kind, object, method, args) in requests {
-            let mut body = postcard::to_allocvec(&(kind % 3, u64::from(kind), object, method)).unwrap();
+            let mut body = header(kind % 3, u64::from(kind), object, method);
             body.extend_from_slice(&args);
             input.extend(frame(&body));
         }
@@ -116,7 +123,7 @@ fn the_harness_answers_well_formed_calls() {
     // One reply frame: Response::Ok { seq: 1 } and the new object's id.
     assert!(out.len() > 6, "{out:?}");
     assert_eq!(out[4], 0, "Response::Ok");
-    assert_eq!(out[5], 1, "seq 1");
+    assert_eq!(out[5..13], 1u64.to_le_bytes(), "seq 1");
     assert_eq!(h.live_objects(), 0, "freed when the connection ended");
 }
 
@@ -127,16 +134,18 @@ fn write_fuzz_corpus_seeds() {
     let Ok(dir) = std::env::var("WRITE_FUZZ_CORPUS") else {
         return;
     };
-    let ping = frame(&postcard::to_allocvec(&(0u8, 1u64, 0u64, 8u32)).unwrap());
-    let stats = frame(&postcard::to_allocvec(&(0u8, 2u64, 0u64, 1u32)).unwrap());
+    let ping = frame(&header(0, 1, 0, 8));
+    let stats = frame(&header(0, 2, 0, 1));
     let mut calls = create_frame(3, 0, &[]);
-    let mut push = postcard::to_allocvec(&(0u8, 4u64, 1u64, 0u32)).unwrap();
+    let mut push = header(0, 4, 1, 0);
     push.extend(postcard::to_allocvec(&("x", Some(7u32))).unwrap());
     calls.extend(frame(&push));
-    let mut get = postcard::to_allocvec(&(0u8, 5u64, 1u64, 1u32)).unwrap();
+    let mut get = header(0, 5, 1, 1);
     get.extend(postcard::to_allocvec(&0u64).unwrap());
     calls.extend(frame(&get));
-    calls.extend(frame(&postcard::to_allocvec(&(1u8, 1u64)).unwrap()));
+    calls.extend(frame(
+        &postcard::to_allocvec(&(2u8, 1u64.to_le_bytes())).unwrap(),
+    ));
     for (name, bytes) in [
         ("ping", ping),
         ("stats", stats),

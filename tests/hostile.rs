@@ -12,7 +12,7 @@ use common::{eventually, role, sigkill, spawn_role};
 use manager::{AuthKey, Client, Error, Manager, Proxy};
 
 const MAGIC: [u8; 8] = *b"manager\0";
-const VERSION: u32 = 5;
+const VERSION: u32 = 6;
 const NOISE: &str = "Noise_NNpsk0_25519_AESGCM_BLAKE2s";
 
 fn frame(body: &[u8]) -> Vec<u8> {
@@ -81,15 +81,21 @@ fn handshake(s: &mut UnixStream, key: &[u8]) {
     assert_eq!(welcome[n - 1], 0, "not encrypted: a local socket");
 }
 
+/// A call's header, `Request::Call { seq, object, method }`: the call
+/// number and the object id as eight little-endian bytes.
+fn call_header(seq: u64, object: u64, method: u32) -> Vec<u8> {
+    postcard::to_allocvec(&(0u8, seq.to_le_bytes(), object.to_le_bytes(), method)).unwrap()
+}
+
 /// A call frame: Request::Call { seq, object, method } then `args`.
 fn call(seq: u8, object: u64, method: u32, args: &[u8]) -> Vec<u8> {
-    let mut body = postcard::to_allocvec(&(0u8, u64::from(seq), object, method)).unwrap();
+    let mut body = call_header(u64::from(seq), object, method);
     body.extend_from_slice(args);
     frame(&body)
 }
 
 /// The message of the error a raw reply carries, or `None` for a
-/// successful reply (`Response::Ok` is variant 0, `Response::Err` 1).
+/// successful reply (`Response::Ok` is variant 0; `Response::Err`, 2).
 fn reply_error(s: &mut UnixStream) -> Option<String> {
     let body = read_frame(s).expect("a reply");
     match body[0] {
@@ -163,7 +169,7 @@ fn bad_frames_after_the_handshake_get_errors_and_the_manager_goes_on() {
     let cases: Vec<Vec<u8>> = vec![
         frame(&[0xff; 64]),
         frame(&[0x00]),
-        frame(&postcard::to_allocvec(&(0u8, 1u64)).unwrap()), // Response::Ok { seq: 1 }
+        frame(&postcard::to_allocvec(&(0u8, 1u64.to_le_bytes())).unwrap()), // Response::Ok { seq: 1 }
         {
             let mut f = (100u32).to_le_bytes().to_vec();
             f.extend_from_slice(&[1, 2, 3]);
@@ -192,7 +198,7 @@ fn byte_strings_out_of_line_that_lie_are_refused_and_the_manager_goes_on() {
     let blob = vec![1u8; 100_000];
     // A ping (control method 8) takes no argument: a byte string beside it
     // is an error for that call, and the connection goes on.
-    let header = postcard::to_allocvec(&(0u8, 1u64, 0u64, 8u32)).unwrap();
+    let header = call_header(1, 0, 8);
     let len_prefix = postcard::to_allocvec(&blob.len()).unwrap();
     let mut before = header.clone();
     before.extend_from_slice(&len_prefix);

@@ -1,20 +1,21 @@
 //! The headers every call and reply carries, encoded and decoded by hand.
 //!
 //! A [`Request`] or [`Response`] header is a postcard enum: the variant's
-//! index and its fields, each a varint (LEB128). postcard's generic
-//! serializer spends a few hundred instructions on the four varints of a
-//! call's header, as much as the rest of a small call's framing; the hot
-//! variants here write and read exactly postcard's bytes with a loop per
-//! varint. Every other variant, and every input the fast path does not
-//! accept as it stands, goes to postcard itself, so what is accepted and
-//! what it means are postcard's (the tests compare the two).
+//! index, then its fields: a call number or object id as eight
+//! little-endian bytes (`wire/message.rs`), other numbers as varints
+//! (LEB128). postcard's generic serializer spends a few hundred
+//! instructions on a call's header, as much as the rest of a small call's
+//! framing; the hot variants here write and read exactly postcard's bytes.
+//! Every other variant, and every input the fast path does not accept as
+//! it stands, goes to postcard itself, so what is accepted and what it
+//! means are postcard's (the tests compare the two).
 
 use serde::Serialize;
 
 use crate::error::{Error, Result};
 use crate::wire::message::{Request, Response};
 
-/// Room for any header (a `CallCaps`: a tag and four varints).
+/// Room for any header (a `CallCaps`: a tag, two fixed fields and two varints).
 pub(crate) const MAX_HEADER: usize = 32;
 
 /// A message header, as it goes in front of a frame's payload.
@@ -61,9 +62,9 @@ impl Header for Request {
                 method,
             } => {
                 buf[0] = CALL;
-                let at = put(buf, 1, seq);
-                let at = put(buf, at, object);
-                put(buf, at, u64::from(method))
+                put_fixed(buf, 1, seq);
+                put_fixed(buf, 9, object);
+                put(buf, 17, u64::from(method))
             }
             Request::CallCaps {
                 seq,
@@ -72,9 +73,9 @@ impl Header for Request {
                 caps_len,
             } => {
                 buf[0] = CALL_CAPS;
-                let at = put(buf, 1, seq);
-                let at = put(buf, at, object);
-                let at = put(buf, at, u64::from(method));
+                put_fixed(buf, 1, seq);
+                put_fixed(buf, 9, object);
+                let at = put(buf, 17, u64::from(method));
                 put(buf, at, u64::from(caps_len))
             }
             _ => return by_postcard(self, buf),
@@ -88,15 +89,15 @@ impl Header for Response {
         Ok(match *self {
             Response::Ok { seq } => {
                 buf[0] = OK;
-                put(buf, 1, seq)
+                put_fixed(buf, 1, seq)
             }
             Response::Err { seq } => {
                 buf[0] = ERR;
-                put(buf, 1, seq)
+                put_fixed(buf, 1, seq)
             }
             Response::OkCaps { seq, caps_len } => {
                 buf[0] = OK_CAPS;
-                let at = put(buf, 1, seq);
+                let at = put_fixed(buf, 1, seq);
                 put(buf, at, u64::from(caps_len))
             }
             _ => return by_postcard(self, buf),
@@ -109,10 +110,10 @@ impl Request {
     #[inline]
     pub(crate) fn decode(body: &[u8]) -> postcard::Result<(Request, &[u8])> {
         if body.first() == Some(&CALL) {
-            let mut at = 1;
+            let mut at = 17;
             if let (Some(seq), Some(object), Some(method)) = (
-                take_u64(body, &mut at),
-                take_u64(body, &mut at),
+                take_fixed(body, 1),
+                take_fixed(body, 9),
                 take_u32(body, &mut at),
             ) {
                 let call = Request::Call {
@@ -132,22 +133,35 @@ impl Response {
     #[inline]
     pub(crate) fn decode(body: &[u8]) -> postcard::Result<(Response, &[u8])> {
         if let Some(&tag @ (OK | ERR)) = body.first() {
-            let mut at = 1;
-            if let Some(seq) = take_u64(body, &mut at) {
+            if let Some(seq) = take_fixed(body, 1) {
                 let r = if tag == OK {
                     Response::Ok { seq }
                 } else {
                     Response::Err { seq }
                 };
-                return Ok((r, &body[at..]));
+                return Ok((r, &body[9..]));
             }
         }
         postcard::take_from_bytes(body)
     }
 }
 
-/// Writes `v` as a varint at `buf[at..]`: where it ends. A header's
-/// varints fit: at most 1 + 10 + 10 + 5 + 5 bytes.
+/// Writes `v` as eight little-endian bytes at `buf[at..]`: where they end.
+#[inline]
+fn put_fixed(buf: &mut [u8; MAX_HEADER], at: usize, v: u64) -> usize {
+    buf[at..at + 8].copy_from_slice(&v.to_le_bytes());
+    at + 8
+}
+
+/// The eight little-endian bytes at `bytes[at..]`, if there are eight.
+#[inline]
+fn take_fixed(bytes: &[u8], at: usize) -> Option<u64> {
+    let b: [u8; 8] = bytes.get(at..at + 8)?.try_into().ok()?;
+    Some(u64::from_le_bytes(b))
+}
+
+/// Writes `v` as a varint at `buf[at..]`: where it ends. A header fits:
+/// at most 1 + 8 + 8 + 5 + 5 bytes.
 #[inline]
 fn put(buf: &mut [u8; MAX_HEADER], mut at: usize, mut v: u64) -> usize {
     while v >= 0x80 {
@@ -164,6 +178,12 @@ fn put(buf: &mut [u8; MAX_HEADER], mut at: usize, mut v: u64) -> usize {
 /// moving `at` past it; `None` where postcard would refuse it.
 #[inline]
 fn take(bytes: &[u8], at: &mut usize, max: usize, max_last: u8) -> Option<u64> {
+    // A method index or a list's length: nearly always one byte.
+    let first = *bytes.get(*at)?;
+    if first < 0x80 {
+        *at += 1;
+        return Some(u64::from(first));
+    }
     let mut out = 0u64;
     for i in 0..max {
         let b = *bytes.get(*at + i)?;
@@ -177,11 +197,6 @@ fn take(bytes: &[u8], at: &mut usize, max: usize, max_last: u8) -> Option<u64> {
         }
     }
     None
-}
-
-#[inline]
-fn take_u64(bytes: &[u8], at: &mut usize) -> Option<u64> {
-    take(bytes, at, 10, 0x01)
 }
 
 #[inline]

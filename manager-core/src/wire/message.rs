@@ -11,7 +11,7 @@ use crate::error::{Error, Result, WireError};
 /// Sent first by a client; names the protocol so a stray peer is refused early.
 pub(crate) const MAGIC: [u8; 8] = *b"manager\0";
 /// Bumped on any incompatible change to the messages below.
-pub(crate) const PROTOCOL_VERSION: u32 = 5;
+pub(crate) const PROTOCOL_VERSION: u32 = 6;
 
 /// Client → server, in clear: the protocol, so that a stray peer or another
 /// version is refused early. Laid out as every earlier version's hello, so
@@ -60,23 +60,51 @@ pub(crate) enum Welcome {
 /// The object id of the manager itself: its methods create, find and release objects.
 pub(crate) const CONTROL: u64 = 0;
 
+/// Call numbers and object ids travel as eight little-endian bytes, not
+/// as varints: an object id starts at a random point (44 bits, a 7-byte
+/// varint) and a call number passes three bytes within the first 16,384
+/// calls, so a fixed width is hardly longer, and it is one load or store
+/// where a varint is a loop of seven (`wire/header.rs`). Since version 6.
+mod fixed {
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    pub(super) fn serialize<S: Serializer>(v: &u64, s: S) -> Result<S::Ok, S::Error> {
+        v.to_le_bytes().serialize(s)
+    }
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
+        <[u8; 8]>::deserialize(d).map(u64::from_le_bytes)
+    }
+}
+
 /// Client → server.
 #[derive(Debug, Serialize, Deserialize)]
 pub(crate) enum Request {
     /// Call `method` of `object`; the payload holds the arguments.
-    Call { seq: u64, object: u64, method: u32 },
+    Call {
+        #[serde(with = "fixed")]
+        seq: u64,
+        #[serde(with = "fixed")]
+        object: u64,
+        method: u32,
+    },
     /// A call whose arguments embed proxies: the payload's last `caps_len`
     /// bytes list the ids of the manager's own objects among them
     /// (`Vec<u64>`, empty if all are other managers'), the rest is the
     /// arguments.
     CallCaps {
+        #[serde(with = "fixed")]
         seq: u64,
+        #[serde(with = "fixed")]
         object: u64,
         method: u32,
         caps_len: u32,
     },
     /// Drop one of this session's references to `object`. No reply.
-    Release { object: u64 },
+    Release {
+        #[serde(with = "fixed")]
+        object: u64,
+    },
     /// This connection ends normally (with `session`: every connection of
     /// this session does); nothing follows. The manager settles what the
     /// connection held and its references, then answers
@@ -88,20 +116,33 @@ pub(crate) enum Request {
     /// A call that is not waiting is not touched. Sent only as the next
     /// request after the call (by the async face, which makes one waiting
     /// call at a time on a connection). Since version 5.
-    Cancel { seq: u64 },
+    Cancel {
+        #[serde(with = "fixed")]
+        seq: u64,
+    },
 }
 
 /// Server → client.
 #[derive(Debug, Serialize, Deserialize)]
 pub(crate) enum Response {
     /// Call `seq` returned; the payload holds its result.
-    Ok { seq: u64 },
+    Ok {
+        #[serde(with = "fixed")]
+        seq: u64,
+    },
     /// Call `seq` returned a result embedding proxies: the payload's last
     /// `caps_len` bytes list them (`Vec<(object, fingerprint)>`), each with a
     /// reference already taken for the caller's session.
-    OkCaps { seq: u64, caps_len: u32 },
+    OkCaps {
+        #[serde(with = "fixed")]
+        seq: u64,
+        caps_len: u32,
+    },
     /// Call `seq` failed; the payload holds a `WireError`.
-    Err { seq: u64 },
+    Err {
+        #[serde(with = "fixed")]
+        seq: u64,
+    },
     /// The connection is being closed; the payload holds a `WireError` saying why.
     Fatal,
     /// The answer to [`Request::Goodbye`]: what the connection (or session)
