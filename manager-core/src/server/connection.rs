@@ -167,6 +167,14 @@ impl Resumer {
             reactor.wake_at(deadline, conn.id);
         }
     }
+
+    /// Takes out the timer of connection `id` at `deadline` (its
+    /// handshake's, once the handshake is over).
+    fn cancel_at(&self, deadline: Instant, id: u64) {
+        if let Some(reactor) = self.reactor.upgrade() {
+            reactor.cancel_timer(deadline, id);
+        }
+    }
 }
 
 /// A condition variable a blocked call waits on.
@@ -756,6 +764,7 @@ impl Connection {
         let Phase::Handshake(shaking) = std::mem::replace(phase, Phase::Closed) else {
             return Outcome::Closed;
         };
+        self.resumer.cancel_at(self.deadline, self.id);
         let Shaking {
             socket,
             mut reader,
