@@ -214,7 +214,9 @@ impl Outbox {
         }
         // Replies written: their items are delivered.
         let sent = self.sent;
-        self.undo.retain(|(end, _)| *end > sent);
+        if !self.undo.is_empty() {
+            self.undo.retain(|(end, _)| *end > sent);
+        }
         if self.sent == self.bytes.len() {
             self.bytes.clear();
             self.sent = 0;
