@@ -268,3 +268,73 @@ fn a_method_that_blocks_does_not_stall_other_connections() {
         drop(napping);
     });
 }
+
+/// The CPUs this thread may run on.
+fn allowed_cpus() -> Vec<usize> {
+    // SAFETY: `set` is a valid, zeroed cpu_set_t of the size passed.
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        if libc::sched_getaffinity(0, std::mem::size_of_val(&set), &mut set) != 0 {
+            return Vec::new();
+        }
+        (0..libc::CPU_SETSIZE as usize)
+            .filter(|&c| libc::CPU_ISSET(c, &set))
+            .collect()
+    }
+}
+
+/// One poll per CPU the manager may use, each serving its share of the
+/// connections; a manager started from a thread allowed one CPU (its
+/// process inherits the mask) has one.
+#[test]
+fn the_manager_polls_once_per_cpu_and_serves_every_poll() {
+    bounded(|| {
+        let mgr = Manager::builder().spawn_thread().unwrap();
+        let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let polls = mgr.stats().unwrap().polls;
+        assert_eq!(polls, cpus.min(8) as u64);
+        // Connections fall to the polls by their ids, so a few per poll
+        // reach every one of them; each counts exactly.
+        let total = mgr.value(0u64).unwrap();
+        let (address, key) = (mgr.address().clone(), mgr.auth_key().clone());
+        mgr.publish("total", &total).unwrap();
+        let workers: Vec<_> = (0..3 * polls)
+            .map(|_| {
+                let (address, key) = (address.clone(), key.clone());
+                std::thread::spawn(move || {
+                    let c = Client::connect(&address, &key).unwrap();
+                    let t: manager::ValueProxy<u64> = c.lookup("total").unwrap();
+                    for _ in 0..200 {
+                        t.fetch_add(1).unwrap();
+                    }
+                })
+            })
+            .collect();
+        for w in workers {
+            w.join().unwrap();
+        }
+        assert_eq!(total.get().unwrap(), 3 * polls * 200);
+
+        let Some(&cpu) = allowed_cpus().first() else {
+            println!("skipped the one-CPU half: this thread's CPU mask is unreadable");
+            return;
+        };
+        let one_cpu = std::thread::spawn(move || {
+            // SAFETY: `set` is a valid cpu_set_t with one CPU of this
+            // thread's own mask.
+            unsafe {
+                let mut set: libc::cpu_set_t = std::mem::zeroed();
+                libc::CPU_SET(cpu, &mut set);
+                assert_eq!(
+                    libc::sched_setaffinity(0, std::mem::size_of_val(&set), &set),
+                    0
+                );
+            }
+            let mgr = Manager::builder().start().unwrap();
+            let v = mgr.value(1u8).unwrap();
+            assert_eq!(v.get().unwrap(), 1);
+            mgr.stats().unwrap().polls
+        });
+        assert_eq!(one_cpu.join().unwrap(), 1);
+    });
+}

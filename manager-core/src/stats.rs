@@ -43,4 +43,17 @@ pub struct Stats {
     /// Of those, the spins that caught a request (or another event) before
     /// their time was up.
     pub busy_polls_caught: u64,
+    /// The event loop's polls: one per CPU the manager may run on (its
+    /// affinity mask when it started), at most eight. Each connection is
+    /// watched by one of them, and each has a thread of its own leading
+    /// it, so that clients on different polls are served side by side.
+    ///
+    /// ```
+    /// # fn main() -> manager::Result<()> {
+    /// let mgr = manager::Manager::builder().spawn_thread()?;
+    /// let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    /// assert_eq!(mgr.stats()?.polls, cpus.min(8) as u64);
+    /// # Ok(()) }
+    /// ```
+    pub polls: u64,
 }

@@ -71,6 +71,7 @@ pub(crate) fn call(
             let stats = Stats {
                 busy_polls,
                 busy_polls_caught,
+                polls: state.reactor.get().map_or(0, |r| r.shard_count() as u64),
                 ..stats
             };
             out.put(&stats)

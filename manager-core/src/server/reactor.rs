@@ -1,17 +1,22 @@
 //! The event loop and the threads that run it.
 //!
-//! One `mio::Poll` (epoll) watches the listener and every connection. A
-//! connection that is idle, or in the handshake, is a registration and a
-//! small record ([`Connection`]): no thread. The handshake's deadline is a
-//! timer in the loop.
+//! A `mio::Poll` (epoll) per CPU the manager may run on (its *shards*, up
+//! to [`MAX_SHARDS`]) watches the connections whose id falls to it; the
+//! first also watches the listener and keeps the timers. A connection that
+//! is idle, or in the handshake, is a registration and a small record
+//! ([`Connection`]): no thread. The handshake's deadline is a timer in the
+//! loop.
 //!
 //! **Leader/followers.** The threads of a small pool take turns at the
-//! poll. The one polling (the leader) handles the first event it gets
-//! itself: it reads the request, runs the method, writes the reply, and
-//! polls again. A single client's round trip therefore costs no hand-off
-//! between threads. Further events of the same poll go to a ready queue,
-//! and an idle follower is woken to take them, so that many busy clients
-//! use every core.
+//! polls, one leader per shard. A leader handles the first event its poll
+//! gets itself: it reads the request, runs the method, writes the reply,
+//! and polls again. A single client's round trip therefore costs no
+//! hand-off between threads, and clients on different shards are served
+//! side by side, each next to its own leader: with one poll, two busy
+//! clients shared one leader and measured half the calls/s of two
+//! managers. Further events of the same poll go to a ready queue, and an
+//! idle follower is woken to take them, so that many busy clients use
+//! every core.
 //!
 //! **Blocking methods.** A method may block: a user method that sleeps,
 //! waits in `Context::wait_until` or holds its object's lock long, or a
@@ -87,23 +92,35 @@ enum Job {
     Expire(Arc<Connection>),
 }
 
-/// Who does what in the pool.
-#[derive(Default)]
-struct Sched {
-    ready: VecDeque<Job>,
+/// At most this many polls, however many CPUs.
+pub(crate) const MAX_SHARDS: usize = 8;
+
+/// A shard's leader, as the pool sees it.
+#[derive(Default, Clone, Copy)]
+struct Lead {
     /// Whether a thread leads: polls, or handles the event it polled.
     leader: bool,
     /// Whether the leader is handling an event now (not polling).
     handling: bool,
     /// Counts depositions: a leader whose epoch changed was deposed.
     epoch: u64,
-    /// Handling spans begun, and jobs taken from `ready`: the monitor sees
-    /// progress by these changing.
+    /// Handling spans begun: the monitor sees progress by this changing.
     started: u64,
+}
+
+/// Who does what in the pool.
+#[derive(Default)]
+struct Sched {
+    ready: VecDeque<Job>,
+    /// One per shard.
+    leads: Vec<Lead>,
+    /// Jobs taken from `ready`: the monitor sees progress by this changing.
     taken: u64,
     /// Followers waiting for work.
     idle: usize,
     threads: usize,
+    /// Threads started that have not yet come to take work.
+    starting: usize,
     monitor_parked: bool,
     exit: bool,
 }
@@ -123,12 +140,37 @@ struct SpinCounts {
     caught: AtomicU64,
 }
 
-/// The manager's event loop.
-pub(crate) struct Reactor {
+/// One poll, with what wakes it and what registers with it.
+struct Shard {
     poll: Mutex<Poller>,
     spin_counts: SpinCounts,
     waker: Waker,
     registry: mio::Registry,
+}
+
+impl Shard {
+    fn new(busy_poll: bool) -> Result<Shard> {
+        let poll = Poll::new()?;
+        let registry = poll.registry().try_clone()?;
+        let waker = Waker::new(poll.registry(), WAKER)?;
+        Ok(Shard {
+            poll: Mutex::new(Poller {
+                poll,
+                spin: busy_poll.then(Spin::new),
+            }),
+            spin_counts: SpinCounts::default(),
+            waker,
+            registry,
+        })
+    }
+}
+
+/// The manager's event loop.
+pub(crate) struct Reactor {
+    /// The first also watches the listener and keeps the timers.
+    shards: Vec<Shard>,
+    /// The pool's threads, at least: one per shard, and [`MIN_THREADS`].
+    min_threads: usize,
     listener: Mutex<Option<Listener>>,
     conns: Mutex<FxHashMap<u64, Arc<Connection>>>,
     /// Deadlines (a handshake's, a parked call's), soonest first: how many
@@ -157,25 +199,30 @@ pub(crate) struct Reactor {
 
 impl Reactor {
     pub(crate) fn new(listener: Listener, busy_poll: bool) -> Result<Arc<Reactor>> {
-        let poll = Poll::new()?;
-        let registry = poll.registry().try_clone()?;
-        let waker = Waker::new(poll.registry(), WAKER)?;
+        // As many polls as CPUs this process may use (its affinity mask).
+        let n = std::thread::available_parallelism()
+            .map_or(1, std::num::NonZeroUsize::get)
+            .clamp(1, MAX_SHARDS);
+        let shards = (0..n)
+            .map(|_| Shard::new(busy_poll))
+            .collect::<Result<Vec<_>>>()?;
         listener.set_nonblocking(true)?;
         let fd = listener.raw_fd();
-        registry.register(&mut SourceFd(&fd), LISTENER, Interest::READABLE)?;
+        shards[0]
+            .registry
+            .register(&mut SourceFd(&fd), LISTENER, Interest::READABLE)?;
+        let sched = Sched {
+            leads: vec![Lead::default(); n],
+            ..Sched::default()
+        };
         Ok(Arc::new(Reactor {
-            poll: Mutex::new(Poller {
-                poll,
-                spin: busy_poll.then(Spin::new),
-            }),
-            spin_counts: SpinCounts::default(),
-            waker,
-            registry,
+            shards,
+            min_threads: MIN_THREADS.max(n),
             listener: Mutex::new(Some(listener)),
             conns: Mutex::new(FxHashMap::default()),
             timers: Mutex::new(BTreeMap::new()),
             timer_count: AtomicUsize::new(0),
-            sched: Mutex::new(Sched::default()),
+            sched: Mutex::new(sched),
             follow: Condvar::new(),
             watch: Condvar::new(),
             spare: Mutex::new(reserve()),
@@ -188,7 +235,7 @@ impl Reactor {
     /// Starts the pool, and watches it from this thread until the manager
     /// stops.
     pub(crate) fn serve(self: &Arc<Self>, state: &Arc<ServerState>) {
-        for _ in 0..MIN_THREADS {
+        for _ in 0..self.min_threads {
             self.spawn(state);
         }
         self.monitor(state);
@@ -202,7 +249,7 @@ impl Reactor {
         let mut s = lock(&self.sched);
         s.exit = true;
         self.follow.notify_all();
-        let _ = self.waker.wake();
+        self.wake_all();
         while s.threads > 0 {
             let now = Instant::now();
             if now >= deadline {
@@ -233,14 +280,31 @@ impl Reactor {
     pub(crate) fn stop(&self) {
         if let Some(l) = lock(&self.listener).take() {
             let fd = l.raw_fd();
-            let _ = self.registry.deregister(&mut SourceFd(&fd));
+            let _ = self.shards[0].registry.deregister(&mut SourceFd(&fd));
         }
         let conns: Vec<_> = lock(&self.conns).values().cloned().collect();
         for c in conns {
             c.shutdown_read();
         }
         self.watch.notify_all();
-        let _ = self.waker.wake();
+        self.wake_all();
+    }
+
+    /// Returns every poll.
+    fn wake_all(&self) {
+        for shard in &self.shards {
+            let _ = shard.waker.wake();
+        }
+    }
+
+    /// How many polls there are.
+    pub(crate) fn shard_count(&self) -> usize {
+        self.shards.len()
+    }
+
+    /// The shard that watches connection `id`.
+    fn shard_of(&self, id: u64) -> usize {
+        (id % self.shards.len() as u64) as usize
     }
 
     /// Every connection still open, closed in both directions (the drain
@@ -266,6 +330,7 @@ impl Reactor {
         match spawned {
             Ok(t) => {
                 s.threads += 1;
+                s.starting += 1;
                 drop(s);
                 let mut threads = lock(&self.threads);
                 threads.retain(|t| !t.is_finished());
@@ -279,21 +344,23 @@ impl Reactor {
     fn work(self: &Arc<Self>, state: &Arc<ServerState>) {
         let mut events = Events::with_capacity(256);
         let mut jobs = Vec::with_capacity(256);
-        let mut leading = false;
+        // The shard this thread leads, if it does.
+        let mut leading: Option<usize> = None;
         let mut s = lock(&self.sched);
+        s.starting -= 1;
         loop {
             if s.exit {
                 s.threads -= 1;
                 self.watch.notify_all();
                 return;
             }
-            if leading || !s.leader {
-                s.leader = true;
-                leading = true;
+            if let Some(k) = leading.or_else(|| s.leads.iter().position(|l| !l.leader)) {
+                s.leads[k].leader = true;
+                leading = Some(k);
                 let mut polled = None;
                 if s.ready.is_empty() {
                     drop(s);
-                    self.poll_once(&mut events, &mut jobs);
+                    self.poll_once(k, &mut events, &mut jobs);
                     s = lock(&self.sched);
                     // The first job found is this thread's (the queue was
                     // empty); the common poll finds one, and it skips the
@@ -309,18 +376,19 @@ impl Reactor {
                 };
                 // The leader handles this one itself; others go to followers.
                 s.taken += 1;
-                s.handling = true;
-                s.started += 1;
-                let epoch = s.epoch;
+                let lead = &mut s.leads[k];
+                lead.handling = true;
+                lead.started += 1;
+                let epoch = lead.epoch;
                 self.share(&mut s);
                 drop(s);
                 self.run_job(state, job);
                 s = lock(&self.sched);
-                if s.epoch == epoch {
-                    s.handling = false;
+                if s.leads[k].epoch == epoch {
+                    s.leads[k].handling = false;
                 } else {
                     // Deposed while in the call: another thread leads now.
-                    leading = false;
+                    leading = None;
                 }
                 continue;
             }
@@ -339,7 +407,7 @@ impl Reactor {
                 .unwrap_or_else(PoisonError::into_inner);
             s = guard;
             s.idle -= 1;
-            if waited.timed_out() && s.ready.is_empty() && !s.exit && s.threads > MIN_THREADS {
+            if waited.timed_out() && s.ready.is_empty() && !s.exit && s.threads > self.min_threads {
                 s.threads -= 1;
                 self.watch.notify_all();
                 return;
@@ -359,10 +427,12 @@ impl Reactor {
         }
     }
 
-    /// Polls once (until the next timer at the latest), adding the jobs it
-    /// finds to `jobs`.
-    fn poll_once(&self, events: &mut Events, jobs: &mut Vec<Job>) {
-        let timeout = if self.timer_count.load(Ordering::Acquire) == 0 {
+    /// Polls shard `k` once (the first until the next timer at the
+    /// latest), adding the jobs it finds to `jobs`.
+    fn poll_once(&self, k: usize, events: &mut Events, jobs: &mut Vec<Job>) {
+        let shard = &self.shards[k];
+        let timers = k == 0;
+        let timeout = if !timers || self.timer_count.load(Ordering::Acquire) == 0 {
             None
         } else {
             lock(&self.timers)
@@ -370,7 +440,7 @@ impl Reactor {
                 .map(|(&(at, _), _)| at.saturating_duration_since(Instant::now()))
         };
         {
-            let mut guard = lock(&self.poll);
+            let mut guard = lock(&shard.poll);
             let Poller { poll, spin } = &mut *guard;
             // Busy-polling (`transport::spin`): right after an answer, the
             // next request is likely to come within microseconds.
@@ -378,7 +448,7 @@ impl Reactor {
                 let caught = spin.wait(timeout, || {
                     poll.poll(events, Some(Duration::ZERO)).is_ok() && !events.is_empty()
                 });
-                let counts = &self.spin_counts;
+                let counts = &shard.spin_counts;
                 counts.spun.store(spin.spun, Ordering::Relaxed);
                 counts.caught.store(spin.caught, Ordering::Relaxed);
                 caught
@@ -408,7 +478,7 @@ impl Reactor {
             }
         }
         // A timer set during the poll woke it (`wake_at`), so it is seen here.
-        if self.timer_count.load(Ordering::Acquire) == 0 {
+        if !timers || self.timer_count.load(Ordering::Acquire) == 0 {
             return;
         }
         let now = Instant::now();
@@ -425,13 +495,15 @@ impl Reactor {
         self.timer_count.store(timers.len(), Ordering::Release);
     }
 
-    /// Spins of the poller begun, and those that caught an event.
+    /// Spins of the pollers begun, and those that caught an event.
     pub(crate) fn spin_counts(&self) -> (u64, u64) {
-        let c = &self.spin_counts;
-        (
-            c.spun.load(Ordering::Relaxed),
-            c.caught.load(Ordering::Relaxed),
-        )
+        self.shards.iter().fold((0, 0), |(spun, caught), shard| {
+            let c = &shard.spin_counts;
+            (
+                spun + c.spun.load(Ordering::Relaxed),
+                caught + c.caught.load(Ordering::Relaxed),
+            )
+        })
     }
 
     /// Adds a timer for connection `id` at `at`.
@@ -587,17 +659,19 @@ impl Reactor {
         self.add_timer(conn.deadline, id);
         // Room to write is watched only while replies wait (see
         // `Connection::watch_writes`).
-        let registered =
-            self.registry
-                .register(&mut SourceFd(&fd), Token(id as usize), Interest::READABLE);
+        let registered = self.shards[self.shard_of(id)].registry.register(
+            &mut SourceFd(&fd),
+            Token(id as usize),
+            Interest::READABLE,
+        );
         if let Err(e) = registered {
             tracing::warn!(error = %e, "cannot watch a connection");
             lock(&self.conns).remove(&id);
             state.handshake_done();
             return;
         }
-        // The poll waits for the soonest timer; this one may be sooner.
-        let _ = self.waker.wake();
+        // The first poll waits for the soonest timer; this one may be sooner.
+        let _ = self.shards[0].waker.wake();
     }
 
     /// Watches connection `id` (descriptor `fd`) for room to write as
@@ -614,19 +688,23 @@ impl Reactor {
         } else {
             Interest::READABLE
         };
-        self.registry
-            .reregister(&mut SourceFd(&fd), Token(id as usize), interest)
+        self.shards[self.shard_of(id)].registry.reregister(
+            &mut SourceFd(&fd),
+            Token(id as usize),
+            interest,
+        )
     }
 
     /// Runs `conn` soon: a call of it parked may be done waiting.
     pub(crate) fn schedule(&self, conn: Arc<Connection>) {
+        let shard = self.shard_of(conn.id);
         let mut s = lock(&self.sched);
         s.ready.push_back(Job::Ready(conn, false));
         if s.idle > 0 {
             self.follow.notify_one();
         } else {
             // Everyone is busy or polling: the poll returns for it.
-            let _ = self.waker.wake();
+            let _ = self.shards[shard].waker.wake();
         }
         if s.monitor_parked {
             s.monitor_parked = false;
@@ -637,7 +715,7 @@ impl Reactor {
     /// Runs connection `id` at `at` (a parked call's deadline).
     pub(crate) fn wake_at(&self, at: Instant, id: u64) {
         self.add_timer(at, id);
-        let _ = self.waker.wake();
+        let _ = self.shards[0].waker.wake();
     }
 
     /// The monitor (see the module docs), until the manager stops.
@@ -652,7 +730,15 @@ impl Reactor {
             *next = now + period;
         };
         let mut s = lock(&self.sched);
-        let (mut started, mut taken, mut quiet) = (s.started, s.taken, 0u32);
+        // Each lead's `started` a tick ago (no allocation per tick: the
+        // manager's steady state allocates nothing).
+        let mut started: Vec<u64> = s.leads.iter().map(|l| l.started).collect();
+        let note = |started: &mut Vec<u64>, s: &Sched| {
+            for (b, l) in started.iter_mut().zip(&s.leads) {
+                *b = l.started;
+            }
+        };
+        let (mut taken, mut quiet) = (s.taken, 0u32);
         loop {
             if state.is_stopping() {
                 return;
@@ -665,28 +751,39 @@ impl Reactor {
             if state.is_stopping() {
                 return;
             }
-            let stuck_leader = s.handling && s.started == started;
-            let stuck_ready = !s.ready.is_empty() && s.taken == taken && s.idle == 0;
-            if stuck_leader {
-                s.leader = false;
-                s.handling = false;
-                s.epoch += 1;
-            }
-            if stuck_leader || stuck_ready {
-                if s.idle > 0 {
-                    self.follow.notify_one();
-                } else {
-                    drop(s);
-                    self.spawn(state);
-                    s = lock(&self.sched);
+            for (lead, &before) in s.leads.iter_mut().zip(&started) {
+                if lead.handling && lead.started == before {
+                    lead.leader = false;
+                    lead.handling = false;
+                    lead.epoch += 1;
                 }
             }
-            if s.handling || !s.ready.is_empty() || s.started != started {
+            // A follower for each poll without a leader (its leader was
+            // deposed, now or a tick ago and nobody came), and for work
+            // nobody takes; started where none is idle.
+            let leaderless = s.leads.iter().filter(|l| !l.leader).count();
+            let stuck_ready = !s.ready.is_empty() && s.taken == taken && s.idle == 0;
+            let wanted = leaderless + usize::from(stuck_ready);
+            let woken = wanted.min(s.idle);
+            for _ in 0..woken {
+                self.follow.notify_one();
+            }
+            let more = wanted - woken;
+            if more > s.starting {
+                let more = more - s.starting;
+                drop(s);
+                for _ in 0..more {
+                    self.spawn(state);
+                }
+                s = lock(&self.sched);
+            }
+            let progress = s.leads.iter().zip(&started).any(|(l, &b)| l.started != b);
+            if progress || s.leads.iter().any(|l| l.handling) || !s.ready.is_empty() {
                 quiet = 0;
             } else {
                 quiet += 1;
             }
-            started = s.started;
+            note(&mut started, &s);
             taken = s.taken;
             if Instant::now() >= next_sweep {
                 drop(s);
@@ -711,7 +808,7 @@ impl Reactor {
                         .0;
                 }
                 s.monitor_parked = false;
-                started = s.started;
+                note(&mut started, &s);
                 taken = s.taken;
             }
         }
