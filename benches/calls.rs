@@ -474,7 +474,7 @@ fn rows_for(t: Transport) -> Vec<Row> {
             "get(): small &self call",
             1,
             one,
-            Target::new(Goal::TimeRatio(1.3)).pinned().uds(),
+            Target::new(Goal::TimeRatio(1.05)).pinned(),
         ),
         ours("incr", "incr(1): &mut self call", 1, one, Target::NONE),
         ours(
@@ -518,7 +518,7 @@ fn rows_for(t: Transport) -> Vec<Row> {
             "64-deep deferred incr",
             DEPTH as u64,
             Some(("pipelined64", 1.0)),
-            Target::new(Goal::MinRate(2_000_000.0)).pinned(),
+            Target::new(Goal::MinRate(6_700_000.0)).pinned(),
         ),
         ours(
             "arg_8MiB",
@@ -605,7 +605,7 @@ fn rows_for(t: Transport) -> Vec<Row> {
             format!("get(), {clients} client processes, aggregate"),
             1,
             Some((floor, 1.0)),
-            Target::new(Goal::ThroughputShare(0.7)),
+            Target::new(Goal::ThroughputShare(1.0)),
         ));
     }
     rows

@@ -85,32 +85,23 @@ pub struct Target {
     pub goal: Goal,
     /// Stated for one client pinned to one CPU.
     pub pinned_only: bool,
-    /// Stated for the local socket.
-    pub uds_only: bool,
 }
 
 impl Target {
     pub const NONE: Target = Target {
         goal: Goal::None,
         pinned_only: false,
-        uds_only: false,
     };
 
     pub const fn new(goal: Goal) -> Target {
         Target {
             goal,
             pinned_only: false,
-            uds_only: false,
         }
     }
 
     pub const fn pinned(mut self) -> Target {
         self.pinned_only = true;
-        self
-    }
-
-    pub const fn uds(mut self) -> Target {
-        self.uds_only = true;
         self
     }
 
@@ -122,11 +113,8 @@ impl Target {
             Goal::MinRate(r) => format!(">={} calls/s", si(r)),
             Goal::MaxBytesPerEntry(b) => format!("<={b} B/entry"),
         };
-        match (self.pinned_only, self.uds_only) {
-            (true, true) => t.push_str(" (pinned, uds)"),
-            (true, false) => t.push_str(" (pinned)"),
-            (false, true) => t.push_str(" (uds)"),
-            (false, false) => {}
+        if self.pinned_only {
+            t.push_str(" (pinned)");
         }
         t
     }
@@ -207,8 +195,7 @@ pub fn summarize(condition: &str, rows: &[Row]) {
             Measure::BytesPerEntry(Some(b)) => (None, None, None, None, *b),
             Measure::BytesPerEntry(None) => continue,
         };
-        let applies = (!row.target.pinned_only || condition == "pinned")
-            && (!row.target.uds_only || row.transport == Transport::Uds);
+        let applies = !row.target.pinned_only || condition == "pinned";
         let met = match row.target.goal {
             Goal::None => None,
             _ if !applies => None,
