@@ -697,14 +697,20 @@ impl Reactor {
 
     /// Runs `conn` soon: a call of it parked may be done waiting.
     pub(crate) fn schedule(&self, conn: Arc<Connection>) {
-        let shard = self.shard_of(conn.id);
+        let own = self.shard_of(conn.id);
         let mut s = lock(&self.sched);
         s.ready.push_back(Job::Ready(conn, false));
         if s.idle > 0 {
             self.follow.notify_one();
         } else {
-            // Everyone is busy or polling: the poll returns for it.
-            let _ = self.shards[shard].waker.wake();
+            // Everyone is busy or polling: a poll returns for it, one whose
+            // leader is polling now if there is one.
+            let k = s
+                .leads
+                .iter()
+                .position(|l| l.leader && !l.handling)
+                .unwrap_or(own);
+            let _ = self.shards[k].waker.wake();
         }
         if s.monitor_parked {
             s.monitor_parked = false;
