@@ -310,11 +310,18 @@ impl Peer {
 
     /// Sets up a run of a call: whether it may park, and the wait it
     /// resumes.
+    #[inline]
     fn prepare(&self, allowed: bool, resume: Option<Resume>) {
         self.park_allowed.store(allowed, Ordering::Relaxed);
         if resume.is_none() && !self.park_busy.load(Ordering::Relaxed) {
             return;
         }
+        self.prepare_park(resume);
+    }
+
+    /// [`Peer::prepare`]'s rare part: a wait to resume, or one to clear.
+    #[cold]
+    fn prepare_park(&self, resume: Option<Resume>) {
         let mut park = lock(&self.park);
         self.park_busy.store(resume.is_some(), Ordering::Relaxed);
         park.resume = resume;

@@ -148,6 +148,7 @@ impl Socket {
 
     /// Adds `frame` to `out` as it goes on the wire: sealed into records on
     /// an encrypted connection, as it is otherwise.
+    #[inline]
     pub(crate) fn encode_into(&self, frame: &[&[u8]], out: &mut Vec<u8>) -> io::Result<()> {
         match self {
             Socket::Sealed(s) => s.seal_into(frame, out),
