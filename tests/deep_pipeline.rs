@@ -126,3 +126,45 @@ fn dropped_replies_in_a_deep_pipeline_are_let_go() {
         assert_eq!(v.get().unwrap().len(), REPLY_BYTES);
     });
 }
+
+/// On an encrypted connection a pipeline's replies are sealed together as
+/// they go, and a reply that takes an item (a queue's `get`) is sealed at
+/// once, after the ones before it: every reply arrives and opens, each
+/// with its own call's result, and every item is taken once.
+#[test]
+fn replies_that_take_items_keep_their_place_among_sealed_replies() {
+    bounded(|| {
+        let mgr = Manager::builder()
+            .address("tcp:127.0.0.1:0".parse().unwrap())
+            .auth_key(key())
+            .spawn_thread()
+            .unwrap();
+        let client = Client::connect(mgr.address(), &key()).unwrap();
+        let n = client.value(0u64).unwrap();
+        let q = client.queue::<u64>(0).unwrap();
+        const ROUNDS: u64 = 2_000;
+        for i in 0..ROUNDS {
+            q.put(i).unwrap();
+        }
+        let (dn, dq) = (n.deferred(), q.deferred());
+        let mut adds = Vec::new();
+        let mut gets = Vec::new();
+        for _ in 0..ROUNDS {
+            adds.push(dn.fetch_add(1).unwrap());
+            gets.push(dq.get().unwrap());
+            adds.push(dn.fetch_add(1).unwrap());
+        }
+        for (i, g) in gets.into_iter().enumerate() {
+            assert_eq!(g.wait().unwrap(), i as u64, "get {i} takes item {i}");
+        }
+        for (i, a) in adds.into_iter().enumerate() {
+            assert_eq!(
+                a.wait().unwrap(),
+                i as u64,
+                "fetch_add {i} sees the {i} before it"
+            );
+        }
+        assert_eq!(q.len().unwrap(), 0, "every item taken once");
+        assert_eq!(n.get().unwrap(), 2 * ROUNDS);
+    });
+}

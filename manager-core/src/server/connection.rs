@@ -194,15 +194,43 @@ struct Outbox {
     sent: usize,
     /// Put-backs, each with the offset in `bytes` where its reply ends.
     undo: Vec<(usize, PutBack)>,
+    /// On an encrypted connection, replies not sealed yet: they are sealed
+    /// together when they go (or when a reply with a put-back follows
+    /// them), so that a pipeline's replies cost one record, not one each.
+    plain: Vec<u8>,
 }
 
 impl Outbox {
     fn pending(&self) -> usize {
-        self.bytes.len() - self.sent
+        self.bytes.len() - self.sent + self.plain.len()
+    }
+
+    /// Adds `frame` to what goes: sealed later on an encrypted connection,
+    /// as it is otherwise.
+    fn push(&mut self, frame: &[u8]) -> std::io::Result<()> {
+        if self.socket.is_sealed() {
+            self.plain.extend_from_slice(frame);
+            return Ok(());
+        }
+        self.socket.encode_into(&[frame], &mut self.bytes)
+    }
+
+    /// Seals the replies waiting in `plain` onto `bytes`.
+    fn seal_waiting(&mut self) -> std::io::Result<()> {
+        if self.plain.is_empty() {
+            return Ok(());
+        }
+        self.socket.encode_into(&[&self.plain], &mut self.bytes)?;
+        self.plain.clear();
+        if self.plain.capacity() > 4 * OUT_LIMIT {
+            self.plain = Vec::new();
+        }
+        Ok(())
     }
 
     /// Writes what the socket takes now; `Ok(true)` once nothing waits.
     fn write_some(&mut self) -> std::io::Result<bool> {
+        self.seal_waiting()?;
         while self.sent < self.bytes.len() {
             match self.socket.write_wire(&self.bytes[self.sent..]) {
                 Ok(0) => return Err(std::io::ErrorKind::WriteZero.into()),
@@ -247,6 +275,7 @@ impl Peer {
                 bytes: Vec::new(),
                 sent: 0,
                 undo: Vec::new(),
+                plain: Vec::new(),
             }),
             backlogged: AtomicBool::new(false),
             waiting: Mutex::new(None),
@@ -416,6 +445,9 @@ impl Peer {
                     "the caller left before its reply".into(),
                 ));
             }
+            // Sealed after the replies before it, and at once: its end on
+            // the wire is where its item counts as delivered.
+            out.seal_waiting().map_err(Error::lost)?;
             let Outbox { socket, bytes, .. } = &mut *out;
             socket.encode_into(&[frame], bytes).map_err(Error::lost)?;
             let end = out.bytes.len();
@@ -424,8 +456,7 @@ impl Peer {
             self.note_backlog(&out);
             return r;
         }
-        let Outbox { socket, bytes, .. } = &mut *out;
-        socket.encode_into(&[frame], bytes).map_err(Error::lost)?;
+        out.push(frame).map_err(Error::lost)?;
         if out.pending() >= WRITE_AT {
             out.write_some().map_err(Error::lost)?;
             self.note_backlog(&out);
