@@ -39,12 +39,12 @@
 //! carries a byte string out of line or proxies keeps its thread where it
 //! waits, as user methods do.
 
-use std::collections::HashSet;
 use std::os::fd::RawFd;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
 use std::sync::{Arc, Condvar, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
+use rustc_hash::FxHashSet;
 use serde_bytes::ByteBuf;
 
 use crate::auth::{Handshake, Keys};
@@ -104,7 +104,7 @@ pub(crate) struct Peer {
     resumer: Resumer,
     /// The objects that track connections this one has called: the only
     /// ones told when it ends (see [`Peer::touch`]).
-    touched: Mutex<HashSet<u64>>,
+    touched: Mutex<FxHashSet<u64>>,
     /// The last of `touched`, which a call on it again need not lock for.
     last_touched: AtomicU64,
 }
@@ -187,8 +187,9 @@ unsafe impl Send for WaitingOn {}
 
 /// Replies on their way: bytes as they go on the wire (sealed, on an
 /// encrypted connection), and the put-backs of replies not yet written.
+/// Its methods take the connection's socket (the peer's own), which the
+/// outbox does not keep a second handle to: a manager holds thousands.
 struct Outbox {
-    socket: Arc<Socket>,
     bytes: Vec<u8>,
     /// Bytes of `bytes` already written.
     sent: usize,
@@ -207,20 +208,20 @@ impl Outbox {
 
     /// Adds `frame` to what goes: sealed later on an encrypted connection,
     /// as it is otherwise.
-    fn push(&mut self, frame: &[u8]) -> std::io::Result<()> {
-        if self.socket.is_sealed() {
+    fn push(&mut self, socket: &Socket, frame: &[u8]) -> std::io::Result<()> {
+        if socket.is_sealed() {
             self.plain.extend_from_slice(frame);
             return Ok(());
         }
-        self.socket.encode_into(&[frame], &mut self.bytes)
+        socket.encode_into(&[frame], &mut self.bytes)
     }
 
     /// Seals the replies waiting in `plain` onto `bytes`.
-    fn seal_waiting(&mut self) -> std::io::Result<()> {
+    fn seal_waiting(&mut self, socket: &Socket) -> std::io::Result<()> {
         if self.plain.is_empty() {
             return Ok(());
         }
-        self.socket.encode_into(&[&self.plain], &mut self.bytes)?;
+        socket.encode_into(&[&self.plain], &mut self.bytes)?;
         self.plain.clear();
         if self.plain.capacity() > 4 * OUT_LIMIT {
             self.plain = Vec::new();
@@ -229,10 +230,10 @@ impl Outbox {
     }
 
     /// Writes what the socket takes now; `Ok(true)` once nothing waits.
-    fn write_some(&mut self) -> std::io::Result<bool> {
-        self.seal_waiting()?;
+    fn write_some(&mut self, socket: &Socket) -> std::io::Result<bool> {
+        self.seal_waiting(socket)?;
         while self.sent < self.bytes.len() {
-            match self.socket.write_wire(&self.bytes[self.sent..]) {
+            match socket.write_wire(&self.bytes[self.sent..]) {
                 Ok(0) => return Err(std::io::ErrorKind::WriteZero.into()),
                 Ok(n) => self.sent += n,
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
@@ -269,9 +270,8 @@ impl Peer {
         Peer {
             hung_up: AtomicBool::new(false),
             cancelled: AtomicBool::new(false),
-            socket: Arc::clone(&socket),
+            socket,
             out: Mutex::new(Outbox {
-                socket,
                 bytes: Vec::new(),
                 sent: 0,
                 undo: Vec::new(),
@@ -284,7 +284,7 @@ impl Peer {
             park_allowed: AtomicBool::new(false),
             park_busy: AtomicBool::new(false),
             resumer,
-            touched: Mutex::new(HashSet::new()),
+            touched: Mutex::new(FxHashSet::default()),
             last_touched: AtomicU64::new(0),
         }
     }
@@ -299,7 +299,7 @@ impl Peer {
     }
 
     /// The objects [`Peer::touch`] noted, once the connection is over.
-    fn take_touched(&self) -> HashSet<u64> {
+    fn take_touched(&self) -> FxHashSet<u64> {
         std::mem::take(&mut *lock(&self.touched))
     }
 
@@ -447,18 +447,19 @@ impl Peer {
             }
             // Sealed after the replies before it, and at once: its end on
             // the wire is where its item counts as delivered.
-            out.seal_waiting().map_err(Error::lost)?;
-            let Outbox { socket, bytes, .. } = &mut *out;
-            socket.encode_into(&[frame], bytes).map_err(Error::lost)?;
+            out.seal_waiting(&self.socket).map_err(Error::lost)?;
+            self.socket
+                .encode_into(&[frame], &mut out.bytes)
+                .map_err(Error::lost)?;
             let end = out.bytes.len();
             out.undo.push((end, put_back));
-            let r = out.write_some().map(drop).map_err(Error::lost);
+            let r = out.write_some(&self.socket).map(drop).map_err(Error::lost);
             self.note_backlog(&out);
             return r;
         }
-        out.push(frame).map_err(Error::lost)?;
+        out.push(&self.socket, frame).map_err(Error::lost)?;
         if out.pending() >= WRITE_AT {
-            out.write_some().map_err(Error::lost)?;
+            out.write_some(&self.socket).map_err(Error::lost)?;
             self.note_backlog(&out);
         }
         Ok(())
@@ -473,7 +474,7 @@ impl Peer {
     /// nothing waits any more.
     fn write_some(&self) -> Result<bool> {
         let mut out = lock(&self.out);
-        let r = out.write_some().map_err(Error::lost);
+        let r = out.write_some(&self.socket).map_err(Error::lost);
         self.note_backlog(&out);
         r
     }
@@ -483,11 +484,11 @@ impl Peer {
     pub(crate) fn write_all(&self) -> Result<()> {
         let mut out = lock(&self.out);
         let deadline = Instant::now() + self.patience;
-        while !out.write_some().map_err(Error::lost)? {
+        while !out.write_some(&self.socket).map_err(Error::lost)? {
             self.note_backlog(&out);
             let now = Instant::now();
             if now >= deadline
-                || !wait_ready(out.socket.raw_fd(), libc::POLLOUT, deadline - now)
+                || !wait_ready(self.socket.raw_fd(), libc::POLLOUT, deadline - now)
                     .map_err(Error::lost)?
             {
                 return Err(Error::ConnectionLost(
