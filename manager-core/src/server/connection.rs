@@ -201,17 +201,24 @@ struct Outbox {
     plain: Vec<u8>,
 }
 
+/// A reply at least this long is sealed as it comes, not staged.
+const SEAL_ALONE: usize = 16 * 1024;
+
 impl Outbox {
     fn pending(&self) -> usize {
         self.bytes.len() - self.sent + self.plain.len()
     }
 
-    /// Adds `frame` to what goes: sealed later on an encrypted connection,
-    /// as it is otherwise.
+    /// Adds `frame` to what goes: sealed later on an encrypted connection
+    /// (a long one at once, after those waiting: it would gain nothing
+    /// from company and cost a copy), as it is otherwise.
     fn push(&mut self, socket: &Socket, frame: &[u8]) -> std::io::Result<()> {
         if socket.is_sealed() {
-            self.plain.extend_from_slice(frame);
-            return Ok(());
+            if frame.len() < SEAL_ALONE {
+                self.plain.extend_from_slice(frame);
+                return Ok(());
+            }
+            self.seal_waiting(socket)?;
         }
         socket.encode_into(&[frame], &mut self.bytes)
     }
