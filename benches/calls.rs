@@ -25,40 +25,13 @@ use std::time::{Duration, Instant};
 
 use criterion::measurement::WallTime;
 use criterion::{BenchmarkGroup, Criterion, Throughput};
-use manager::{shared, AuthKey, Manager, Proxy};
+use manager::{AuthKey, Manager, Proxy};
 
+use common::counter::{AsyncCounterProxy, Counter, CounterProxy};
 use common::floor::{FloorClient, FloorServer, BIG, DEPTH};
 use common::pool::Pool;
 use common::report::{self, Goal, Measure, Row, Target};
 use common::{Op, Transport, FLOOR_ADDR};
-
-/// The `#[shared]` type of the custom-type rows (Python: a class registered
-/// with a `BaseManager`).
-#[shared]
-pub struct Counter {
-    value: i64,
-}
-
-#[shared]
-impl Counter {
-    /// Starts at `start`.
-    pub fn new(start: i64) -> Self {
-        Counter { value: start }
-    }
-    /// The value: the small `&self` call.
-    pub fn get(&self) -> i64 {
-        self.value
-    }
-    /// Adds `by`: the small `&mut self` call.
-    pub fn incr(&mut self, by: i64) -> i64 {
-        self.value += by;
-        self.value
-    }
-    /// The length of `data`: the large argument.
-    pub fn size(&self, data: Vec<u8>) -> u64 {
-        data.len() as u64
-    }
-}
 
 /// A multi-client worker's proxy, as a token, and the manager's key.
 const TOKEN_ENV: &str = "MANAGER_BENCH_TOKEN";

@@ -15,30 +15,12 @@
 //! from the manager's. Busy-polling is off in both processes, so that no
 //! instruction counted is spent waiting.
 
-use manager::{shared, Manager};
+use manager::Manager;
 
-/// The `#[shared]` type of the workloads (as in `benches/calls.rs`).
-#[shared]
-pub struct Counter {
-    value: i64,
-}
+#[path = "common/counter.rs"]
+mod counter;
 
-#[shared]
-impl Counter {
-    /// Starts at `start`.
-    pub fn new(start: i64) -> Self {
-        Counter { value: start }
-    }
-    /// The value: the small `&self` call.
-    pub fn get(&self) -> i64 {
-        self.value
-    }
-    /// Adds `by`: the small `&mut self` call.
-    pub fn incr(&mut self, by: i64) -> i64 {
-        self.value += by;
-        self.value
-    }
-}
+use counter::{AsyncCounterProxy, Counter, CounterProxy};
 
 const WORKLOADS: &str = "get, incr, deferred64 or async1000";
 

@@ -3,39 +3,12 @@
 //! Observed through the manager's own counts (`Stats::busy_polls`,
 //! `Stats::busy_polls_caught`), never through timing.
 
+mod common;
+
 use std::time::Duration;
 
+use common::{allowed_cpus, pin_this_thread};
 use manager::{Manager, Stats};
-
-/// The CPUs this thread may run on.
-fn allowed_cpus() -> Vec<usize> {
-    // SAFETY: a zeroed cpu_set_t is valid; sched_getaffinity fills it and
-    // CPU_ISSET only reads it.
-    unsafe {
-        let mut set: libc::cpu_set_t = std::mem::zeroed();
-        if libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut set) != 0 {
-            return Vec::new();
-        }
-        (0..libc::CPU_SETSIZE as usize)
-            .filter(|&c| libc::CPU_ISSET(c, &set))
-            .collect()
-    }
-}
-
-/// Limits this thread (and the processes it starts) to CPU `cpu`.
-fn pin_this_thread(cpu: usize) {
-    // SAFETY: a zeroed cpu_set_t is valid; CPU_SET and sched_setaffinity
-    // only read and write it.
-    unsafe {
-        let mut set: libc::cpu_set_t = std::mem::zeroed();
-        libc::CPU_SET(cpu, &mut set);
-        assert_eq!(
-            libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set),
-            0,
-            "pin the test thread"
-        );
-    }
-}
 
 fn stats(mgr: &Manager) -> Stats {
     mgr.stats().expect("stats")

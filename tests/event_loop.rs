@@ -10,7 +10,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Barrier};
 use std::time::Duration;
 
-use common::{bounded, eventually, read_marked, role, sigkill, spawn_role, threads_of};
+use common::{
+    allowed_cpus, bounded, eventually, pin_this_thread, read_marked, role, sigkill, spawn_role,
+    threads_of,
+};
 use manager::{shared, Address, AuthKey, Client, Error, Manager, QueueProxy};
 
 const KEY: &str = "8899aabbccddeeff0011223344556677";
@@ -269,20 +272,6 @@ fn a_method_that_blocks_does_not_stall_other_connections() {
     });
 }
 
-/// The CPUs this thread may run on.
-fn allowed_cpus() -> Vec<usize> {
-    // SAFETY: `set` is a valid, zeroed cpu_set_t of the size passed.
-    unsafe {
-        let mut set: libc::cpu_set_t = std::mem::zeroed();
-        if libc::sched_getaffinity(0, std::mem::size_of_val(&set), &mut set) != 0 {
-            return Vec::new();
-        }
-        (0..libc::CPU_SETSIZE as usize)
-            .filter(|&c| libc::CPU_ISSET(c, &set))
-            .collect()
-    }
-}
-
 /// One poll per CPU the manager may use, each serving its share of the
 /// connections; a manager started from a thread allowed one CPU (its
 /// process inherits the mask) has one.
@@ -320,16 +309,7 @@ fn the_manager_polls_once_per_cpu_and_serves_every_poll() {
             return;
         };
         let one_cpu = std::thread::spawn(move || {
-            // SAFETY: `set` is a valid cpu_set_t with one CPU of this
-            // thread's own mask.
-            unsafe {
-                let mut set: libc::cpu_set_t = std::mem::zeroed();
-                libc::CPU_SET(cpu, &mut set);
-                assert_eq!(
-                    libc::sched_setaffinity(0, std::mem::size_of_val(&set), &set),
-                    0
-                );
-            }
+            pin_this_thread(cpu);
             let mgr = Manager::builder().start().unwrap();
             let v = mgr.value(1u8).unwrap();
             assert_eq!(v.get().unwrap(), 1);

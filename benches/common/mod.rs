@@ -9,6 +9,7 @@
 //! `manager-core/src/spawn.rs`). A child dies with its parent: it exits on
 //! end of file on its stdin, and on the parent's death by any signal.
 
+pub mod counter;
 pub mod floor;
 pub mod pool;
 pub mod report;
